@@ -1,0 +1,257 @@
+//! The replay cache: digests of accepted packets, each kept until its packet could no longer
+//! pass the timestamp check.
+//!
+//! Rule (docs/PROTOCOL.md, "Replay"): a packet with timestamp `t` accepted at server time
+//! `now` is remembered until `max(t, now) + window`. Past that instant its timestamp is
+//! outside the window for as long as the clock does not go backwards, and if the clock does
+//! go backwards the entry simply lives longer (expiry is compared with the new, smaller
+//! `now`), so a backwards jump never re-admits a replay.
+//!
+//! The cache is bounded: when it is full and nothing has expired, inserting fails and the
+//! verifier refuses the packet (fail closed) rather than forgetting a live entry. Only
+//! authenticated packets are ever inserted, so filling it takes a key.
+//!
+//! No I/O here: [`ReplayCache::encode`] and [`ReplayCache::decode`] turn the cache into bytes
+//! and back; the server writes them to disk atomically.
+
+use std::collections::{BTreeSet, HashMap};
+
+use sha2::{Digest as _, Sha256};
+
+/// A packet digest (SHA-256 of the whole packet).
+pub type Digest = [u8; 32];
+
+/// Default number of entries.
+pub const DEFAULT_CAPACITY: usize = 65_536;
+
+/// Magic and format version at the start of the serialised cache.
+pub const MAGIC: &[u8; 8] = b"KSPARC01";
+const ENTRY_LEN: usize = 32 + 8;
+const HEADER_LEN: usize = 8 + 8;
+const CHECKSUM_LEN: usize = 32;
+
+/// Why an entry was not inserted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InsertError {
+    /// The digest is present already.
+    #[error("already present")]
+    Present,
+    /// Capacity reached and no entry has expired.
+    #[error("replay cache full")]
+    Full,
+}
+
+/// Why serialised bytes were refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// Wrong magic or format version.
+    #[error("not a knock-spa replay cache (bad magic)")]
+    Magic,
+    /// Length does not match the entry count.
+    #[error("truncated or over-long")]
+    Length,
+    /// The trailing SHA-256 does not match.
+    #[error("checksum mismatch (corrupt)")]
+    Checksum,
+    /// More entries than the capacity allows.
+    #[error("more entries than the configured capacity")]
+    TooMany,
+    /// The same digest twice.
+    #[error("duplicate entry")]
+    Duplicate,
+}
+
+/// Digest → expiry (Unix seconds), with time-ordered eviction.
+#[derive(Clone, Debug)]
+pub struct ReplayCache {
+    map: HashMap<Digest, u64>,
+    by_expiry: BTreeSet<(u64, Digest)>,
+    capacity: usize,
+}
+
+impl ReplayCache {
+    /// An empty cache holding at most `capacity` entries (at least 1).
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            map: HashMap::new(),
+            by_expiry: BTreeSet::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Whether the digest is remembered.
+    pub fn contains(&self, digest: &Digest) -> bool {
+        self.map.contains_key(digest)
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The capacity.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Drops entries whose expiry is before `now`. Returns how many.
+    pub fn purge(&mut self, now: u64) -> usize {
+        let mut n = 0;
+        while let Some(&(expiry, digest)) = self.by_expiry.first() {
+            if expiry >= now {
+                break;
+            }
+            self.by_expiry.pop_first();
+            self.map.remove(&digest);
+            n += 1;
+        }
+        n
+    }
+
+    /// Remembers `digest` until `expiry`, first dropping what has expired at `now`.
+    pub fn insert(&mut self, now: u64, digest: Digest, expiry: u64) -> Result<(), InsertError> {
+        if self.map.contains_key(&digest) {
+            return Err(InsertError::Present);
+        }
+        self.purge(now);
+        if self.map.len() >= self.capacity {
+            return Err(InsertError::Full);
+        }
+        self.map.insert(digest, expiry);
+        self.by_expiry.insert((expiry, digest));
+        Ok(())
+    }
+
+    /// Serialises: magic, entry count (u64), entries (digest, expiry u64) in expiry order,
+    /// then SHA-256 of everything before it.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER_LEN + self.len() * ENTRY_LEN + CHECKSUM_LEN);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&(self.len() as u64).to_be_bytes());
+        for (expiry, digest) in &self.by_expiry {
+            out.extend_from_slice(digest);
+            out.extend_from_slice(&expiry.to_be_bytes());
+        }
+        let sum = Sha256::digest(&out);
+        out.extend_from_slice(&sum);
+        out
+    }
+
+    /// Parses what [`encode`](Self::encode) wrote. Anything truncated, garbled or over
+    /// capacity is refused whole.
+    pub fn decode(bytes: &[u8], capacity: usize) -> Result<Self, DecodeError> {
+        if bytes.len() < HEADER_LEN + CHECKSUM_LEN || &bytes[..8] != MAGIC {
+            return Err(if bytes.starts_with(MAGIC) {
+                DecodeError::Length
+            } else {
+                DecodeError::Magic
+            });
+        }
+        let (body, sum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
+        let mut count = [0u8; 8];
+        count.copy_from_slice(&body[8..16]);
+        let count = u64::from_be_bytes(count);
+        let entries = &body[HEADER_LEN..];
+        if entries.len() % ENTRY_LEN != 0 || (entries.len() / ENTRY_LEN) as u64 != count {
+            return Err(DecodeError::Length);
+        }
+        if Sha256::digest(body).as_slice() != sum {
+            return Err(DecodeError::Checksum);
+        }
+        let mut cache = Self::new(capacity);
+        if entries.len() / ENTRY_LEN > cache.capacity {
+            return Err(DecodeError::TooMany);
+        }
+        for chunk in entries.chunks_exact(ENTRY_LEN) {
+            let mut digest = [0u8; 32];
+            digest.copy_from_slice(&chunk[..32]);
+            let mut expiry = [0u8; 8];
+            expiry.copy_from_slice(&chunk[32..]);
+            let expiry = u64::from_be_bytes(expiry);
+            if cache.map.insert(digest, expiry).is_some() {
+                return Err(DecodeError::Duplicate);
+            }
+            cache.by_expiry.insert((expiry, digest));
+        }
+        Ok(cache)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(n: u8) -> Digest {
+        [n; 32]
+    }
+
+    // Numbered cases in the style of the kernel's replay-window self-test.
+    #[test]
+    fn numbered_cases() {
+        let mut c = ReplayCache::new(3);
+        // 1: fresh insert succeeds.
+        assert_eq!(c.insert(100, d(1), 160), Ok(()));
+        // 2: the same digest again is a replay.
+        assert_eq!(c.insert(100, d(1), 160), Err(InsertError::Present));
+        assert!(c.contains(&d(1)));
+        // 3, 4: fill to capacity.
+        assert_eq!(c.insert(101, d(2), 150), Ok(()));
+        assert_eq!(c.insert(102, d(3), 170), Ok(()));
+        // 5: full, nothing expired: fail closed.
+        assert_eq!(c.insert(103, d(4), 170), Err(InsertError::Full));
+        // 6: entries live through their expiry second itself.
+        assert_eq!(c.insert(150, d(4), 200), Err(InsertError::Full));
+        // 7: one second later d(2) (expiry 150) is dropped, making room.
+        assert_eq!(c.insert(151, d(4), 200), Ok(()));
+        assert!(!c.contains(&d(2)));
+        // 8: a clock jump backwards keeps every entry.
+        assert_eq!(c.purge(10), 0);
+        assert_eq!(c.len(), 3);
+        // 9: purge in expiry order.
+        assert_eq!(c.purge(165), 1);
+        assert!(!c.contains(&d(1)) && c.contains(&d(3)) && c.contains(&d(4)));
+        // 10: purge everything.
+        assert_eq!(c.purge(u64::MAX), 2);
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn encode_decode_round_trip() {
+        let mut c = ReplayCache::new(10);
+        for i in 0..5u8 {
+            c.insert(0, d(i), 100 + u64::from(i)).expect("room");
+        }
+        let bytes = c.encode();
+        let back = ReplayCache::decode(&bytes, 10).expect("decodes");
+        assert_eq!(back.len(), 5);
+        for i in 0..5u8 {
+            assert!(back.contains(&d(i)));
+        }
+        assert_eq!(back.encode(), bytes);
+        assert_eq!(ReplayCache::decode(&bytes, 4).unwrap_err(), DecodeError::TooMany);
+    }
+
+    #[test]
+    fn decode_refuses_every_truncation_and_flip() {
+        let mut c = ReplayCache::new(10);
+        c.insert(0, d(9), 5).expect("room");
+        c.insert(0, d(8), 6).expect("room");
+        let bytes = c.encode();
+        for n in 0..bytes.len() {
+            assert!(ReplayCache::decode(&bytes[..n], 10).is_err(), "truncated to {n}");
+        }
+        for i in 0..bytes.len() * 8 {
+            let mut b = bytes.clone();
+            b[i / 8] ^= 1 << (i % 8);
+            assert!(ReplayCache::decode(&b, 10).is_err(), "bit {i}");
+        }
+        assert_eq!(ReplayCache::decode(b"garbage", 10).unwrap_err(), DecodeError::Magic);
+    }
+}

@@ -1,0 +1,141 @@
+//! Small value types shared by the wire format, the configuration and the trackers.
+//!
+//! Nothing here allocates or does I/O.
+
+use std::fmt;
+use std::num::NonZeroU16;
+use std::str::FromStr;
+
+/// A transport protocol a door can guard or a knock can use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Proto {
+    /// TCP (IP protocol number 6).
+    Tcp,
+    /// UDP (IP protocol number 17).
+    Udp,
+}
+
+impl Proto {
+    /// The IP protocol number, as written on the wire.
+    pub const fn number(self) -> u8 {
+        match self {
+            Proto::Tcp => 6,
+            Proto::Udp => 17,
+        }
+    }
+
+    /// The protocol for an IP protocol number, if it is one we handle.
+    pub const fn from_number(n: u8) -> Option<Self> {
+        match n {
+            6 => Some(Proto::Tcp),
+            17 => Some(Proto::Udp),
+            _ => None,
+        }
+    }
+
+    /// `"tcp"` or `"udp"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Proto {
+    type Err = PortSpecError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("tcp") {
+            Ok(Proto::Tcp)
+        } else if s.eq_ignore_ascii_case("udp") {
+            Ok(Proto::Udp)
+        } else {
+            Err(PortSpecError::BadProto)
+        }
+    }
+}
+
+/// One protocol and port, e.g. `22/tcp`. Port 0 cannot be represented.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortSpec {
+    /// The protocol.
+    pub proto: Proto,
+    /// The port, 1..=65535.
+    pub port: NonZeroU16,
+}
+
+impl PortSpec {
+    /// Builds a port spec; `None` for port 0.
+    pub fn new(proto: Proto, port: u16) -> Option<Self> {
+        NonZeroU16::new(port).map(|port| Self { proto, port })
+    }
+}
+
+impl fmt::Display for PortSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.port, self.proto)
+    }
+}
+
+/// Why a `PORT[/PROTO]` text was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PortSpecError {
+    /// Not a number in 1..=65535.
+    #[error("port must be a number from 1 to 65535")]
+    BadPort,
+    /// Not `tcp` or `udp`.
+    #[error("protocol must be tcp or udp")]
+    BadProto,
+}
+
+/// Parses a port number in 1..=65535.
+pub fn parse_port(s: &str) -> Result<NonZeroU16, PortSpecError> {
+    let s = s.trim();
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(PortSpecError::BadPort);
+    }
+    s.parse::<u16>()
+        .ok()
+        .and_then(NonZeroU16::new)
+        .ok_or(PortSpecError::BadPort)
+}
+
+impl FromStr for PortSpec {
+    type Err = PortSpecError;
+    /// Parses `22`, `22/tcp`, `53/udp` (also `22:tcp`, knockd's separator). The protocol
+    /// defaults to TCP.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let (port, proto) = match s.split_once(['/', ':']) {
+            Some((p, proto)) => (p, proto.trim().parse()?),
+            None => (s, Proto::Tcp),
+        };
+        Ok(PortSpec {
+            proto,
+            port: parse_port(port)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_specs() {
+        assert_eq!("22".parse::<PortSpec>(), Ok(PortSpec::new(Proto::Tcp, 22).expect("nz")));
+        assert_eq!("53/udp".parse::<PortSpec>(), Ok(PortSpec::new(Proto::Udp, 53).expect("nz")));
+        assert_eq!("53:UDP".parse::<PortSpec>(), Ok(PortSpec::new(Proto::Udp, 53).expect("nz")));
+        for bad in ["0", "65536", "-1", "", "22/sctp", "x", "22/", "+22"] {
+            assert!(bad.parse::<PortSpec>().is_err(), "{bad}");
+        }
+        assert_eq!(PortSpec::new(Proto::Tcp, 22).expect("nz").to_string(), "22/tcp");
+    }
+}
