@@ -1,1 +1,21 @@
-fn main() {}
+//! `knock-spa`: parse the command line, run, print the error chain on one line, exit with a
+//! documented code (see `knock_spa::error`).
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use knock_spa::cli::Cli;
+use knock_spa::error::{exit_code, render, EXIT_OK};
+
+fn main() -> ExitCode {
+    // clap prints its own usage errors and exits with 2; --help and --version exit with 0.
+    let cli = Cli::parse();
+    let code = match knock_spa::run(cli) {
+        Ok(()) => EXIT_OK,
+        Err(err) => {
+            eprintln!("knock-spa: error: {}", render(&err));
+            exit_code(&err)
+        }
+    };
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}

@@ -589,7 +589,9 @@ mod tests {
         k.save(&path, false).expect("save");
         let mode = fs::metadata(&path).expect("meta").mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let parent_mode = fs::metadata(path.parent().expect("parent")).expect("meta").mode();
+        let parent_mode = fs::metadata(path.parent().expect("parent"))
+            .expect("meta")
+            .mode();
         assert_eq!(parent_mode & 0o777, 0o700);
         assert!(matches!(k.save(&path, false), Err(KeyError::Exists { .. })));
         k.save(&path, true).expect("forced save");

@@ -10,8 +10,7 @@ use knock_shared::replay::ReplayCache;
 use knock_shared::types::PortSpec;
 use knock_shared::verify::{KeyPolicy, Verifier};
 use knock_shared::wire::{
-    seal, Action, Admit, KeyState, PortList, Request, ServerId, NONCE_LEN, PACKET_LEN,
-    PADDING_LEN,
+    seal, Action, Admit, KeyState, PortList, Request, ServerId, NONCE_LEN, PACKET_LEN, PADDING_LEN,
 };
 
 const NOW: u64 = 1_800_000_000;
@@ -22,8 +21,11 @@ fn setup() -> (Verifier, NamedKey, Request, IpAddr) {
     // 100 keys, as a server with many clients would have.
     let mut v = Verifier::new(vec![ServerId::from_name("srv")], 60);
     for i in 0..100u8 {
-        let k = NamedKey::new(&format!("k{i}"), MasterKey::from_bytes([i.wrapping_add(100); 32]))
-            .expect("name");
+        let k = NamedKey::new(
+            &format!("k{i}"),
+            MasterKey::from_bytes([i.wrapping_add(100); 32]),
+        )
+        .expect("name");
         let policy = KeyPolicy {
             ports: vec![port],
             allow_nat: false,
@@ -83,13 +85,20 @@ fn bench(c: &mut Criterion) {
     let mut bad_hmac = packet;
     bad_hmac[PACKET_LEN - 1] ^= 1;
     c.bench_function("reject bad hmac", |b| {
-        b.iter(|| v.verify(NOW, src, black_box(&bad_hmac), &mut cache).is_err())
+        b.iter(|| {
+            v.verify(NOW, src, black_box(&bad_hmac), &mut cache)
+                .is_err()
+        })
     });
 
     let mut replay_cache = ReplayCache::new(16);
-    v.verify(NOW, src, &packet, &mut replay_cache).expect("valid");
+    v.verify(NOW, src, &packet, &mut replay_cache)
+        .expect("valid");
     c.bench_function("reject replay", |b| {
-        b.iter(|| v.verify(NOW, src, black_box(&packet), &mut replay_cache).is_err())
+        b.iter(|| {
+            v.verify(NOW, src, black_box(&packet), &mut replay_cache)
+                .is_err()
+        })
     });
 
     // Random bytes of the right length: most fail at the version byte or the key id.
@@ -110,7 +119,8 @@ fn bench(c: &mut Criterion) {
     c.bench_function("decode random bytes", |b| {
         b.iter(|| {
             i = (i + 1) % garbage.len();
-            v.verify(NOW, src, black_box(&garbage[i]), &mut cache).is_err()
+            v.verify(NOW, src, black_box(&garbage[i]), &mut cache)
+                .is_err()
         })
     });
 }

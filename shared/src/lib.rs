@@ -10,9 +10,15 @@
 //! - [`verify`]: the server-side verifier: length, key id, HMAC, AEAD, body, clock, replay,
 //!   policy, in that order.
 //! - [`replay`]: the bounded replay cache and its on-disk serialisation.
+//! - [`config`]: the knockd.conf reader with knock-spa's SPA directives.
+//! - [`sequence`]: the classic knock-sequence tracker (knockd semantics, bounded memory).
+//! - [`frame`]: parsing captured frames (Ethernet, Linux cooked, raw IP) into observations.
 #![forbid(unsafe_code)]
 
+pub mod config;
+pub mod frame;
 pub mod replay;
+pub mod sequence;
 pub mod types;
 pub mod verify;
 pub mod wire;

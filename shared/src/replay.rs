@@ -235,7 +235,10 @@ mod tests {
             assert!(back.contains(&d(i)));
         }
         assert_eq!(back.encode(), bytes);
-        assert_eq!(ReplayCache::decode(&bytes, 4).unwrap_err(), DecodeError::TooMany);
+        assert_eq!(
+            ReplayCache::decode(&bytes, 4).unwrap_err(),
+            DecodeError::TooMany
+        );
     }
 
     #[test]
@@ -245,13 +248,19 @@ mod tests {
         c.insert(0, d(8), 6).expect("room");
         let bytes = c.encode();
         for n in 0..bytes.len() {
-            assert!(ReplayCache::decode(&bytes[..n], 10).is_err(), "truncated to {n}");
+            assert!(
+                ReplayCache::decode(&bytes[..n], 10).is_err(),
+                "truncated to {n}"
+            );
         }
         for i in 0..bytes.len() * 8 {
             let mut b = bytes.clone();
             b[i / 8] ^= 1 << (i % 8);
             assert!(ReplayCache::decode(&b, 10).is_err(), "bit {i}");
         }
-        assert_eq!(ReplayCache::decode(b"garbage", 10).unwrap_err(), DecodeError::Magic);
+        assert_eq!(
+            ReplayCache::decode(b"garbage", 10).unwrap_err(),
+            DecodeError::Magic
+        );
     }
 }

@@ -130,12 +130,24 @@ mod tests {
 
     #[test]
     fn port_specs() {
-        assert_eq!("22".parse::<PortSpec>(), Ok(PortSpec::new(Proto::Tcp, 22).expect("nz")));
-        assert_eq!("53/udp".parse::<PortSpec>(), Ok(PortSpec::new(Proto::Udp, 53).expect("nz")));
-        assert_eq!("53:UDP".parse::<PortSpec>(), Ok(PortSpec::new(Proto::Udp, 53).expect("nz")));
+        assert_eq!(
+            "22".parse::<PortSpec>(),
+            Ok(PortSpec::new(Proto::Tcp, 22).expect("nz"))
+        );
+        assert_eq!(
+            "53/udp".parse::<PortSpec>(),
+            Ok(PortSpec::new(Proto::Udp, 53).expect("nz"))
+        );
+        assert_eq!(
+            "53:UDP".parse::<PortSpec>(),
+            Ok(PortSpec::new(Proto::Udp, 53).expect("nz"))
+        );
         for bad in ["0", "65536", "-1", "", "22/sctp", "x", "22/", "+22"] {
             assert!(bad.parse::<PortSpec>().is_err(), "{bad}");
         }
-        assert_eq!(PortSpec::new(Proto::Tcp, 22).expect("nz").to_string(), "22/tcp");
+        assert_eq!(
+            PortSpec::new(Proto::Tcp, 22).expect("nz").to_string(),
+            "22/tcp"
+        );
     }
 }

@@ -7,10 +7,12 @@
 //! 1. version byte and exact length ([`Reject::BadVersion`], [`Reject::BadLength`]);
 //! 2. key id lookup, O(1) ([`Reject::UnknownKey`]);
 //! 3. HMAC-SHA256 over bytes 0..177, constant-time compare ([`Reject::BadHmac`]);
-//! 4. XChaCha20-Poly1305 decryption with the header as associated data ([`Reject::BadAead`]);
-//! 5. body decoding ([`Reject::Malformed`]) and the server identity ([`Reject::WrongServer`]);
-//! 6. timestamp window ([`Reject::Stale`], [`Reject::Future`]);
-//! 7. replay cache ([`Reject::Replay`]);
+//! 4. replay cache ([`Reject::Replay`]): the packet is authentic, so one SHA-256 and one hash
+//!    lookup tell whether it is a copy of one accepted before; done before decryption so a
+//!    flood of captured packets costs no more than a flood of forgeries;
+//! 5. XChaCha20-Poly1305 decryption with the header as associated data ([`Reject::BadAead`]);
+//! 6. body decoding ([`Reject::Malformed`]) and the server identity ([`Reject::WrongServer`]);
+//! 7. timestamp window ([`Reject::Stale`], [`Reject::Future`]);
 //! 8. policy: admitted address vs. source ([`Reject::AddressMismatch`]), ports
 //!    ([`Reject::PortNotAllowed`]);
 //! 9. the digest is remembered ([`Reject::ReplayCacheFull`] if it cannot be).
@@ -352,7 +354,12 @@ impl Verifier {
         let mut mac = slot.state.mac.clone();
         mac.update(maced);
         mac.verify_slice(tag).map_err(|_| Reject::BadHmac)?;
-        // 4. AEAD, header as associated data.
+        // 4. Replay.
+        let digest = packet_digest(packet);
+        if cache.contains(&digest) {
+            return Err(Reject::Replay);
+        }
+        // 5. AEAD, header as associated data.
         let (header, sealed) = maced.split_at(HEADER_LEN);
         let (ciphertext, aead_tag) = sealed.split_at(BODY_LEN);
         let mut body = [0u8; BODY_LEN];
@@ -366,25 +373,20 @@ impl Verifier {
         if opened.is_err() {
             return Err(Reject::BadAead);
         }
-        // 5. Body and server identity.
+        // 6. Body and server identity.
         let decoded = Request::decode_body(&body);
         zeroize::Zeroize::zeroize(&mut body);
         let request = decoded.map_err(Reject::Malformed)?;
         if !self.servers.contains(&request.server) {
             return Err(Reject::WrongServer);
         }
-        // 6. Clock.
+        // 7. Clock.
         let t = request.timestamp;
         if t.saturating_add(self.window) < now {
             return Err(Reject::Stale { age: now - t });
         }
         if t > now.saturating_add(self.window) {
             return Err(Reject::Future { ahead: t - now });
-        }
-        // 7. Replay.
-        let digest = packet_digest(packet);
-        if cache.contains(&digest) {
-            return Err(Reject::Replay);
         }
         // 8. Policy.
         let source = canonical(source);
@@ -398,7 +400,11 @@ impl Verifier {
                 a
             }
         };
-        if let Some(p) = request.ports.iter().find(|p| !slot.policy.ports.contains(p)) {
+        if let Some(p) = request
+            .ports
+            .iter()
+            .find(|p| !slot.policy.ports.contains(p))
+        {
             return Err(Reject::PortNotAllowed(p));
         }
         // 9. Remember it: until the packet's timestamp has left the window, measured from the
@@ -434,7 +440,10 @@ mod tests {
     fn verifier() -> Verifier {
         let mut v = Verifier::new(vec![ServerId::from_name("srv")], DEFAULT_WINDOW);
         let policy = KeyPolicy {
-            ports: vec!["22/tcp".parse().expect("port"), "53/udp".parse().expect("port")],
+            ports: vec![
+                "22/tcp".parse().expect("port"),
+                "53/udp".parse().expect("port"),
+            ],
             allow_nat: false,
         };
         v.add_key(&key(1, "alice"), policy.clone(), 0).expect("add");
@@ -491,7 +500,10 @@ mod tests {
         assert_eq!(v.verify(NOW, src(), &p, &mut cache), Err(Reject::Replay));
         // Replayed from elsewhere: still a replay (the cache is checked before the address).
         let other: IpAddr = "198.51.100.1".parse().expect("ip");
-        assert_eq!(v.verify(NOW + 1, other, &p, &mut cache), Err(Reject::Replay));
+        assert_eq!(
+            v.verify(NOW + 1, other, &p, &mut cache),
+            Err(Reject::Replay)
+        );
     }
 
     #[test]
@@ -507,9 +519,16 @@ mod tests {
     fn ipv4_mapped_source_matches_ipv4_request() {
         let v = verifier();
         let mut cache = ReplayCache::new(16);
-        let p = packet(&key(1, "alice"), &request(Admit::Addr(src()), &["22"], NOW), 3);
+        let p = packet(
+            &key(1, "alice"),
+            &request(Admit::Addr(src()), &["22"], NOW),
+            3,
+        );
         let mapped: IpAddr = format!("::ffff:{SRC}").parse().expect("ip");
-        assert_eq!(v.verify(NOW, mapped, &p, &mut cache).expect("ok").addr(), src());
+        assert_eq!(
+            v.verify(NOW, mapped, &p, &mut cache).expect("ok").addr(),
+            src()
+        );
     }
 
     #[test]
@@ -551,7 +570,10 @@ mod tests {
         let p = packet(&alice, &request(Admit::Addr(src()), &["22"], NOW - 61), 1);
         assert_eq!(check(&p, src(), &mut cache), Err(Reject::Stale { age: 61 }));
         let p = packet(&alice, &request(Admit::Addr(src()), &["22"], NOW + 61), 1);
-        assert_eq!(check(&p, src(), &mut cache), Err(Reject::Future { ahead: 61 }));
+        assert_eq!(
+            check(&p, src(), &mut cache),
+            Err(Reject::Future { ahead: 61 })
+        );
         // The window's edges are inside.
         let p = packet(&alice, &request(Admit::Addr(src()), &["22"], NOW - 60), 4);
         assert!(check(&p, src(), &mut cache).is_ok());
@@ -561,8 +583,15 @@ mod tests {
         let elsewhere: IpAddr = "198.51.100.7".parse().expect("ip");
         let p = packet(&alice, &request(Admit::Addr(elsewhere), &["22"], NOW), 6);
         assert_eq!(check(&p, src(), &mut cache), Err(Reject::AddressMismatch));
-        let p = packet(&key(2, "nat"), &request(Admit::Addr(elsewhere), &["22"], NOW), 6);
-        assert_eq!(check(&p, src(), &mut cache).expect("nat ok").addr(), elsewhere);
+        let p = packet(
+            &key(2, "nat"),
+            &request(Admit::Addr(elsewhere), &["22"], NOW),
+            6,
+        );
+        assert_eq!(
+            check(&p, src(), &mut cache).expect("nat ok").addr(),
+            elsewhere
+        );
 
         let p = packet(&alice, &request(Admit::Addr(src()), &["22", "80"], NOW), 7);
         assert_eq!(
@@ -598,11 +627,19 @@ mod tests {
     fn clock_jump_backwards_does_not_readmit() {
         let v = verifier();
         let mut cache = ReplayCache::new(16);
-        let p = packet(&key(1, "alice"), &request(Admit::Addr(src()), &["22"], NOW), 1);
+        let p = packet(
+            &key(1, "alice"),
+            &request(Admit::Addr(src()), &["22"], NOW),
+            1,
+        );
         assert!(v.verify(NOW, src(), &p, &mut cache).is_ok());
         // A jump backwards within the window: the entry is still there.
         for now in [NOW - 30, NOW, NOW + 60] {
-            assert_eq!(v.verify(now, src(), &p, &mut cache), Err(Reject::Replay), "{now}");
+            assert_eq!(
+                v.verify(now, src(), &p, &mut cache),
+                Err(Reject::Replay),
+                "{now}"
+            );
         }
         // A jump backwards past the window: the packet now looks like it is from the future,
         // and the entry (expiry compared with the smaller clock) is kept for later.
@@ -638,7 +675,11 @@ mod tests {
     #[test]
     fn every_bit_flip_and_truncation_of_a_valid_packet_is_rejected() {
         let v = verifier();
-        let p = packet(&key(1, "alice"), &request(Admit::Addr(src()), &["22"], NOW), 1);
+        let p = packet(
+            &key(1, "alice"),
+            &request(Admit::Addr(src()), &["22"], NOW),
+            1,
+        );
         for bit in 0..PACKET_LEN * 8 {
             let mut q = p;
             q[bit / 8] ^= 1 << (bit % 8);
@@ -648,7 +689,10 @@ mod tests {
         }
         for n in 0..PACKET_LEN {
             let mut cache = ReplayCache::new(4);
-            assert!(v.verify(NOW, src(), &p[..n], &mut cache).is_err(), "len {n}");
+            assert!(
+                v.verify(NOW, src(), &p[..n], &mut cache).is_err(),
+                "len {n}"
+            );
         }
         let mut cache = ReplayCache::new(4);
         assert!(v.verify(NOW, src(), &p, &mut cache).is_ok());

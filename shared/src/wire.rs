@@ -170,7 +170,10 @@ impl PortList {
 
     /// The ports, in request order.
     pub fn iter(&self) -> impl Iterator<Item = PortSpec> + '_ {
-        self.items[..usize::from(self.len)].iter().flatten().copied()
+        self.items[..usize::from(self.len)]
+            .iter()
+            .flatten()
+            .copied()
     }
 
     /// How many.
@@ -279,9 +282,9 @@ impl Request {
         let addr: [u8; 16] = array(&b[ADDR_OFFSET..]);
         let admit = match b[ADDR_KIND_OFFSET] {
             0 if addr == [0; 16] => Admit::Source,
-            4 if addr[4..] == [0; 12] => {
-                Admit::Addr(IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3])))
-            }
+            4 if addr[4..] == [0; 12] => Admit::Addr(IpAddr::V4(Ipv4Addr::new(
+                addr[0], addr[1], addr[2], addr[3],
+            ))),
             6 => Admit::Addr(IpAddr::V6(Ipv6Addr::from(addr))),
             _ => return Err(BodyError::Address),
         };
@@ -483,7 +486,10 @@ mod tests {
 
     #[test]
     fn server_id_is_case_insensitive() {
-        assert_eq!(ServerId::from_name("Host.Example"), ServerId::from_name("host.example"));
+        assert_eq!(
+            ServerId::from_name("Host.Example"),
+            ServerId::from_name("host.example")
+        );
         assert_ne!(ServerId::from_name("a"), ServerId::from_name("b"));
     }
 }

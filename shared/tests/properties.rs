@@ -7,8 +7,7 @@ use knock_shared::replay::ReplayCache;
 use knock_shared::types::{PortSpec, Proto};
 use knock_shared::verify::{KeyPolicy, Reject, Verifier};
 use knock_shared::wire::{
-    seal, Action, Admit, KeyState, PortList, Request, ServerId, NONCE_LEN, PACKET_LEN,
-    PADDING_LEN,
+    seal, Action, Admit, KeyState, PortList, Request, ServerId, NONCE_LEN, PACKET_LEN, PADDING_LEN,
 };
 use proptest::prelude::*;
 
@@ -63,9 +62,7 @@ fn arb_request() -> impl Strategy<Value = Request> {
         .prop_map(|(ts, open, addr, duration, ports)| {
             let ports: Vec<PortSpec> = ports
                 .into_iter()
-                .filter_map(|(tcp, p)| {
-                    PortSpec::new(if tcp { Proto::Tcp } else { Proto::Udp }, p)
-                })
+                .filter_map(|(tcp, p)| PortSpec::new(if tcp { Proto::Tcp } else { Proto::Udp }, p))
                 .collect();
             Request {
                 timestamp: ts,

@@ -1,0 +1,167 @@
+//! Exit codes and the error type for invalid user input.
+//!
+//! Role: decide which exit code an error maps to. Everything the user typed wrong (an unknown
+//! service, an invalid port, too many ports, a bad key name) is an [`InputError`] and exits
+//! with [`EXIT_USAGE`], like clap's own usage errors; everything else (key file unreadable,
+//! host does not resolve, send failed) exits with [`EXIT_FAILURE`].
+//!
+//! It must not print anything; `main` prints.
+
+use knock_shared::types::Proto;
+
+/// Success.
+pub const EXIT_OK: i32 = 0;
+/// Runtime failure: key missing, unreadable or too open, host does not resolve, send failed.
+pub const EXIT_FAILURE: i32 = 1;
+/// Invalid command line or input (clap uses 2 for its own errors too).
+pub const EXIT_USAGE: i32 = 2;
+
+/// The `EXIT STATUS` section of `--help`.
+pub const EXIT_STATUS_HELP: &str = "\
+Exit status:
+  0  success
+  1  runtime failure: the key file is missing, unreadable or readable by others, the host
+     does not resolve, the packet could not be sent, ...
+  2  invalid command line or input: unknown option, unknown service, invalid port, more than
+     16 ports, --allow-ip not an IP address, invalid key name";
+
+/// Input the user typed that cannot be used. Maps to [`EXIT_USAGE`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InputError {
+    /// A service list with an empty entry (`ssh,,http`, or nothing at all).
+    #[error("empty entry in service list `{list}`")]
+    EmptyService {
+        /// The whole list as typed.
+        list: String,
+    },
+    /// A name that is not in the services database.
+    #[error("unknown service `{name}` (not in {source_name}; give a port number such as 22/tcp)")]
+    UnknownService {
+        /// The name.
+        name: String,
+        /// Where names are looked up (`/etc/services`).
+        source_name: String,
+    },
+    /// A name that is in the database, but not for the protocol asked.
+    #[error(
+        "service `{name}` has no {proto} entry in {source_name} (it is {available}); \
+         give the port number, e.g. {example}"
+    )]
+    WrongProto {
+        /// The name.
+        name: String,
+        /// The protocol asked for.
+        proto: Proto,
+        /// What the database has, e.g. `22/tcp`.
+        available: String,
+        /// A numeric spelling that would work.
+        example: String,
+        /// Where names are looked up.
+        source_name: String,
+    },
+    /// A name was given but the services database could not be read.
+    #[error(
+        "cannot look up service `{name}`: {source_name} is unreadable ({why}); give a port \
+         number such as 22/tcp"
+    )]
+    NoServiceDb {
+        /// The name.
+        name: String,
+        /// The file.
+        source_name: String,
+        /// The OS error, as text.
+        why: String,
+    },
+    /// Not a port number in 1..=65535.
+    #[error("invalid port `{text}`: a port is a number from 1 to 65535")]
+    BadPort {
+        /// The port as typed.
+        text: String,
+    },
+    /// A protocol other than tcp or udp.
+    #[error("invalid protocol in `{text}`: the protocol is tcp or udp")]
+    BadProto {
+        /// The entry as typed.
+        text: String,
+    },
+    /// More ports than one packet carries.
+    #[error("too many ports: {count} given, one packet carries at most {max}")]
+    TooManyPorts {
+        /// How many distinct ports were given.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// An address that cannot be admitted (unspecified or multicast).
+    #[error("--allow-ip {0}: not an address a host can have (unspecified or multicast)")]
+    BadAdmit(std::net::IpAddr),
+    /// A key name outside `[A-Za-z0-9._@-]{1,64}`.
+    #[error("invalid key name `{0}`: use 1 to 64 of A-Z a-z 0-9 . _ @ -")]
+    BadKeyName(String),
+}
+
+/// The exit code for an error returned by [`crate::run`].
+pub fn exit_code(err: &anyhow::Error) -> i32 {
+    if err.chain().any(|e| e.is::<InputError>()) {
+        EXIT_USAGE
+    } else {
+        EXIT_FAILURE
+    }
+}
+
+/// The error and its causes on one line, `outer: inner: innermost`. A cause whose text the
+/// line already ends with is skipped: some errors (`knock_keys::KeyError::Io`) print their
+/// source in their own message and also return it as `source()`.
+pub fn render(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let msg = cause.to_string();
+        if msg.is_empty() || line.ends_with(&msg) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&msg);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context as _;
+
+    #[test]
+    fn render_chain_without_repeats() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let io_text = io.to_string();
+        let e = anyhow::Error::new(knock_keys::KeyError::Io {
+            path: "/k".into(),
+            source: io,
+        })
+        .context("cannot use the key file");
+        assert_eq!(
+            render(&e),
+            format!("cannot use the key file: /k: {io_text}")
+        );
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(render(&e), "outer: inner");
+    }
+
+    #[test]
+    fn input_errors_exit_2_even_with_context() {
+        let e = anyhow::Error::new(InputError::BadPort { text: "0".into() }).context("open");
+        assert_eq!(exit_code(&e), EXIT_USAGE);
+        let r: Result<(), InputError> = Err(InputError::BadKeyName("a b".into()));
+        let e = r.context("keygen").expect_err("is an error");
+        assert_eq!(exit_code(&e), EXIT_USAGE);
+    }
+
+    #[test]
+    fn other_errors_exit_1() {
+        let e = anyhow::Error::new(std::io::Error::other("boom")).context("send");
+        assert_eq!(exit_code(&e), EXIT_FAILURE);
+    }
+}

@@ -1,0 +1,557 @@
+//! End-to-end tests of the `knock-spa` binary: each test runs the built binary with its own
+//! temporary `$HOME`, and checks what it writes, prints and sends against the shared verifier
+//! (the same code the server runs) and against real loopback sockets.
+
+use std::fs;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use knock_keys::NamedKey;
+use knock_shared::replay::ReplayCache;
+use knock_shared::types::PortSpec;
+use knock_shared::verify::{Accepted, KeyPolicy, Reject, Verifier};
+use knock_shared::wire::{Action, Admit, ServerId, PACKET_LEN};
+
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// A temporary home directory and a command builder running the binary in it.
+struct Env {
+    home: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Self {
+        Self {
+            home: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    fn key_path(&self) -> PathBuf {
+        self.home.path().join(".knock/key")
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_knock-spa"));
+        c.env("HOME", self.home.path())
+            .env("USER", "tester")
+            .env_remove("RUST_BACKTRACE");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("run knock-spa")
+    }
+
+    /// An environment with a key at ~/.knock/key, written by `keygen`.
+    fn with_key() -> Self {
+        let env = Self::new();
+        let out = env.run(&["keygen", "--name", "alice"]);
+        assert_ok(&out);
+        env
+    }
+
+    fn key(&self) -> NamedKey {
+        NamedKey::load(&self.key_path()).expect("load the key keygen wrote")
+    }
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "status {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        stdout(out),
+        stderr(out)
+    );
+}
+
+/// Asserts a clean failure: the exit code, one `knock-spa: error:` line containing `needle`,
+/// no panic, nothing on stdout.
+fn assert_fails(out: &Output, code: i32, needle: &str) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    assert!(err.contains(needle), "expected `{needle}` in: {err}");
+    assert!(out.stdout.is_empty(), "stdout: {}", stdout(out));
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    let text = text.trim();
+    assert!(text.len() % 2 == 0, "odd hex length");
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex digit"))
+        .collect()
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+fn spec(s: &str) -> PortSpec {
+    s.parse().expect("test spec")
+}
+
+/// The server side: the shared verifier with this key, server id "127.0.0.1", policy 22/tcp.
+fn verifier(key: &NamedKey, allow_nat: bool) -> Verifier {
+    let mut v = Verifier::new(vec![ServerId::from_name("127.0.0.1")], 60);
+    v.add_key(
+        key,
+        KeyPolicy {
+            ports: vec![spec("22/tcp"), spec("53/udp")],
+            allow_nat,
+        },
+        0,
+    )
+    .expect("one key");
+    v
+}
+
+fn verify(v: &Verifier, source: IpAddr, packet: &[u8]) -> Result<Accepted, Reject> {
+    v.verify(now(), source, packet, &mut ReplayCache::new(16))
+}
+
+/// Runs `open`/`close ... --dry-run` and returns the packet bytes.
+fn dry_run(env: &Env, args: &[&str]) -> Vec<u8> {
+    let key = env.key_path();
+    let key = key.to_str().expect("utf-8 temp path");
+    let mut all = vec!["--key", key];
+    all.extend_from_slice(args);
+    all.push("--dry-run");
+    let out = env.run(&all);
+    assert_ok(&out);
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 1, "one line: {text:?}");
+    assert!(
+        text.trim_end()
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "lowercase hex: {text}"
+    );
+    unhex(&text)
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).expect("stat").permissions().mode() & 0o7777
+}
+
+#[test]
+fn keygen_writes_a_private_key_and_prints_the_server_line() {
+    let env = Env::new();
+    let out = env.run(&["keygen"]);
+    assert_ok(&out);
+    let path = env.key_path();
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(path.parent().expect("dir")), 0o700);
+
+    let key = env.key();
+    let text = stdout(&out);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Keys = "))
+        .expect("a Keys line");
+    // Default name: $USER@hostname, sanitised.
+    assert!(line.starts_with("Keys = tester@"), "{line}");
+    assert_eq!(
+        key.name(),
+        line["Keys = ".len()..].split(':').next().expect("name")
+    );
+    // The printed line is exactly the key in the file.
+    assert_eq!(line, format!("Keys = {}", key.to_inline().as_str()));
+    // Every other line is a comment (the whole output can be pasted), one names the key id.
+    assert!(text
+        .lines()
+        .filter(|l| *l != line)
+        .all(|l| l.starts_with('#')));
+    assert!(text.contains(&key.derive().id().to_string()));
+    assert!(text.to_lowercase().contains("secret"));
+}
+
+#[test]
+fn keygen_name_and_output_options() {
+    let env = Env::new();
+    let file = env.home.path().join("sub/dir/k");
+    let out = env.run(&[
+        "keygen",
+        "--name",
+        "bob.laptop",
+        "-o",
+        file.to_str().expect("utf-8"),
+    ]);
+    assert_ok(&out);
+    assert_eq!(NamedKey::load(&file).expect("load").name(), "bob.laptop");
+    assert!(!env.key_path().exists());
+    // --key names the output when -o is absent.
+    let other = env.home.path().join("other");
+    let out = env.run(&["--key", other.to_str().expect("utf-8"), "keygen"]);
+    assert_ok(&out);
+    assert_eq!(mode(&other), 0o600);
+
+    let out = env.run(&["keygen", "--name", "bad name", "-o", "/nonexistent/x"]);
+    assert_fails(&out, 2, "invalid key name");
+}
+
+#[test]
+fn keygen_refuses_to_overwrite_without_force() {
+    let env = Env::new();
+    assert_ok(&env.run(&["keygen"]));
+    let before = fs::read(env.key_path()).expect("read");
+
+    let out = env.run(&["keygen"]);
+    assert_fails(&out, 1, "--force");
+    assert_eq!(
+        fs::read(env.key_path()).expect("read"),
+        before,
+        "file unchanged"
+    );
+
+    let out = env.run(&["keygen", "--force"]);
+    assert_ok(&out);
+    assert_ne!(fs::read(env.key_path()).expect("read"), before, "new key");
+    assert_eq!(mode(&env.key_path()), 0o600);
+}
+
+#[test]
+fn dry_run_packet_is_accepted_and_every_bit_flip_rejected() {
+    let env = Env::with_key();
+    let packet = dry_run(&env, &["open", "ssh", "127.0.0.1"]);
+    assert_eq!(packet.len(), PACKET_LEN);
+    assert_eq!(packet.len(), 209);
+
+    // No NAT allowed: the default admitted address (route to 127.0.0.1) must be the source.
+    let v = verifier(&env.key(), false);
+    let acc = verify(&v, LOOPBACK, &packet).expect("accepted");
+    assert_eq!(acc.action(), Action::Open);
+    assert_eq!(acc.addr(), LOOPBACK);
+    let req = acc.request();
+    assert_eq!(req.admit, Admit::Addr(LOOPBACK));
+    assert_eq!(req.ports.iter().collect::<Vec<_>>(), vec![spec("22/tcp")]);
+    assert_eq!(req.server, ServerId::from_name("127.0.0.1"));
+    assert_eq!(req.duration, 0);
+    assert!(req.timestamp.abs_diff(now()) <= 5);
+
+    for bit in 0..packet.len() * 8 {
+        let mut bad = packet.clone();
+        bad[bit / 8] ^= 1 << (bit % 8);
+        assert!(
+            verify(&v, LOOPBACK, &bad).is_err(),
+            "flip of bit {bit} was accepted"
+        );
+    }
+
+    // Two runs never produce the same packet (fresh nonce and padding).
+    let again = dry_run(&env, &["open", "ssh", "127.0.0.1"]);
+    assert_ne!(again, packet);
+    assert!(verify(&v, LOOPBACK, &again).is_ok());
+}
+
+#[test]
+fn allow_ip_use_source_close_and_options_reach_the_request() {
+    let env = Env::with_key();
+    let nat = verifier(&env.key(), true);
+
+    let p = dry_run(
+        &env,
+        &["open", "ssh", "127.0.0.1", "--allow-ip", "192.0.2.5"],
+    );
+    let acc = verify(&nat, LOOPBACK, &p).expect("accepted with NAT");
+    assert_eq!(
+        acc.request().admit,
+        Admit::Addr("192.0.2.5".parse().expect("ip"))
+    );
+    assert_eq!(acc.addr(), "192.0.2.5".parse::<IpAddr>().expect("ip"));
+    // Without NAT the same packet is refused: the address is not the source.
+    assert_eq!(
+        verify(&verifier(&env.key(), false), LOOPBACK, &p).map(|_| ()),
+        Err(Reject::AddressMismatch)
+    );
+
+    let p = dry_run(&env, &["open", "ssh", "127.0.0.1", "--use-source"]);
+    let acc = verify(&nat, "198.51.100.7".parse().expect("ip"), &p).expect("accepted");
+    assert_eq!(acc.request().admit, Admit::Source);
+    assert_eq!(acc.addr(), "198.51.100.7".parse::<IpAddr>().expect("ip"));
+
+    let p = dry_run(&env, &["close", "ssh", "127.0.0.1"]);
+    let acc = verify(&nat, LOOPBACK, &p).expect("accepted");
+    assert_eq!(acc.action(), Action::Close);
+
+    let p = dry_run(
+        &env,
+        &["open", "22,domain/udp", "127.0.0.1", "--for", "45", "-q"],
+    );
+    let acc = verify(&nat, LOOPBACK, &p).expect("accepted");
+    assert_eq!(
+        acc.request().ports.iter().collect::<Vec<_>>(),
+        vec![spec("22/tcp"), spec("53/udp")]
+    );
+    assert_eq!(acc.request().duration, 45);
+
+    // The server id binds the packet: another identity is refused, a matching one accepted.
+    let p = dry_run(
+        &env,
+        &["open", "ssh", "127.0.0.1", "--server-id", "gateway"],
+    );
+    assert_eq!(
+        verify(&nat, LOOPBACK, &p).map(|_| ()),
+        Err(Reject::WrongServer)
+    );
+    let p = dry_run(
+        &env,
+        &["open", "ssh", "localhost", "-4", "--server-id", "127.0.0.1"],
+    );
+    assert!(verify(&nat, LOOPBACK, &p).is_ok());
+}
+
+#[test]
+fn dry_run_keeps_stdout_for_the_packet_and_quiet_silences_stderr() {
+    let env = Env::with_key();
+    let out = env.run(&["open", "ssh", "127.0.0.1", "--dry-run"]);
+    assert_ok(&out);
+    assert!(stderr(&out).contains("open 22/tcp for 127.0.0.1 to 127.0.0.1:62201"));
+    let out = env.run(&["open", "ssh", "127.0.0.1", "--dry-run", "-q"]);
+    assert_ok(&out);
+    assert!(out.stderr.is_empty(), "{}", stderr(&out));
+}
+
+#[test]
+fn open_keyfile_is_refused() {
+    let env = Env::with_key();
+    fs::set_permissions(env.key_path(), fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = env.run(&["open", "ssh", "127.0.0.1", "--dry-run"]);
+    assert_fails(&out, 1, "chmod 600");
+    assert!(stderr(&out).starts_with("knock-spa: error: "));
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+}
+
+#[test]
+fn missing_key_and_missing_home() {
+    let env = Env::new();
+    let out = env.run(&["open", "ssh", "127.0.0.1", "--dry-run"]);
+    assert_fails(&out, 1, "knock-spa keygen");
+    assert_eq!(
+        stderr(&out).matches("No such file").count(),
+        1,
+        "cause printed once: {}",
+        stderr(&out)
+    );
+
+    let out = env
+        .cmd()
+        .env_remove("HOME")
+        .args(["open", "ssh", "127.0.0.1", "--dry-run"])
+        .output()
+        .expect("run");
+    assert_fails(&out, 1, "$HOME is not set");
+}
+
+#[test]
+fn invalid_input_fails_cleanly() {
+    let env = Env::with_key();
+    let seventeen: Vec<String> = (1..=17).map(|p| p.to_string()).collect();
+    let seventeen = seventeen.join(",");
+    let cases: &[(&[&str], i32, &str)] = &[
+        (
+            &["open", "no-such-service", "127.0.0.1"],
+            2,
+            "unknown service `no-such-service`",
+        ),
+        (&["open", "0", "127.0.0.1"], 2, "invalid port `0`"),
+        (&["open", "65536", "127.0.0.1"], 2, "invalid port `65536`"),
+        (&["open", "22x", "127.0.0.1"], 2, "invalid port `22x`"),
+        (&["open", "22/sctp", "127.0.0.1"], 2, "tcp or udp"),
+        (&["open", "ssh,,http", "127.0.0.1"], 2, "empty entry"),
+        (&["open", &seventeen, "127.0.0.1"], 2, "too many ports: 17"),
+        (
+            &["close", "ssh", "no-such-host.invalid"],
+            1,
+            "no-such-host.invalid",
+        ),
+        (&["open", "ssh", "127.0.0.1", "-6"], 1, "no IPv6 address"),
+        (
+            &["open", "ssh", "127.0.0.1", "--allow-ip", "not-an-ip"],
+            2,
+            "--allow-ip",
+        ),
+        (
+            &["open", "ssh", "127.0.0.1", "--allow-ip", "0.0.0.0"],
+            2,
+            "--allow-ip",
+        ),
+        (
+            &["open", "ssh", "127.0.0.1", "--spa-port", "0"],
+            2,
+            "--spa-port",
+        ),
+        (&["knock", "127.0.0.1", "7000", "0"], 2, "invalid port `0`"),
+        (&["knock", "127.0.0.1", "7000:icmp"], 2, "tcp or udp"),
+        (
+            &["knock", "no-such-host.invalid", "7000"],
+            1,
+            "no-such-host.invalid",
+        ),
+        (&["frobnicate"], 2, "frobnicate"),
+    ];
+    for (args, code, needle) in cases {
+        let mut all = args.to_vec();
+        if args[0] != "knock" && args[0] != "frobnicate" {
+            all.push("--dry-run");
+        }
+        let out = env.run(&all);
+        assert_fails(&out, *code, needle);
+    }
+}
+
+#[test]
+fn open_sends_one_datagram_the_verifier_accepts() {
+    let env = Env::with_key();
+    let server = UdpSocket::bind((LOOPBACK, 0)).expect("bind");
+    server
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let port = server.local_addr().expect("addr").port().to_string();
+
+    let out = env.run(&["open", "ssh", "127.0.0.1", "--spa-port", &port]);
+    assert_ok(&out);
+    assert!(out.stdout.is_empty(), "stdout stays clean");
+    assert_eq!(
+        stderr(&out).trim_end(),
+        format!("sent open 22/tcp for 127.0.0.1 to 127.0.0.1:{port}")
+    );
+
+    let mut buf = [0u8; 2048];
+    let (n, from) = server.recv_from(&mut buf).expect("a datagram");
+    assert_eq!(n, PACKET_LEN);
+    let acc = verify(&verifier(&env.key(), false), from.ip(), &buf[..n]).expect("accepted");
+    assert_eq!(acc.action(), Action::Open);
+    assert_eq!(acc.addr(), LOOPBACK);
+
+    // -q: nothing on either stream.
+    let out = env.run(&["close", "ssh", "127.0.0.1", "--spa-port", &port, "-q"]);
+    assert_ok(&out);
+    assert!(out.stdout.is_empty() && out.stderr.is_empty());
+    let (n, from) = server.recv_from(&mut buf).expect("a datagram");
+    let acc = verify(&verifier(&env.key(), false), from.ip(), &buf[..n]).expect("accepted");
+    assert_eq!(acc.action(), Action::Close);
+}
+
+/// Waits for one connection on `listener` (non-blocking poll), returning when it arrived.
+fn accept_time(listener: TcpListener) -> Instant {
+    listener.set_nonblocking(true).expect("nonblocking");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match listener.accept() {
+            Ok(_) => return Instant::now(),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(Instant::now() < deadline, "no TCP knock arrived");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
+}
+
+/// Waits for one datagram, returning when it arrived, its payload and its source.
+fn recv_time(sock: UdpSocket) -> (Instant, Vec<u8>, SocketAddr) {
+    sock.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut buf = [0u8; 64];
+    let (n, from) = sock.recv_from(&mut buf).expect("no UDP knock arrived");
+    (Instant::now(), buf[..n].to_vec(), from)
+}
+
+#[test]
+fn knock_hits_tcp_then_udp_in_order_with_the_delay() {
+    let env = Env::new();
+    let tcp = TcpListener::bind((LOOPBACK, 0)).expect("bind tcp");
+    let udp = UdpSocket::bind((LOOPBACK, 0)).expect("bind udp");
+    let p1 = tcp.local_addr().expect("addr").port();
+    let p2 = udp.local_addr().expect("addr").port();
+    let t = std::thread::spawn(move || accept_time(tcp));
+    let u = std::thread::spawn(move || recv_time(udp));
+
+    let out = env.run(&[
+        "knock",
+        "127.0.0.1",
+        &p1.to_string(),
+        &format!("{p2}:udp"),
+        "-d",
+        "50",
+        "-v",
+    ]);
+    assert_ok(&out);
+    // -v prints each hit as knock does.
+    assert_eq!(
+        stdout(&out),
+        format!("hitting tcp 127.0.0.1:{p1}\nhitting udp 127.0.0.1:{p2}\n")
+    );
+
+    let tcp_at = t.join().expect("tcp thread");
+    let (udp_at, payload, _) = u.join().expect("udp thread");
+    assert!(udp_at > tcp_at, "TCP hit first");
+    assert!(
+        udp_at - tcp_at >= Duration::from_millis(40),
+        "delay between hits: {:?}",
+        udp_at - tcp_at
+    );
+    assert_eq!(payload, [0u8], "knock's one zero byte");
+}
+
+#[test]
+fn knock_udp_default_and_refused_tcp_port_are_fine() {
+    let env = Env::new();
+    let udp = UdpSocket::bind((LOOPBACK, 0)).expect("bind udp");
+    let port = udp.local_addr().expect("addr").port();
+    // A TCP port nobody listens on: knock's SYN gets a RST; still a successful hit.
+    let closed = TcpListener::bind((LOOPBACK, 0)).expect("bind");
+    let closed_port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let u = std::thread::spawn(move || recv_time(udp));
+    let out = env.run(&[
+        "knock",
+        "-u",
+        "127.0.0.1",
+        &format!("{closed_port}:tcp"),
+        &port.to_string(),
+    ]);
+    assert_ok(&out);
+    assert!(out.stdout.is_empty(), "quiet without -v");
+    let (_, payload, _) = u.join().expect("udp thread");
+    assert_eq!(payload, [0u8]);
+}
+
+#[test]
+fn help_documents_exit_codes_and_defaults() {
+    let env = Env::new();
+    let out = env.run(&["open", "--help"]);
+    assert_ok(&out);
+    let help = stdout(&out);
+    for needle in [
+        "Exit status",
+        "local address of the route",
+        "nothing is sent",
+        "ServerName",
+        "62201",
+        "/etc/services",
+        "--dry-run",
+    ] {
+        assert!(help.contains(needle), "`{needle}` missing from:\n{help}");
+    }
+    let out = env.run(&["--help"]);
+    assert_ok(&out);
+    assert!(stdout(&out).contains("Exit status"));
+    assert!(stdout(&out).contains("~/.knock/key"));
+}

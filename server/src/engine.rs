@@ -1,0 +1,549 @@
+//! The packet loop: one thread that owns the capture (or the UDP socket), the SPA verifier's
+//! replay cache and the knock-sequence tracker, and turns packets into [`Action`]s for the
+//! grant manager.
+//!
+//! Hot-path rules: no allocation and no syscall per rejected packet beyond the capture itself
+//! (libpcap reads a ring of packets per wake-up), no logging per packet (rejects are counted
+//! and logged at most once per reason per interval, with a periodic summary), and nothing
+//! here waits for a firewall command: actions go to another task over a channel.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use knock_shared::frame::{self, Packet};
+use knock_shared::replay::ReplayCache;
+use knock_shared::sequence::{
+    Event, Hit, SeqDoorSpec, SequenceTracker, TcpFlagsSpec, TrackerLimits,
+};
+use knock_shared::types::{PortSpec, Proto};
+use knock_shared::verify::{Reject, RejectKind};
+use knock_shared::wire::Action as SpaAction;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::runtime::Runtime;
+use crate::state::Store;
+use crate::{debug, error, info, verbose};
+
+/// How often rejects are summarised, and the least time between two detailed reject lines
+/// of the same reason.
+pub const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// Bound of the knock tracker (attempts across all doors and sources).
+pub const TRACKER_CAP: usize = 65_536;
+
+/// What the packet loop asks the grant manager to do.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// A verified SPA open.
+    SpaOpen {
+        /// Door index.
+        door: usize,
+        /// Key name.
+        key: String,
+        /// Address to admit.
+        addr: IpAddr,
+        /// Ports.
+        ports: Vec<PortSpec>,
+        /// Requested seconds (0 = door default).
+        duration: u32,
+    },
+    /// A verified SPA close.
+    SpaClose {
+        /// Door index.
+        door: usize,
+        /// Key name.
+        key: String,
+        /// Address.
+        addr: IpAddr,
+        /// Ports.
+        ports: Vec<PortSpec>,
+    },
+    /// A completed knock sequence.
+    KnockOpen {
+        /// Door index.
+        door: usize,
+        /// The knocker.
+        addr: IpAddr,
+    },
+    /// The runtime changed (SIGHUP).
+    Reload(Arc<Runtime>),
+}
+
+/// Counters shared with `status`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Accepted SPA packets.
+    pub accepted: AtomicU64,
+    /// Completed knock sequences.
+    pub knocks: AtomicU64,
+    /// Rejected SPA packets by [`RejectKind::index`].
+    pub rejected: [AtomicU64; RejectKind::ALL.len()],
+    /// Packets seen by the loop.
+    pub packets: AtomicU64,
+    /// Stage-1 knock attempts evicted to make room (a flood in progress).
+    pub evicted: AtomicU64,
+}
+
+/// Where packets come from.
+pub enum Source {
+    /// libpcap.
+    Pcap {
+        /// The capture.
+        cap: pcap::Capture<pcap::Active>,
+        /// Its link type.
+        linktype: i32,
+    },
+    /// A bound UDP socket.
+    Udp(UdpSocket),
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Pcap { linktype, .. } => write!(f, "Pcap(linktype {linktype})"),
+            Source::Udp(s) => write!(f, "Udp({:?})", s.local_addr().ok()),
+        }
+    }
+}
+
+/// The BPF filter for a runtime: the SPA port plus every knock port, as knockd compiles its
+/// door ports into the filter (a hit on a port in no sequence is never seen).
+pub fn bpf_filter(rt: &Runtime, only_v4: bool) -> String {
+    let mut parts = Vec::new();
+    if !rt.verifier.is_empty() {
+        parts.push(format!("(udp and dst port {})", rt.config.options.spa_port));
+    }
+    let mut ports: Vec<PortSpec> = rt
+        .sequences
+        .iter()
+        .flat_map(|s| s.sequence.clone())
+        .collect();
+    ports.sort();
+    ports.dedup();
+    for p in ports {
+        parts.push(format!("({} and dst port {})", p.proto, p.port));
+    }
+    let body = if parts.is_empty() {
+        "udp and dst port 0".to_owned()
+    } else {
+        parts.join(" or ")
+    };
+    if only_v4 {
+        format!("ip and ({body})")
+    } else {
+        body
+    }
+}
+
+/// Opens the capture on `iface` with the runtime's filter.
+pub fn open_pcap(iface: &str, rt: &Runtime, only_v4: bool) -> Result<Source, pcap::Error> {
+    let mut cap = pcap::Capture::from_device(iface)?
+        .immediate_mode(true)
+        .snaplen(512)
+        .buffer_size(4 << 20)
+        .timeout(100)
+        .open()?;
+    cap.filter(&bpf_filter(rt, only_v4), true)?;
+    let linktype = cap.get_datalink().0;
+    Ok(Source::Pcap { cap, linktype })
+}
+
+/// Binds the UDP socket mode.
+pub fn open_udp(port: u16, only_v4: bool) -> std::io::Result<Source> {
+    let sock = if only_v4 {
+        UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], port)))?
+    } else {
+        // Dual-stack [::]; Linux accepts IPv4 as v4-mapped unless bindv6only is set.
+        UdpSocket::bind(SocketAddr::from(([0u16; 8], port)))
+            .or_else(|_| UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], port))))?
+    };
+    sock.set_read_timeout(Some(Duration::from_millis(100)))?;
+    Ok(Source::Udp(sock))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Rate limiter of reject log lines.
+#[derive(Debug)]
+struct RejectLog {
+    last_detail: [Option<Instant>; RejectKind::ALL.len()],
+    suppressed: [u64; RejectKind::ALL.len()],
+    last_summary: Instant,
+}
+
+impl RejectLog {
+    fn new() -> Self {
+        Self {
+            last_detail: [None; RejectKind::ALL.len()],
+            suppressed: [0; RejectKind::ALL.len()],
+            last_summary: Instant::now(),
+        }
+    }
+
+    fn record(&mut self, now: Instant, src: IpAddr, reject: &Reject) {
+        let i = reject.kind().index();
+        let due = self.last_detail[i].is_none_or(|t| now.duration_since(t) >= REJECT_LOG_INTERVAL);
+        if due {
+            self.last_detail[i] = Some(now);
+            info!("spa: rejected packet from {src}: {reject}");
+        } else {
+            self.suppressed[i] += 1;
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        if now.duration_since(self.last_summary) < REJECT_LOG_INTERVAL {
+            return;
+        }
+        self.last_summary = now;
+        let total: u64 = self.suppressed.iter().sum();
+        if total == 0 {
+            return;
+        }
+        let parts: Vec<String> = RejectKind::ALL
+            .iter()
+            .filter(|k| self.suppressed[k.index()] > 0)
+            .map(|k| format!("{} {}", k.as_str(), self.suppressed[k.index()]))
+            .collect();
+        info!("spa: dropped {total} packets: {}", parts.join(", "));
+        self.suppressed = [0; RejectKind::ALL.len()];
+    }
+}
+
+/// The packet loop's state.
+pub struct Engine {
+    rt: Arc<Runtime>,
+    /// The knock doors in force (one-time doors move on after each use).
+    slots: Vec<crate::runtime::SequenceSlot>,
+    cache: ReplayCache,
+    tracker: SequenceTracker,
+    events: Vec<Event>,
+    store: Store,
+    tx: UnboundedSender<Action>,
+    stats: Arc<Stats>,
+    rejects: RejectLog,
+    /// Packets stamped before this are refused: set when the replay cache was lost, so a
+    /// packet accepted before the loss cannot be replayed (fail closed).
+    not_before: u64,
+    started: Instant,
+    only_v4: bool,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("cache", &self.cache.len())
+            .field("tracker", &self.tracker.len())
+            .finish()
+    }
+}
+
+fn tracker_for(rt: &Runtime) -> SequenceTracker {
+    let specs = rt
+        .sequences
+        .iter()
+        .map(|s| {
+            let door = &rt.config.doors[s.door];
+            let seq = door.sequence();
+            SeqDoorSpec {
+                name: door.name.clone(),
+                sequence: s.sequence.clone(),
+                seq_timeout_ms: seq.map_or(25, |q| q.seq_timeout).saturating_mul(1000),
+                tcp_flags: seq.map_or(
+                    TcpFlagsSpec {
+                        must_set: 0,
+                        must_clear: 0,
+                    },
+                    |q| TcpFlagsSpec {
+                        must_set: q.tcp_flags.must_set,
+                        must_clear: q.tcp_flags.must_clear,
+                    },
+                ),
+                target: seq.and_then(|q| q.target),
+            }
+        })
+        .collect();
+    SequenceTracker::new(specs, TrackerLimits::new(TRACKER_CAP))
+}
+
+impl Engine {
+    /// Builds the loop state. `cache` is the persisted replay cache, or `None` if it was lost
+    /// (then packets stamped before now are refused).
+    pub fn new(
+        rt: Arc<Runtime>,
+        cache: Option<ReplayCache>,
+        store: Store,
+        tx: UnboundedSender<Action>,
+        stats: Arc<Stats>,
+        only_v4: bool,
+    ) -> Self {
+        let capacity = rt.config.options.replay_cache_size;
+        let (cache, not_before) = match cache {
+            Some(c) => (c, 0),
+            None => (ReplayCache::new(capacity), unix_now() + 1),
+        };
+        Self {
+            tracker: tracker_for(&rt),
+            slots: rt.sequences.clone(),
+            rt,
+            cache,
+            events: Vec::with_capacity(8),
+            store,
+            tx,
+            stats,
+            rejects: RejectLog::new(),
+            not_before,
+            started: Instant::now(),
+            only_v4,
+        }
+    }
+
+    /// Runs until `stop` says so. Reloads arrive on `reload`.
+    pub fn run(
+        &mut self,
+        mut source: Source,
+        reload: Receiver<Arc<Runtime>>,
+        stop: &std::sync::atomic::AtomicBool,
+    ) {
+        let mut buf = [0u8; 2048];
+        while !stop.load(Ordering::Relaxed) {
+            match &mut source {
+                Source::Pcap { cap, linktype } => {
+                    let lt = *linktype;
+                    // Drain what libpcap has buffered before looking at timers again.
+                    for _ in 0..4096 {
+                        match cap.next_packet() {
+                            Ok(p) => {
+                                self.stats.packets.fetch_add(1, Ordering::Relaxed);
+                                if let Some(pkt) = frame::parse_frame(lt, p.data) {
+                                    self.handle_packet(&pkt);
+                                }
+                            }
+                            Err(pcap::Error::TimeoutExpired) => break,
+                            Err(e) => {
+                                error!("capture failed: {e}");
+                                std::thread::sleep(Duration::from_millis(100));
+                                break;
+                            }
+                        }
+                    }
+                }
+                Source::Udp(sock) => {
+                    for _ in 0..4096 {
+                        match sock.recv_from(&mut buf) {
+                            Ok((n, from)) => {
+                                self.stats.packets.fetch_add(1, Ordering::Relaxed);
+                                let payload = &buf[..n];
+                                self.handle_spa(from.ip(), payload);
+                            }
+                            Err(e)
+                                if matches!(
+                                    e.kind(),
+                                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                                ) =>
+                            {
+                                break
+                            }
+                            Err(e) => {
+                                error!("udp receive failed: {e}");
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            let now = Instant::now();
+            self.rejects.tick(now);
+            self.expire_knocks(now);
+            while let Ok(rt) = reload.try_recv() {
+                if let Source::Pcap { cap, .. } = &mut source {
+                    let filter = bpf_filter(&rt, self.only_v4);
+                    if let Err(e) = cap.filter(&filter, true) {
+                        error!("reload: cannot apply capture filter {filter:?}: {e}; keeping the old configuration");
+                        continue;
+                    }
+                }
+                self.reload(rt);
+            }
+        }
+        if let Err(e) = self.store.save_replay(&self.cache) {
+            error!("cannot save the replay cache: {e}");
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn expire_knocks(&mut self, _now: Instant) {
+        let now_ms = self.now_ms();
+        let mut events = std::mem::take(&mut self.events);
+        self.tracker.expire(now_ms, &mut events);
+        self.handle_events(&mut events);
+        self.events = events;
+    }
+
+    fn reload(&mut self, rt: Arc<Runtime>) {
+        self.tracker = tracker_for(&rt);
+        self.slots = rt.sequences.clone();
+        self.rt = rt;
+        debug!("packet loop: configuration reloaded");
+    }
+
+    /// One captured packet.
+    pub fn handle_packet(&mut self, pkt: &Packet<'_>) {
+        if pkt.proto == Proto::Udp && pkt.dport == self.rt.config.options.spa_port.get() {
+            self.handle_spa(pkt.src, pkt.payload);
+            return;
+        }
+        if self.slots.is_empty() {
+            return;
+        }
+        let hit = Hit {
+            src: pkt.src,
+            dst: pkt.dst,
+            proto: pkt.proto,
+            dport: pkt.dport,
+            tcp_flags: pkt.tcp_flags,
+        };
+        let now_ms = self.now_ms();
+        let mut events = std::mem::take(&mut self.events);
+        self.tracker.handle_hit(now_ms, hit, &mut events);
+        self.handle_events(&mut events);
+        self.events = events;
+    }
+
+    fn handle_events(&mut self, events: &mut Vec<Event>) {
+        for ev in events.drain(..) {
+            match ev {
+                Event::Stage { door, src, stage } => {
+                    verbose!("{src}: {}: Stage {stage}", self.door_name(door));
+                }
+                Event::Open { door, src } => {
+                    let Some(slot) = self.slots.get(door) else {
+                        continue;
+                    };
+                    self.stats.knocks.fetch_add(1, Ordering::Relaxed);
+                    info!("{src}: {}: OPEN SESAME", self.door_name(door));
+                    let _ = self.tx.send(Action::KnockOpen {
+                        door: slot.door,
+                        addr: src,
+                    });
+                    self.advance_one_time(door);
+                }
+                Event::Timeout { door, src, stage } => {
+                    verbose!(
+                        "{src}: {}: sequence timeout (stage {stage})",
+                        self.door_name(door)
+                    );
+                }
+                Event::Evicted { .. } => {
+                    self.stats.evicted.fetch_add(1, Ordering::Relaxed);
+                }
+                Event::Reset { door, src, stage } => {
+                    verbose!(
+                        "{src}: {}: sequence reset by a wrong port (stage {stage})",
+                        self.door_name(door)
+                    );
+                }
+            }
+        }
+    }
+
+    fn door_name(&self, seq_idx: usize) -> &str {
+        self.slots
+            .get(seq_idx)
+            .and_then(|s| self.rt.config.doors.get(s.door))
+            .map_or("?", |d| d.name.as_str())
+    }
+
+    /// A one-time door was used: mark its line, load the next sequence.
+    fn advance_one_time(&mut self, seq_idx: usize) {
+        let Some((path, line)) = self.slots.get(seq_idx).and_then(|s| s.one_time.clone()) else {
+            return;
+        };
+        let name = self.door_name(seq_idx).to_owned();
+        let next = match crate::runtime::use_one_time(&path, line) {
+            Ok(Some((next_line, seq))) => {
+                verbose!("{name}: next one-time sequence from line {next_line}");
+                Some((next_line, seq))
+            }
+            Ok(None) => {
+                info!(
+                    "{name}: one-time sequences used up; the door stays shut until more are \
+                     added and the daemon is reloaded"
+                );
+                None
+            }
+            Err(e) => {
+                error!("{name}: cannot update one-time sequences: {e}; the door stays shut");
+                None
+            }
+        };
+        let (one_time, seq) = match next {
+            Some((l, seq)) => (Some((path, l)), seq),
+            None => (None, Vec::new()),
+        };
+        if let Err(e) = self.tracker.set_sequence(seq_idx, seq.clone()) {
+            error!("{name}: {e:?}");
+        }
+        if let Some(slot) = self.slots.get_mut(seq_idx) {
+            slot.sequence = seq;
+            slot.one_time = one_time;
+        }
+    }
+
+    /// One SPA payload from `src`.
+    pub fn handle_spa(&mut self, src: IpAddr, payload: &[u8]) {
+        let now = unix_now();
+        let result = self.rt.verifier.verify(now, src, payload, &mut self.cache);
+        let accepted = match result {
+            Ok(a) => a,
+            Err(reject) => {
+                self.stats.rejected[reject.kind().index()].fetch_add(1, Ordering::Relaxed);
+                self.rejects.record(Instant::now(), src, &reject);
+                return;
+            }
+        };
+        let key = self.rt.verifier.key_name(accepted.key()).to_owned();
+        let req = accepted.request();
+        if req.timestamp < self.not_before {
+            info!(
+                "spa: rejected packet from {src} (key {key}): stamped before the daemon started \
+                 and the replay cache was lost; send a new one"
+            );
+            return;
+        }
+        // Persist before acting: after a crash the packet must still be a replay.
+        if let Err(e) = self.store.save_replay(&self.cache) {
+            error!(
+                "spa: refusing packet from {src} (key {key}): cannot save the replay cache: {e}"
+            );
+            return;
+        }
+        self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        let ports: Vec<PortSpec> = req.ports.iter().collect();
+        let action = match accepted.action() {
+            SpaAction::Open => Action::SpaOpen {
+                door: accepted.door(),
+                key,
+                addr: accepted.addr(),
+                ports,
+                duration: req.duration,
+            },
+            SpaAction::Close => Action::SpaClose {
+                door: accepted.door(),
+                key,
+                addr: accepted.addr(),
+                ports,
+            },
+        };
+        let _ = self.tx.send(action);
+    }
+}
