@@ -436,9 +436,7 @@ impl Manager {
         while !self.live.is_empty() {
             let last = self.live.len() - 1;
             if !self.close_index(last).await {
-                // Keep the record for the next start, which retries.
-                let l = self.live.remove(last);
-                let _ = l;
+                // Keep the record (and the rest) for the next start, which retries.
                 break;
             }
         }
