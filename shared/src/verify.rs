@@ -641,15 +641,16 @@ mod tests {
                 "{now}"
             );
         }
-        // A jump backwards past the window: the packet now looks like it is from the future,
-        // and the entry (expiry compared with the smaller clock) is kept for later.
+        // A jump backwards past the window: the entry (expiry compared with the smaller clock)
+        // is still there, and the replay check comes before the clock check.
         assert_eq!(
             v.verify(NOW - 3600, src(), &p, &mut cache),
-            Err(Reject::Future { ahead: 3600 })
+            Err(Reject::Replay)
         );
         assert_eq!(cache.purge(NOW - 3600), 0);
         assert_eq!(v.verify(NOW, src(), &p, &mut cache), Err(Reject::Replay));
-        // Once the entry expires, the packet is stale anyway.
+        // Once the entry expires and is purged, the packet is stale anyway.
+        assert_eq!(cache.purge(NOW + 61), 1);
         assert_eq!(
             v.verify(NOW + 61, src(), &p, &mut cache),
             Err(Reject::Stale { age: 61 })
