@@ -7,6 +7,7 @@
 //! and logged at most once per reason per interval, with a periodic summary), and nothing
 //! here waits for a firewall command: actions go to another task over a channel.
 
+use std::os::fd::AsRawFd;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
@@ -137,6 +138,25 @@ pub fn bpf_filter(rt: &Runtime, only_v4: bool) -> String {
     }
 }
 
+/// How long the packet loop sleeps waiting for traffic before it looks at timers, reloads
+/// and the stop flag.
+const POLL_MS: i32 = 100;
+
+/// Waits until `fd` is readable or `ms` milliseconds have passed. Errors (EINTR) just return:
+/// the caller reads non-blocking and loops.
+fn wait_readable(fd: std::os::fd::RawFd, ms: i32) {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `pfd` is a valid, exclusively borrowed pollfd for the duration of the call and
+    // nfds is 1, so the kernel reads and writes exactly that one struct.
+    unsafe {
+        libc::poll(&mut pfd, 1, ms);
+    }
+}
+
 /// Opens the capture on `iface` with the runtime's filter.
 pub fn open_pcap(iface: &str, rt: &Runtime, only_v4: bool) -> Result<Source, pcap::Error> {
     let mut cap = pcap::Capture::from_device(iface)?
@@ -144,7 +164,11 @@ pub fn open_pcap(iface: &str, rt: &Runtime, only_v4: bool) -> Result<Source, pca
         .snaplen(512)
         .buffer_size(4 << 20)
         .timeout(100)
-        .open()?;
+        .open()?
+        // libpcap 1.10 retries its own poll() on timeout in immediate mode, so a blocking
+        // pcap_next_ex never returns on an idle link and shutdown would hang. The loop waits
+        // on the descriptor itself instead (see `wait_readable`).
+        .setnonblock()?;
     cap.filter(&bpf_filter(rt, only_v4), true)?;
     let linktype = cap.get_datalink().0;
     Ok(Source::Pcap { cap, linktype })
@@ -316,6 +340,7 @@ impl Engine {
             match &mut source {
                 Source::Pcap { cap, linktype } => {
                     let lt = *linktype;
+                    wait_readable(cap.as_raw_fd(), POLL_MS);
                     // Drain what libpcap has buffered before looking at timers again.
                     for _ in 0..4096 {
                         match cap.next_packet() {
