@@ -7,8 +7,8 @@
 //! and logged at most once per reason per interval, with a periodic summary), and nothing
 //! here waits for a firewall command: actions go to another task over a channel.
 
-use std::os::fd::AsRawFd;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
@@ -26,11 +26,15 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::runtime::Runtime;
 use crate::state::Store;
-use crate::{debug, error, info, verbose};
+use crate::{error, info, verbose};
 
-/// How often rejects are summarised, and the least time between two detailed reject lines
-/// of the same reason.
+/// How often suppressed rejects are summarised, and the period of the per-reason budget of
+/// detailed reject lines.
 pub const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// Detailed reject lines per reason per [`REJECT_LOG_INTERVAL`]; the rest are counted and
+/// summarised. A handful keeps single mistakes visible (a wrong key, a skewed clock) while a
+/// flood costs at most this many lines per reason per interval.
+pub const REJECT_LOG_BURST: u32 = 5;
 /// Bound of the knock tracker (attempts across all doors and sources).
 pub const TRACKER_CAP: usize = 65_536;
 
@@ -196,7 +200,8 @@ fn unix_now() -> u64 {
 /// Rate limiter of reject log lines.
 #[derive(Debug)]
 struct RejectLog {
-    last_detail: [Option<Instant>; RejectKind::ALL.len()],
+    /// Per reason: start of the current budget period and lines logged in it.
+    detail: [(Option<Instant>, u32); RejectKind::ALL.len()],
     suppressed: [u64; RejectKind::ALL.len()],
     last_summary: Instant,
 }
@@ -204,20 +209,28 @@ struct RejectLog {
 impl RejectLog {
     fn new() -> Self {
         Self {
-            last_detail: [None; RejectKind::ALL.len()],
+            detail: [(None, 0); RejectKind::ALL.len()],
             suppressed: [0; RejectKind::ALL.len()],
             last_summary: Instant::now(),
         }
     }
 
-    fn record(&mut self, now: Instant, src: IpAddr, reject: &Reject) {
+    /// Logs `reject` in detail if its reason has budget left, else counts it. Returns whether
+    /// it was logged.
+    fn record(&mut self, now: Instant, src: IpAddr, reject: &Reject) -> bool {
         let i = reject.kind().index();
-        let due = self.last_detail[i].is_none_or(|t| now.duration_since(t) >= REJECT_LOG_INTERVAL);
-        if due {
-            self.last_detail[i] = Some(now);
+        let (start, count) = &mut self.detail[i];
+        if start.is_none_or(|t| now.duration_since(t) >= REJECT_LOG_INTERVAL) {
+            *start = Some(now);
+            *count = 0;
+        }
+        if *count < REJECT_LOG_BURST {
+            *count += 1;
             info!("spa: rejected packet from {src}: {reject}");
+            true
         } else {
             self.suppressed[i] += 1;
+            false
         }
     }
 
@@ -417,8 +430,12 @@ impl Engine {
     fn reload(&mut self, rt: Arc<Runtime>) {
         self.tracker = tracker_for(&rt);
         self.slots = rt.sequences.clone();
+        info!(
+            "SIGHUP: configuration reloaded ({} door(s), {} SPA key(s))",
+            rt.config.doors.len(),
+            rt.verifier.len()
+        );
         self.rt = rt;
-        debug!("packet loop: configuration reloaded");
     }
 
     /// One captured packet.
@@ -532,7 +549,7 @@ impl Engine {
             Ok(a) => a,
             Err(reject) => {
                 self.stats.rejected[reject.kind().index()].fetch_add(1, Ordering::Relaxed);
-                self.rejects.record(Instant::now(), src, &reject);
+                let _ = self.rejects.record(Instant::now(), src, &reject);
                 return;
             }
         };
@@ -570,5 +587,29 @@ impl Engine {
             },
         };
         let _ = self.tx.send(action);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reject_log_has_a_per_reason_budget_per_interval() {
+        let mut log = RejectLog::new();
+        let t0 = Instant::now();
+        let src = IpAddr::from([192, 0, 2, 1]);
+        let logged = (0..20)
+            .filter(|_| log.record(t0, src, &Reject::Replay))
+            .count();
+        assert_eq!(logged as u32, REJECT_LOG_BURST);
+        assert_eq!(log.suppressed[Reject::Replay.kind().index()], 15);
+        // Another reason has its own budget.
+        assert!(log.record(t0, src, &Reject::UnknownKey));
+        // The budget comes back after the interval; the summary resets the counters.
+        let later = t0 + REJECT_LOG_INTERVAL;
+        assert!(log.record(later, src, &Reject::Replay));
+        log.tick(later);
+        assert_eq!(log.suppressed.iter().sum::<u64>(), 0);
     }
 }

@@ -261,9 +261,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 _ = hup.recv() => {
                     match runtime::load(&config_path) {
                         Ok(new) => {
+                            // The packet thread logs "configuration reloaded" once it
+                            // applies it (at most one poll interval later).
                             let new = Arc::new(new);
-                            info!("SIGHUP: configuration reloaded ({} door(s), {} SPA key(s))",
-                                new.config.doors.len(), new.verifier.len());
                             let _ = reload_tx.send(new.clone());
                             let _ = tx.send(engine::Action::Reload(new));
                         }

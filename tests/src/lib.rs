@@ -70,6 +70,7 @@
 //! ```
 
 mod bins;
+mod daemon;
 mod net;
 mod netns;
 mod sys;
@@ -77,6 +78,8 @@ mod tempdir;
 mod topology;
 
 pub use bins::workspace_bin;
+pub use daemon::{dry_run_packet, knock_spa, knock_spa_ok, ClientKey, Daemon, DAEMON_READY};
+pub use libc::{SIGHUP, SIGKILL, SIGTERM};
 pub use net::{
     send_udp, send_udp_spoofed, send_udp_spoofed_batch, tcp_connect, wait_for, wait_for_with,
     ConnectResult, BATCH_TIME_LIMIT, MAX_BATCH, PROBE_TIMEOUT,
