@@ -18,12 +18,20 @@ pub struct Daemon {
 
 impl Daemon {
     /// Starts `knock-spad -c CONFIG -i eth0 -v EXTRA...` in `ns` and waits until it logs that
-    /// it is listening.
+    /// it is listening (the `starting:` line comes after the capture or socket is open).
     ///
     /// # Panics
     /// When it exits or stays silent for [`DAEMON_READY`], with its output.
     #[track_caller]
     pub fn start(ns: &Netns, config: &Path, extra: &[&str]) -> Daemon {
+        let mut args = vec!["-v"];
+        args.extend_from_slice(extra);
+        Daemon::start_args(ns, config, &args)
+    }
+
+    /// As [`Daemon::start`] without the implicit `-v` (no per-stage knock lines).
+    #[track_caller]
+    pub fn start_args(ns: &Netns, config: &Path, extra: &[&str]) -> Daemon {
         let bin = workspace_bin("knock-spad");
         let mut args: Vec<String> = vec![
             bin.display().to_string(),
@@ -31,7 +39,6 @@ impl Daemon {
             config.display().to_string(),
             "-i".into(),
             IFACE.into(),
-            "-v".into(),
         ];
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         let mut child = ns.spawn(&args);

@@ -71,6 +71,7 @@
 
 mod bins;
 mod daemon;
+mod flood;
 mod net;
 mod netns;
 mod sys;
@@ -79,6 +80,7 @@ mod topology;
 
 pub use bins::workspace_bin;
 pub use daemon::{dry_run_packet, knock_spa, knock_spa_ok, ClientKey, Daemon, DAEMON_READY};
+pub use flood::{rss_kib, Flood, FloodReport, FLOOD_TIME_CEILING};
 pub use libc::{SIGHUP, SIGKILL, SIGTERM};
 pub use net::{
     send_udp, send_udp_spoofed, send_udp_spoofed_batch, tcp_connect, wait_for, wait_for_with,
