@@ -1,13 +1,17 @@
 //! Exit codes and the error type for invalid user input.
 //!
 //! Role: decide which exit code an error maps to. Everything the user typed wrong (an unknown
-//! service, an invalid port, too many ports, a bad key name) is an [`InputError`] and exits
-//! with [`EXIT_USAGE`], like clap's own usage errors; everything else (key file unreadable,
-//! host does not resolve, send failed) exits with [`EXIT_FAILURE`].
+//! service, an invalid port, too many ports, a bad key name, a mistake in the configuration
+//! file) is an [`InputError`] or a [`ConfigErrors`] and exits with [`EXIT_USAGE`], like clap's
+//! own usage errors; a command after `--` that cannot be run is an [`ExecError`] and exits
+//! with 127 or 126, as shells do; everything else (key file unreadable, host does not
+//! resolve, send failed) exits with [`EXIT_FAILURE`].
 //!
 //! It must not print anything; `main` prints.
 
 use knock_shared::types::Proto;
+
+use crate::config::ConfigErrors;
 
 /// Success.
 pub const EXIT_OK: i32 = 0;
@@ -15,15 +19,24 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILURE: i32 = 1;
 /// Invalid command line or input (clap uses 2 for its own errors too).
 pub const EXIT_USAGE: i32 = 2;
+/// The command after `--` exists but could not be run (as shells and `env` say).
+pub const EXIT_CANNOT_EXEC: i32 = 126;
+/// The command after `--` was not found (as shells and `env` say).
+pub const EXIT_NOT_FOUND: i32 = 127;
 
 /// The `EXIT STATUS` section of `--help`.
 pub const EXIT_STATUS_HELP: &str = "\
 Exit status:
-  0  success
-  1  runtime failure: the key file is missing, unreadable or readable by others, the host
-     does not resolve, the packet could not be sent, ...
-  2  invalid command line or input: unknown option, unknown service, invalid port, more than
-     16 ports, --allow-ip not an IP address, invalid key name";
+  0    success
+  1    runtime failure: the key file is missing, unreadable or readable by others, the
+       configuration file is unreadable or writable by others, the host does not resolve,
+       the packet could not be sent, ...
+  2    invalid command line or input: unknown option, unknown service, invalid port, more
+       than 16 ports, --allow-ip not an IP address, invalid key name, an error in the
+       configuration file (each printed as FILE:LINE: message)
+  126  open ... -- COMMAND: COMMAND could not be run
+  127  open ... -- COMMAND: COMMAND was not found
+  Once COMMAND runs, knock-spa's exit status is COMMAND's.";
 
 /// Input the user typed that cannot be used. Maps to [`EXIT_USAGE`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -99,14 +112,51 @@ pub enum InputError {
     /// A key name outside `[A-Za-z0-9._@-]{1,64}`.
     #[error("invalid key name `{0}`: use 1 to 64 of A-Z a-z 0-9 . _ @ -")]
     BadKeyName(String),
+    /// `open HOST` without SERVICE, and no stanza supplies `services`.
+    #[error("no SERVICE given for `{host}`, and {why}; give SERVICE HOST")]
+    NoService {
+        /// HOST as typed.
+        host: String,
+        /// Why the configuration does not supply one.
+        why: String,
+    },
+}
+
+/// The command after `--` could not be started (`exec` returned).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot run `{program}`")]
+pub struct ExecError {
+    /// The program as typed.
+    pub program: String,
+    /// What `exec` said.
+    #[source]
+    pub source: std::io::Error,
 }
 
 /// The exit code for an error returned by [`crate::run`].
 pub fn exit_code(err: &anyhow::Error) -> i32 {
-    if err.chain().any(|e| e.is::<InputError>()) {
+    if let Some(e) = err.chain().find_map(|e| e.downcast_ref::<ExecError>()) {
+        return match e.source.kind() {
+            std::io::ErrorKind::NotFound => EXIT_NOT_FOUND,
+            _ => EXIT_CANNOT_EXEC,
+        };
+    }
+    if err
+        .chain()
+        .any(|e| e.is::<InputError>() || e.is::<ConfigErrors>())
+    {
         EXIT_USAGE
     } else {
         EXIT_FAILURE
+    }
+}
+
+/// The lines `main` prints after `knock-spa: error: `: one per configuration error
+/// (`FILE:LINE: message`), else the single [`render`]ed line.
+pub fn report_lines(err: &anyhow::Error) -> Vec<String> {
+    match err.chain().find_map(|e| e.downcast_ref::<ConfigErrors>()) {
+        Some(errors) => errors.0.iter().map(ToString::to_string).collect(),
+        None => vec![render(err)],
     }
 }
 
@@ -157,6 +207,44 @@ mod tests {
         let r: Result<(), InputError> = Err(InputError::BadKeyName("a b".into()));
         let e = r.context("keygen").expect_err("is an error");
         assert_eq!(exit_code(&e), EXIT_USAGE);
+    }
+
+    #[test]
+    fn config_errors_exit_2_one_line_each() {
+        let e = anyhow::Error::new(ConfigErrors(vec![
+            crate::config::ConfigError {
+                file: "c".into(),
+                line: 2,
+                message: "bad".into(),
+            },
+            crate::config::ConfigError {
+                file: "c".into(),
+                line: 5,
+                message: "worse".into(),
+            },
+        ]));
+        assert_eq!(exit_code(&e), EXIT_USAGE);
+        assert_eq!(report_lines(&e), ["c:2: bad", "c:5: worse"]);
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(report_lines(&e), ["outer: inner"]);
+    }
+
+    #[test]
+    fn exec_errors_exit_like_a_shell() {
+        let exec = |kind| {
+            anyhow::Error::new(ExecError {
+                program: "x".into(),
+                source: std::io::Error::from(kind),
+            })
+        };
+        assert_eq!(
+            exit_code(&exec(std::io::ErrorKind::NotFound)),
+            EXIT_NOT_FOUND
+        );
+        assert_eq!(
+            exit_code(&exec(std::io::ErrorKind::PermissionDenied)),
+            EXIT_CANNOT_EXEC
+        );
     }
 
     #[test]

@@ -1,11 +1,11 @@
-//! `knock-spa`: parse the command line, run, print the error chain on one line, exit with a
-//! documented code (see `knock_spa::error`).
+//! `knock-spa`: parse the command line, run, print the error chain on one line (one line per
+//! configuration file error), exit with a documented code (see `knock_spa::error`).
 
 use std::process::ExitCode;
 
 use clap::Parser as _;
 use knock_spa::cli::Cli;
-use knock_spa::error::{exit_code, render, EXIT_OK};
+use knock_spa::error::{exit_code, report_lines, EXIT_OK};
 
 fn main() -> ExitCode {
     // clap prints its own usage errors and exits with 2; --help and --version exit with 0.
@@ -13,7 +13,9 @@ fn main() -> ExitCode {
     let code = match knock_spa::run(cli) {
         Ok(()) => EXIT_OK,
         Err(err) => {
-            eprintln!("knock-spa: error: {}", render(&err));
+            for line in report_lines(&err) {
+                eprintln!("knock-spa: error: {line}");
+            }
             exit_code(&err)
         }
     };

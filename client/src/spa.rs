@@ -1,8 +1,8 @@
 //! `open` and `close`: build one SPA packet and send it (or print it with `--dry-run`).
 //!
-//! Role, in order: [`resolve`] turns the command line into a [`SpaPlan`] (services parsed,
-//! defaults applied; this is where a client configuration stanza will slot in between the
-//! flags and the built-in defaults); [`execute`] loads the key, resolves HOST, chooses the
+//! Role, in order: [`resolve`] turns the command line and the configuration stanza HOST names
+//! (if any) into a [`SpaPlan`] (services parsed; each value from the flag, else the stanza,
+//! else the built-in default); [`execute`] loads the key, resolves HOST, chooses the
 //! address to admit ([`choose_admit`]), builds the [`Request`], seals it with a fresh random
 //! nonce and padding, and sends one UDP datagram.
 //!
@@ -11,7 +11,8 @@
 
 use std::io::{self, Write as _};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context as _};
@@ -24,6 +25,7 @@ use knock_shared::wire::{
 use ring::rand::{SecureRandom as _, SystemRandom};
 
 use crate::cli::{Family, SpaArgs};
+use crate::config::{Config, Stanza};
 use crate::error::InputError;
 use crate::net;
 use crate::services::{self, Services};
@@ -40,6 +42,26 @@ pub enum AdmitChoice {
     Addr(IpAddr),
     /// Whatever source the packet arrives from (`--use-source`).
     Source,
+}
+
+impl FromStr for AdmitChoice {
+    type Err = String;
+
+    /// `route`, `source` or an IP address a host can have (as `admit =` and `--admit`
+    /// spell it); the error is a message without the option or key name.
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "route" => Ok(Self::Route),
+            "source" => Ok(Self::Source),
+            other => match other.parse::<IpAddr>() {
+                Ok(ip) if ip.is_unspecified() || ip.is_multicast() => Err(format!(
+                    "{ip}: not an address a host can have (unspecified or multicast)"
+                )),
+                Ok(ip) => Ok(Self::Addr(ip)),
+                Err(_) => Err(format!("`{other}` is not route, source or an IP address")),
+            },
+        }
+    }
 }
 
 /// Everything `open` / `close` needs, defaults applied, nothing resolved on the network yet.
@@ -67,33 +89,97 @@ pub struct SpaPlan {
     pub quiet: bool,
 }
 
-/// Applies defaults to the command line. Pure: the services table is passed in.
-pub fn resolve(action: Action, args: &SpaArgs, services: &Services) -> Result<SpaPlan, InputError> {
-    let ports = services::parse_list(&args.service, services)?;
-    let admit = match (args.allow_ip, args.use_source) {
-        (Some(ip), _) if ip.is_unspecified() || ip.is_multicast() => {
+/// The stanza HOST names, if the configuration has one.
+pub fn stanza_for<'a>(args: &SpaArgs, config: Option<&'a Config>) -> Option<&'a Stanza> {
+    config.and_then(|c| c.find(args.host()))
+}
+
+/// Applies the stanza HOST names (if any) and the defaults to the command line: each value is
+/// the flag's, else the stanza's, else the built-in default. Pure: the configuration and the
+/// services table are passed in.
+pub fn resolve(
+    action: Action,
+    args: &SpaArgs,
+    config: Option<&Config>,
+    services: &Services,
+) -> Result<SpaPlan, InputError> {
+    let stanza = stanza_for(args, config);
+    let ports = match (args.service(), stanza) {
+        (Some(text), _) => services::parse_list(text, services)?,
+        (None, Some(st)) => match &st.services {
+            Some(ports) => ports.clone(),
+            None => {
+                return Err(InputError::NoService {
+                    host: args.host().to_owned(),
+                    why: format!(
+                        "stanza [{}] ({}) has no `services`",
+                        st.name,
+                        config.map_or_else(String::new, |c| c.locate_stanza(st))
+                    ),
+                })
+            }
+        },
+        (None, None) => {
+            return Err(InputError::NoService {
+                host: args.host().to_owned(),
+                why: match config {
+                    Some(c) => format!("there is no stanza [{}] in {}", args.host(), c.source),
+                    None => "there is no configuration file".to_owned(),
+                },
+            })
+        }
+    };
+    let admit = match (args.allow_ip, args.use_source, args.admit) {
+        (Some(ip), _, _) if ip.is_unspecified() || ip.is_multicast() => {
             return Err(InputError::BadAdmit(ip))
         }
-        (Some(ip), _) => AdmitChoice::Addr(ip),
-        (None, true) => AdmitChoice::Source,
-        (None, false) => AdmitChoice::Route,
+        (Some(ip), _, _) => AdmitChoice::Addr(ip),
+        (None, true, _) => AdmitChoice::Source,
+        (None, false, Some(choice)) => choice,
+        (None, false, None) => stanza.and_then(|s| s.admit).unwrap_or(AdmitChoice::Route),
     };
-    let server_name = match &args.server_id {
+    let host = stanza
+        .and_then(|s| s.host.clone())
+        .unwrap_or_else(|| args.host().to_owned());
+    let server_name = match args
+        .server_id
+        .as_ref()
+        .or(stanza.and_then(|s| s.server_id.as_ref()))
+    {
         Some(name) => name.trim().to_ascii_lowercase(),
-        None => net::strip_brackets(args.host.trim()).to_ascii_lowercase(),
+        None => net::strip_brackets(host.trim()).to_ascii_lowercase(),
     };
     Ok(SpaPlan {
         action,
         ports,
-        host: args.host.clone(),
-        spa_port: args.spa_port.unwrap_or(DEFAULT_SPA_PORT),
+        host,
+        spa_port: args
+            .spa_port
+            .or(stanza.and_then(|s| s.spa_port))
+            .unwrap_or(DEFAULT_SPA_PORT),
         server_name,
         admit,
-        duration: args.for_secs.unwrap_or(0),
+        duration: args
+            .for_secs
+            .or(stanza.and_then(|s| s.open_for))
+            .unwrap_or(0),
         family: args.family.family(),
         dry_run: args.dry_run,
         quiet: args.quiet,
     })
+}
+
+/// The key file: `--key FILE`, else the stanza's `key`, else `default` (called only then, so
+/// an unset `$HOME` matters only when it is needed).
+pub fn key_path(
+    flag: Option<&Path>,
+    stanza: Option<&Stanza>,
+    default: impl FnOnce() -> anyhow::Result<PathBuf>,
+) -> anyhow::Result<PathBuf> {
+    match flag.or(stanza.and_then(|s| s.key.as_deref())) {
+        Some(path) => Ok(path.to_path_buf()),
+        None => default(),
+    }
 }
 
 /// The local address the kernel would use to reach `target`: connect an unbound UDP socket
@@ -251,13 +337,15 @@ pub fn execute(plan: &SpaPlan, key_path: &Path) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use crate::cli::FamilyArgs;
+    use crate::config::{self, ParseContext};
 
     fn args(service: &str) -> SpaArgs {
         SpaArgs {
-            service: service.into(),
-            host: "Gateway.Example".into(),
+            first: service.into(),
+            second: Some("Gateway.Example".into()),
             allow_ip: None,
             use_source: false,
+            admit: None,
             for_secs: None,
             spa_port: None,
             server_id: None,
@@ -281,7 +369,7 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let plan = resolve(Action::Open, &args("ssh"), &db()).expect("valid");
+        let plan = resolve(Action::Open, &args("ssh"), None, &db()).expect("valid");
         assert_eq!(plan.ports, vec!["22/tcp".parse().expect("spec")]);
         assert_eq!(plan.spa_port, DEFAULT_SPA_PORT);
         assert_eq!(plan.server_name, "gateway.example");
@@ -296,18 +384,218 @@ mod tests {
         a.spa_port = Some(4000);
         a.server_id = Some(" Fleet-1 ".into());
         a.for_secs = Some(30);
-        a.host = "[2001:DB8::1]".into();
-        let plan = resolve(Action::Close, &a, &db()).expect("valid");
+        a.second = Some("[2001:DB8::1]".into());
+        let plan = resolve(Action::Close, &a, None, &db()).expect("valid");
         assert_eq!(plan.admit, AdmitChoice::Addr(ip("192.0.2.5")));
         assert_eq!((plan.spa_port, plan.duration), (4000, 30));
         assert_eq!(plan.server_name, "fleet-1");
         a.server_id = None;
-        let plan = resolve(Action::Close, &a, &db()).expect("valid");
+        let plan = resolve(Action::Close, &a, None, &db()).expect("valid");
         assert_eq!(plan.server_name, "2001:db8::1");
         a.allow_ip = None;
         a.use_source = true;
-        let plan = resolve(Action::Close, &a, &db()).expect("valid");
+        let plan = resolve(Action::Close, &a, None, &db()).expect("valid");
         assert_eq!(plan.admit, AdmitChoice::Source);
+    }
+
+    fn cfg(text: &str) -> Config {
+        config::parse(
+            text,
+            &ParseContext {
+                source: "cfg",
+                base_dir: Path::new("/cfgdir"),
+                home: Some(Path::new("/home/u")),
+                services: &db(),
+            },
+        )
+        .expect("valid config")
+    }
+
+    const STANZA: &str = "\
+[myserver]
+host = 192.0.2.1
+spa_port = 4000
+key = ~/.knock/work.key
+admit = source
+open_for = 300
+services = 22,53/udp
+server_id = GW.Example.org
+[bare]
+[nosvc]
+host = 192.0.2.2
+";
+
+    fn host_args(service: Option<&str>, host: &str) -> SpaArgs {
+        let mut a = args("ssh");
+        match service {
+            Some(service) => {
+                a.first = service.into();
+                a.second = Some(host.into());
+            }
+            None => {
+                a.first = host.into();
+                a.second = None;
+            }
+        }
+        a
+    }
+
+    #[test]
+    fn stanza_supplies_every_value() {
+        let c = cfg(STANZA);
+        let plan =
+            resolve(Action::Open, &host_args(None, "myserver"), Some(&c), &db()).expect("valid");
+        assert_eq!(plan.host, "192.0.2.1");
+        assert_eq!(plan.spa_port, 4000);
+        assert_eq!(plan.admit, AdmitChoice::Source);
+        assert_eq!(plan.duration, 300);
+        assert_eq!(
+            plan.ports,
+            vec![
+                "22/tcp".parse().expect("spec"),
+                "53/udp".parse().expect("spec")
+            ]
+        );
+        assert_eq!(plan.server_name, "gw.example.org");
+        // SERVICE on the command line replaces the stanza's services.
+        let plan = resolve(
+            Action::Open,
+            &host_args(Some("ssh"), "myserver"),
+            Some(&c),
+            &db(),
+        )
+        .expect("valid");
+        assert_eq!(plan.ports, vec!["22/tcp".parse().expect("spec")]);
+        assert_eq!(plan.duration, 300, "the rest still from the stanza");
+    }
+
+    #[test]
+    fn flags_override_the_stanza() {
+        let c = cfg(STANZA);
+        let mut a = host_args(Some("ssh"), "myserver");
+        a.spa_port = Some(5000);
+        a.for_secs = Some(0);
+        a.server_id = Some("Other".into());
+        a.admit = Some(AdmitChoice::Route);
+        let plan = resolve(Action::Open, &a, Some(&c), &db()).expect("valid");
+        assert_eq!(
+            (
+                plan.spa_port,
+                plan.duration,
+                plan.server_name.as_str(),
+                plan.admit
+            ),
+            (5000, 0, "other", AdmitChoice::Route)
+        );
+        assert_eq!(
+            plan.host, "192.0.2.1",
+            "no flag for the host: HOST names the stanza"
+        );
+        a.admit = None;
+        a.allow_ip = Some(ip("198.51.100.4"));
+        let plan = resolve(Action::Open, &a, Some(&c), &db()).expect("valid");
+        assert_eq!(plan.admit, AdmitChoice::Addr(ip("198.51.100.4")));
+        a.allow_ip = None;
+        a.use_source = true;
+        let c2 = cfg("[myserver]\nadmit = 192.0.2.7\n");
+        let plan = resolve(Action::Open, &a, Some(&c2), &db()).expect("valid");
+        assert_eq!(plan.admit, AdmitChoice::Source);
+        a.use_source = false;
+        let plan = resolve(Action::Open, &a, Some(&c2), &db()).expect("valid");
+        assert_eq!(plan.admit, AdmitChoice::Addr(ip("192.0.2.7")));
+    }
+
+    #[test]
+    fn stanza_defaults_when_keys_are_absent() {
+        let c = cfg(STANZA);
+        // An empty stanza: HOST is its name, everything else the built-in default.
+        let plan = resolve(
+            Action::Open,
+            &host_args(Some("ssh"), "bare"),
+            Some(&c),
+            &db(),
+        )
+        .expect("valid");
+        assert_eq!(plan.host, "bare");
+        assert_eq!(plan.server_name, "bare");
+        assert_eq!((plan.spa_port, plan.duration), (DEFAULT_SPA_PORT, 0));
+        assert_eq!(plan.admit, AdmitChoice::Route);
+        // No server_id: the stanza's host.
+        let plan = resolve(
+            Action::Open,
+            &host_args(Some("ssh"), "nosvc"),
+            Some(&c),
+            &db(),
+        )
+        .expect("valid");
+        assert_eq!(plan.server_name, "192.0.2.2");
+        // A HOST that names no stanza ignores the file.
+        let plan = resolve(
+            Action::Open,
+            &host_args(Some("ssh"), "MyServer"),
+            Some(&c),
+            &db(),
+        )
+        .expect("valid");
+        assert_eq!(
+            (plan.host.as_str(), plan.spa_port),
+            ("MyServer", DEFAULT_SPA_PORT)
+        );
+    }
+
+    #[test]
+    fn service_left_out_needs_a_stanza_with_services() {
+        let c = cfg(STANZA);
+        let err = resolve(Action::Open, &host_args(None, "nosvc"), Some(&c), &db())
+            .expect_err("no services");
+        assert_eq!(
+            err.to_string(),
+            "no SERVICE given for `nosvc`, and stanza [nosvc] (cfg:10) has no `services`; \
+             give SERVICE HOST"
+        );
+        let err = resolve(Action::Open, &host_args(None, "elsewhere"), Some(&c), &db())
+            .expect_err("no stanza");
+        assert!(
+            err.to_string().contains("no stanza [elsewhere] in cfg"),
+            "{err}"
+        );
+        let err = resolve(Action::Open, &host_args(None, "myserver"), None, &db())
+            .expect_err("no config");
+        assert!(err.to_string().contains("no configuration file"), "{err}");
+    }
+
+    #[test]
+    fn key_file_choice() {
+        let c = cfg(STANZA);
+        let st = c.find("myserver");
+        let default = || Ok(PathBuf::from("/home/u/.knock/key"));
+        let no_default = || -> anyhow::Result<PathBuf> { Err(anyhow!("no $HOME")) };
+        assert_eq!(
+            key_path(Some(Path::new("/flag")), st, no_default).expect("flag"),
+            PathBuf::from("/flag")
+        );
+        assert_eq!(
+            key_path(None, st, no_default).expect("stanza"),
+            PathBuf::from("/home/u/.knock/work.key")
+        );
+        assert_eq!(
+            key_path(None, c.find("bare"), default).expect("default"),
+            PathBuf::from("/home/u/.knock/key")
+        );
+        assert!(key_path(None, None, no_default).is_err());
+    }
+
+    #[test]
+    fn admit_choice_text() {
+        assert_eq!("route".parse(), Ok(AdmitChoice::Route));
+        assert_eq!(" source ".parse(), Ok(AdmitChoice::Source));
+        assert_eq!(
+            "2001:db8::7".parse(),
+            Ok(AdmitChoice::Addr(ip("2001:db8::7")))
+        );
+        for bad in ["Route", "nat", "", "1.2.3", "::", "239.1.1.1"] {
+            assert!(bad.parse::<AdmitChoice>().is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -316,7 +604,7 @@ mod tests {
             let mut a = args("ssh");
             a.allow_ip = Some(ip(bad));
             assert_eq!(
-                resolve(Action::Open, &a, &db()).map(|p| p.admit),
+                resolve(Action::Open, &a, None, &db()).map(|p| p.admit),
                 Err(InputError::BadAdmit(ip(bad)))
             );
         }
@@ -357,7 +645,7 @@ mod tests {
     fn request_fields() {
         let mut a = args("ssh");
         a.for_secs = Some(45);
-        let plan = resolve(Action::Close, &a, &db()).expect("valid");
+        let plan = resolve(Action::Close, &a, None, &db()).expect("valid");
         let req = build_request(&plan, Admit::Source, 1_700_000_000).expect("valid");
         assert_eq!(req.timestamp, 1_700_000_000);
         assert_eq!(req.action, Action::Close);

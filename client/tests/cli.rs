@@ -555,3 +555,517 @@ fn help_documents_exit_codes_and_defaults() {
     assert!(stdout(&out).contains("Exit status"));
     assert!(stdout(&out).contains("~/.knock/key"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Configuration file, `-- COMMAND`, completions and man pages.
+
+impl Env {
+    /// Writes `text` to ~/.knock/config (mode 0600) and returns its path.
+    fn write_config(&self, text: &str) -> PathBuf {
+        let path = self.home.path().join(".knock/config");
+        write_private(&path, text);
+        path
+    }
+
+    /// A second key, written by `keygen` to `rel` under the home directory.
+    fn extra_key(&self, rel: &str, name: &str) -> (PathBuf, NamedKey) {
+        let path = self.home.path().join(rel);
+        let out = self.run(&[
+            "keygen",
+            "--name",
+            name,
+            "-o",
+            path.to_str().expect("utf-8"),
+        ]);
+        assert_ok(&out);
+        let key = NamedKey::load(&path).expect("load");
+        (path, key)
+    }
+}
+
+fn write_private(path: &Path, text: &str) {
+    fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
+    fs::write(path, text).expect("write config");
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
+/// Runs a dry run with exactly these arguments (no --key added) and returns the packet and the
+/// `dry run, not sent: ...` description.
+fn dry_run_raw(env: &Env, args: &[&str]) -> (Vec<u8>, String) {
+    let mut all = args.to_vec();
+    all.push("--dry-run");
+    let out = env.run(&all);
+    assert_ok(&out);
+    let err = stderr(&out);
+    let what = err
+        .trim_end()
+        .strip_prefix("dry run, not sent: ")
+        .unwrap_or_else(|| panic!("a dry-run line: {err}"))
+        .to_owned();
+    (unhex(&stdout(&out)), what)
+}
+
+/// A verifier for `key` answering to `server_id`, allowing 22/tcp and 53/udp, NAT allowed.
+fn verifier_for(key: &NamedKey, server_id: &str) -> Verifier {
+    let mut v = Verifier::new(vec![ServerId::from_name(server_id)], 60);
+    v.add_key(
+        key,
+        KeyPolicy {
+            ports: vec![spec("22/tcp"), spec("53/udp")],
+            allow_nat: true,
+        },
+        0,
+    )
+    .expect("one key");
+    v
+}
+
+/// A stanza setting every key; its key file is `keys/work.key` relative to the config file.
+const FULL_STANZA: &str = "\
+# knock-spa client configuration
+[myserver]
+host = 127.0.0.1
+spa_port = 4000
+key = keys/work.key
+admit = source
+open_for = 300
+services = ssh,53/udp
+server_id = GW.Example.org
+";
+
+#[test]
+fn config_stanza_supplies_target_key_and_packet_fields() {
+    let env = Env::new();
+    env.write_config(FULL_STANZA);
+    let (_, work) = env.extra_key(".knock/keys/work.key", "work");
+
+    // `open myserver`: the stanza's services; no --key, no ~/.knock/key: the stanza's key.
+    let (packet, what) = dry_run_raw(&env, &["open", "myserver"]);
+    assert_eq!(
+        what,
+        "open 22/tcp,53/udp for the packet's source address to 127.0.0.1:4000"
+    );
+    let acc = verify(&verifier_for(&work, "gw.example.org"), LOOPBACK, &packet)
+        .expect("accepted with the stanza's key and server id");
+    let req = acc.request();
+    assert_eq!(req.admit, Admit::Source);
+    assert_eq!(req.duration, 300);
+    assert_eq!(
+        req.ports.iter().collect::<Vec<_>>(),
+        vec![spec("22/tcp"), spec("53/udp")]
+    );
+
+    // `open ssh myserver`: SERVICE replaces the stanza's services, the rest stays.
+    let (packet, what) = dry_run_raw(&env, &["open", "ssh", "myserver"]);
+    assert_eq!(
+        what,
+        "open 22/tcp for the packet's source address to 127.0.0.1:4000"
+    );
+    let acc = verify(&verifier_for(&work, "gw.example.org"), LOOPBACK, &packet).expect("ok");
+    assert_eq!(acc.request().duration, 300);
+
+    // close works through the stanza as well.
+    let (packet, _) = dry_run_raw(&env, &["close", "myserver"]);
+    let acc = verify(&verifier_for(&work, "gw.example.org"), LOOPBACK, &packet).expect("ok");
+    assert_eq!(acc.action(), Action::Close);
+}
+
+#[test]
+fn flags_override_the_stanza_and_the_stanza_overrides_defaults() {
+    let env = Env::with_key();
+    env.write_config(FULL_STANZA);
+    let (_, work) = env.extra_key(".knock/keys/work.key", "work");
+    let default_key = env.key_path();
+    let default_key = default_key.to_str().expect("utf-8");
+
+    let (packet, what) = dry_run_raw(
+        &env,
+        &[
+            "open",
+            "ssh",
+            "myserver",
+            "--spa-port",
+            "5000",
+            "--for",
+            "10",
+            "--admit",
+            "route",
+            "--server-id",
+            "127.0.0.1",
+            "--key",
+            default_key,
+        ],
+    );
+    assert_eq!(what, "open 22/tcp for 127.0.0.1 to 127.0.0.1:5000");
+    // Signed with --key's key, not the stanza's.
+    assert!(verify(&verifier_for(&work, "127.0.0.1"), LOOPBACK, &packet).is_err());
+    let acc = verify(&verifier(&env.key(), false), LOOPBACK, &packet).expect("accepted");
+    assert_eq!(acc.request().admit, Admit::Addr(LOOPBACK));
+    assert_eq!(acc.request().duration, 10);
+
+    // --allow-ip and --use-source override `admit` too.
+    let (_, what) = dry_run_raw(&env, &["open", "myserver", "--allow-ip", "192.0.2.5"]);
+    assert_eq!(what, "open 22/tcp,53/udp for 192.0.2.5 to 127.0.0.1:4000");
+    env.write_config("[myserver]\nhost = 127.0.0.1\nadmit = 192.0.2.9\n");
+    let (_, what) = dry_run_raw(&env, &["open", "ssh", "myserver", "--use-source"]);
+    assert_eq!(
+        what,
+        "open 22/tcp for the packet's source address to 127.0.0.1:62201"
+    );
+
+    // Keys left out of the stanza take the built-in defaults: port 62201, ~/.knock/key, the
+    // stanza's host as server id, duration 0.
+    let (packet, what) = dry_run_raw(&env, &["open", "ssh", "myserver"]);
+    assert_eq!(what, "open 22/tcp for 192.0.2.9 to 127.0.0.1:62201");
+    let acc = verify(&verifier_for(&env.key(), "127.0.0.1"), LOOPBACK, &packet).expect("ok");
+    assert_eq!(acc.request().duration, 0);
+
+    // A HOST that is no stanza name ignores the file entirely.
+    let (_, what) = dry_run_raw(&env, &["open", "ssh", "127.0.0.1"]);
+    assert_eq!(what, "open 22/tcp for 127.0.0.1 to 127.0.0.1:62201");
+}
+
+#[test]
+fn config_file_location_flag_then_env_then_home() {
+    let env = Env::with_key();
+    env.write_config("[s]\nhost = 127.0.0.1\nspa_port = 1001\n");
+    let env_file = env.home.path().join("env.conf");
+    write_private(&env_file, "[s]\nhost = 127.0.0.1\nspa_port = 1002\n");
+    let flag_file = env.home.path().join("flag.conf");
+    write_private(&flag_file, "[s]\nhost = 127.0.0.1\nspa_port = 1003\n");
+
+    let port_of = |cmd: &mut Command| -> String {
+        let out = cmd.output().expect("run");
+        assert_ok(&out);
+        stderr(&out)
+            .trim_end()
+            .rsplit(':')
+            .next()
+            .expect("port")
+            .to_owned()
+    };
+    let base = ["open", "ssh", "s", "--dry-run"];
+    assert_eq!(port_of(env.cmd().args(base)), "1001");
+    assert_eq!(
+        port_of(env.cmd().args(base).env("KNOCK_SPA_CONFIG", &env_file)),
+        "1002"
+    );
+    assert_eq!(
+        port_of(
+            env.cmd()
+                .args(base)
+                .env("KNOCK_SPA_CONFIG", &env_file)
+                .arg("--config")
+                .arg(&flag_file)
+        ),
+        "1003"
+    );
+    // An empty variable counts as unset.
+    assert_eq!(
+        port_of(env.cmd().args(base).env("KNOCK_SPA_CONFIG", "")),
+        "1001"
+    );
+    // --config /dev/null: no stanzas (a way round a broken file), `s` is then a host name.
+    let out = env.run(&["open", "ssh", "s", "--config", "/dev/null", "--dry-run"]);
+    assert_fails(&out, 1, "cannot resolve host `s`");
+}
+
+#[test]
+fn missing_and_unsafe_config_files() {
+    let env = Env::with_key();
+    // No ~/.knock/config: fine.
+    assert_ok(&env.run(&["open", "ssh", "127.0.0.1", "--dry-run"]));
+    // A file named explicitly must exist.
+    let out = env.run(&[
+        "open",
+        "ssh",
+        "127.0.0.1",
+        "--config",
+        "/nonexistent/c",
+        "--dry-run",
+    ]);
+    assert_fails(
+        &out,
+        1,
+        "cannot read the configuration file /nonexistent/c (given with --config)",
+    );
+    let out = env
+        .cmd()
+        .env("KNOCK_SPA_CONFIG", "/nonexistent/e")
+        .args(["open", "ssh", "127.0.0.1", "--dry-run"])
+        .output()
+        .expect("run");
+    assert_fails(&out, 1, "/nonexistent/e (named by $KNOCK_SPA_CONFIG)");
+    let out = env.run(&["open", "ssh", "127.0.0.1", "--config", "/tmp", "--dry-run"]);
+    assert_fails(&out, 1, "not a regular file");
+
+    // Readable by everyone is fine (it holds no secret); writable by group or others is not.
+    let path = env.write_config("[s]\nhost = 127.0.0.1\n");
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
+    assert_ok(&env.run(&["open", "ssh", "s", "--dry-run"]));
+    for (mode, who) in [(0o664, "its group"), (0o646, "others")] {
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod");
+        let out = env.run(&["open", "ssh", "s", "--dry-run"]);
+        assert_fails(&out, 1, &format!("writable by {who}"));
+        assert!(stderr(&out).contains("chmod go-w"), "{}", stderr(&out));
+    }
+    // The key file named by a stanza keeps the key file rules.
+    let key = env.key_path();
+    env.write_config(&format!("[s]\nhost = 127.0.0.1\nkey = {}\n", key.display()));
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o640)).expect("chmod");
+    let out = env.run(&["open", "ssh", "s", "--dry-run"]);
+    assert_fails(&out, 1, "chmod 600");
+}
+
+#[test]
+fn config_errors_are_reported_with_file_and_line() {
+    let env = Env::with_key();
+    let path = env.write_config(
+        "[ok]\n\
+         host = 127.0.0.1\n\
+         \n\
+         [bad]\n\
+         spa_port = 0\n\
+         colour = blue\n\
+         admit = nat\n\
+         services = nosuchservice\n\
+         open_for = 5m\n",
+    );
+    let out = env.run(&["open", "ssh", "ok", "--dry-run"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(out.stdout.is_empty());
+    let p = path.display();
+    let expected = [
+        format!("knock-spa: error: {p}:5: spa_port `0`"),
+        format!("knock-spa: error: {p}:6: unknown key `colour`"),
+        format!("knock-spa: error: {p}:7: admit: `nat` is not route, source or an IP address"),
+        format!("knock-spa: error: {p}:8: services `nosuchservice`: unknown service"),
+        format!("knock-spa: error: {p}:9: open_for `5m`"),
+    ];
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), expected.len(), "{err}");
+    for (line, want) in lines.iter().zip(&expected) {
+        assert!(
+            line.starts_with(want.as_str()),
+            "`{line}` should start with `{want}`"
+        );
+    }
+}
+
+#[test]
+fn service_may_be_left_out_only_for_a_stanza_with_services() {
+    let env = Env::with_key();
+    env.write_config("[nosvc]\nhost = 127.0.0.1\n");
+    let out = env.run(&["open", "nosvc", "--dry-run"]);
+    assert_fails(&out, 2, "stanza [nosvc]");
+    assert!(
+        stderr(&out).contains("config:1) has no `services`"),
+        "{}",
+        stderr(&out)
+    );
+    let out = env.run(&["open", "127.0.0.1", "--dry-run"]);
+    assert_fails(&out, 2, "there is no stanza [127.0.0.1]");
+}
+
+/// Receives one datagram on `sock` (5 s limit): when, and the payload.
+fn recv_packet(sock: UdpSocket) -> (Instant, Vec<u8>) {
+    sock.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut buf = [0u8; 2048];
+    let (n, _) = sock.recv_from(&mut buf).expect("a packet");
+    (Instant::now(), buf[..n].to_vec())
+}
+
+#[test]
+fn open_then_exec_runs_the_command_after_the_packet_and_the_wait() {
+    let env = Env::with_key();
+    env.write_config("[myserver]\nhost = 127.0.0.1\nservices = ssh\nserver_id = 127.0.0.1\n");
+    let server = UdpSocket::bind((LOOPBACK, 0)).expect("bind");
+    let port = server.local_addr().expect("addr").port().to_string();
+    let receiver = std::thread::spawn(move || recv_packet(server));
+
+    let child = env
+        .cmd()
+        .args([
+            "open",
+            "myserver",
+            "--spa-port",
+            &port,
+            "--wait",
+            "300",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo ran; echo $$",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("wait");
+    let done = Instant::now();
+    assert_ok(&out);
+    let (arrived, packet) = receiver.join().expect("receiver");
+
+    // The command ran, after the packet, in place of knock-spa (same process id: exec).
+    assert_eq!(stdout(&out), format!("ran\n{pid}\n"));
+    assert_eq!(
+        stderr(&out).trim_end(),
+        format!("sent open 22/tcp for 127.0.0.1 to 127.0.0.1:{port}")
+    );
+    assert!(
+        done - arrived >= Duration::from_millis(250),
+        "the command ran {:?} after the packet, --wait is 300 ms",
+        done - arrived
+    );
+    verify(&verifier(&env.key(), false), LOOPBACK, &packet).expect("accepted");
+}
+
+#[test]
+fn exec_exit_status_is_the_commands_and_failures_are_126_127() {
+    let env = Env::with_key();
+    let server = UdpSocket::bind((LOOPBACK, 0)).expect("bind");
+    let port = server.local_addr().expect("addr").port().to_string();
+    let base = [
+        "open",
+        "ssh",
+        "127.0.0.1",
+        "-q",
+        "--spa-port",
+        &port,
+        "--wait",
+        "0",
+        "--",
+    ];
+
+    let mut args = base.to_vec();
+    args.extend(["/bin/sh", "-c", "exit 7"]);
+    assert_eq!(env.run(&args).status.code(), Some(7));
+
+    let mut args = base.to_vec();
+    args.push("/nonexistent/knock-spa-no-such-program");
+    let out = env.run(&args);
+    assert_fails(
+        &out,
+        127,
+        "cannot run `/nonexistent/knock-spa-no-such-program`",
+    );
+
+    let not_exec = env.home.path().join("not-executable");
+    fs::write(&not_exec, "#!/bin/sh\n").expect("write");
+    fs::set_permissions(&not_exec, fs::Permissions::from_mode(0o644)).expect("chmod");
+    let mut args = base.to_vec();
+    let not_exec = not_exec.to_str().expect("utf-8");
+    args.push(not_exec);
+    assert_fails(&env.run(&args), 126, "cannot run");
+
+    // Each run still sent its packet first.
+    for _ in 0..3 {
+        let (_, packet) = recv_packet(server.try_clone().expect("clone"));
+        assert_eq!(packet.len(), PACKET_LEN);
+    }
+
+    // A failed send runs nothing.
+    let marker = env.home.path().join("ran");
+    let cmd = format!("touch {}", marker.display());
+    let out = env.run(&[
+        "open",
+        "ssh",
+        "no-such-host.invalid",
+        "--",
+        "/bin/sh",
+        "-c",
+        &cmd,
+    ]);
+    assert_fails(&out, 1, "no-such-host.invalid");
+    assert!(
+        !marker.exists(),
+        "the command must not run when the packet was not sent"
+    );
+}
+
+#[test]
+fn completions_name_every_command() {
+    let env = Env::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = env.run(&["completions", shell]);
+        assert_ok(&out);
+        let script = stdout(&out);
+        assert!(script.len() > 500, "{shell}: {script}");
+        for name in ["open", "close", "keygen", "knock", "completions", "man"] {
+            assert!(script.contains(name), "{shell} completion lacks {name}");
+        }
+        assert!(script.contains("knock-spa"), "{shell}");
+    }
+    let out = env.run(&["completions", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn man_pages_for_the_tool_and_its_commands() {
+    let env = Env::new();
+    let out = env.run(&["man"]);
+    assert_ok(&out);
+    let page = stdout(&out).replace("\\-", "-");
+    assert!(page.contains(".TH knock-spa 1"), "{page}");
+    for name in ["open", "close", "keygen", "knock", "completions", "man"] {
+        assert!(page.contains(&format!("knock-spa-{name}(1)")), "{name}");
+    }
+    let out = env.run(&["man", "open"]);
+    assert_ok(&out);
+    let page = stdout(&out).replace("\\-", "-");
+    assert!(page.contains(".TH knock-spa-open 1"), "{page}");
+    for needle in ["--config", "--admit", "--wait", "COMMAND", "Exit status"] {
+        assert!(
+            page.contains(needle),
+            "`{needle}` missing from knock-spa-open(1)"
+        );
+    }
+    assert_eq!(env.run(&["man", "frobnicate"]).status.code(), Some(2));
+}
+
+/// Asks the bash completion script what it offers for `words` (the last one being completed).
+fn bash_complete(script: &Path, words: &[&str]) -> Vec<String> {
+    let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+    let cword = words.len() - 1;
+    let prog = format!(
+        "source '{}'; COMP_WORDS=({}); COMP_CWORD={cword}; \
+         _knock__spa knock-spa '{}' '{}'; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        script.display(),
+        quoted.join(" "),
+        words[cword],
+        words[cword - 1],
+    );
+    let out = Command::new("bash")
+        .args(["--norc", "--noprofile", "-c", &prog])
+        .output()
+        .expect("run bash");
+    assert_ok(&out);
+    stdout(&out).lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn bash_completion_works_for_subcommand_options() {
+    let env = Env::new();
+    let out = env.run(&["completions", "bash"]);
+    assert_ok(&out);
+    let script = env.home.path().join("knock-spa.bash");
+    fs::write(&script, &out.stdout).expect("write");
+
+    assert_eq!(bash_complete(&script, &["knock-spa", "op"]), ["open"]);
+    // The options of a subcommand (broken upstream for hyphenated names, fixed up here).
+    assert_eq!(
+        bash_complete(&script, &["knock-spa", "open", "--spa"]),
+        ["--spa-port"]
+    );
+    let opts = bash_complete(&script, &["knock-spa", "open", "--"]);
+    for want in ["--config", "--admit", "--wait", "--dry-run"] {
+        assert!(opts.iter().any(|o| o == want), "{want} not in {opts:?}");
+    }
+    assert_eq!(
+        bash_complete(&script, &["knock-spa", "completions", "f"]),
+        ["fish"]
+    );
+}
