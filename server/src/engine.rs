@@ -116,15 +116,17 @@ impl std::fmt::Debug for Source {
 /// The BPF filter for a runtime: the SPA port plus every knock port, as knockd compiles its
 /// door ports into the filter (a hit on a port in no sequence is never seen).
 pub fn bpf_filter(rt: &Runtime, only_v4: bool) -> String {
+    bpf_filter_for(rt, &rt.sequences, only_v4)
+}
+
+/// [`bpf_filter`] with the knock doors' current sequences (`slots`), which differ from the
+/// runtime's once a one-time door has moved on to its next line.
+fn bpf_filter_for(rt: &Runtime, slots: &[crate::runtime::SequenceSlot], only_v4: bool) -> String {
     let mut parts = Vec::new();
     if !rt.verifier.is_empty() {
         parts.push(format!("(udp and dst port {})", rt.config.options.spa_port));
     }
-    let mut ports: Vec<PortSpec> = rt
-        .sequences
-        .iter()
-        .flat_map(|s| s.sequence.clone())
-        .collect();
+    let mut ports: Vec<PortSpec> = slots.iter().flat_map(|s| s.sequence.clone()).collect();
     ports.sort();
     ports.dedup();
     for p in ports {
@@ -158,6 +160,19 @@ fn wait_readable(fd: std::os::fd::RawFd, ms: i32) {
     // nfds is 1, so the kernel reads and writes exactly that one struct.
     unsafe {
         libc::poll(&mut pfd, 1, ms);
+    }
+}
+
+/// Logs packets the kernel dropped because the capture buffer was full since the last call
+/// (the daemon fell behind: a flood beyond what this machine handles, or the process was
+/// stopped). `seen` is the running total already reported.
+fn report_capture_drops(cap: &mut pcap::Capture<pcap::Active>, seen: &mut u32) {
+    if let Ok(stat) = cap.stats() {
+        let new = stat.dropped.wrapping_sub(*seen);
+        if new > 0 {
+            info!("capture: the kernel dropped {new} packets (capture buffer full; the daemon fell behind)");
+        }
+        *seen = stat.dropped;
     }
 }
 
@@ -234,14 +249,16 @@ impl RejectLog {
         }
     }
 
-    fn tick(&mut self, now: Instant) {
+    /// Logs the summary of suppressed rejects once per interval; returns whether an interval
+    /// ended (the caller hooks other periodic reports on it).
+    fn tick(&mut self, now: Instant) -> bool {
         if now.duration_since(self.last_summary) < REJECT_LOG_INTERVAL {
-            return;
+            return false;
         }
         self.last_summary = now;
         let total: u64 = self.suppressed.iter().sum();
         if total == 0 {
-            return;
+            return true;
         }
         let parts: Vec<String> = RejectKind::ALL
             .iter()
@@ -250,6 +267,7 @@ impl RejectLog {
             .collect();
         info!("spa: dropped {total} packets: {}", parts.join(", "));
         self.suppressed = [0; RejectKind::ALL.len()];
+        true
     }
 }
 
@@ -270,6 +288,9 @@ pub struct Engine {
     not_before: u64,
     started: Instant,
     only_v4: bool,
+    /// A one-time door moved on to a sequence on other ports: the capture filter must be
+    /// rebuilt from `slots` (knockd regenerates its filter likewise).
+    filter_stale: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -338,6 +359,7 @@ impl Engine {
             not_before,
             started: Instant::now(),
             only_v4,
+            filter_stale: false,
         }
     }
 
@@ -349,6 +371,7 @@ impl Engine {
         stop: &std::sync::atomic::AtomicBool,
     ) {
         let mut buf = [0u8; 2048];
+        let mut kernel_dropped = 0u32;
         while !stop.load(Ordering::Relaxed) {
             match &mut source {
                 Source::Pcap { cap, linktype } => {
@@ -396,8 +419,20 @@ impl Engine {
                     }
                 }
             }
+            if std::mem::take(&mut self.filter_stale) {
+                if let Source::Pcap { cap, .. } = &mut source {
+                    let filter = bpf_filter_for(&self.rt, &self.slots, self.only_v4);
+                    if let Err(e) = cap.filter(&filter, true) {
+                        error!("one-time sequences: cannot apply capture filter {filter:?}: {e}");
+                    }
+                }
+            }
             let now = Instant::now();
-            self.rejects.tick(now);
+            if self.rejects.tick(now) {
+                if let Source::Pcap { cap, .. } = &mut source {
+                    report_capture_drops(cap, &mut kernel_dropped);
+                }
+            }
             self.expire_knocks(now);
             while let Ok(rt) = reload.try_recv() {
                 if let Source::Pcap { cap, .. } = &mut source {
@@ -539,6 +574,7 @@ impl Engine {
             slot.sequence = seq;
             slot.one_time = one_time;
         }
+        self.filter_stale = true;
     }
 
     /// One SPA payload from `src`.
@@ -609,7 +645,8 @@ mod tests {
         // The budget comes back after the interval; the summary resets the counters.
         let later = t0 + REJECT_LOG_INTERVAL;
         assert!(log.record(later, src, &Reject::Replay));
-        log.tick(later);
+        assert!(log.tick(later));
         assert_eq!(log.suppressed.iter().sum::<u64>(), 0);
+        assert!(!log.tick(later));
     }
 }

@@ -53,6 +53,8 @@ pub struct Manager {
     store: Store,
     live: Vec<Live>,
     applied: HashSet<Vec<String>>,
+    /// Where `status` reads the open grants from (see [`crate::status`]).
+    board: Option<Arc<crate::status::Board>>,
 }
 
 /// How an argv changes a firewall: inserts a rule, deletes one, or something else.
@@ -128,6 +130,20 @@ impl Manager {
             store,
             live,
             applied: HashSet::new(),
+            board: None,
+        }
+    }
+
+    /// Publishes the open grants on `board` for `knock-spad status`, now and at every change.
+    pub fn with_status(mut self, board: Arc<crate::status::Board>) -> Self {
+        board.set_grants(&self.grants());
+        self.board = Some(board);
+        self
+    }
+
+    fn publish(&self) {
+        if let Some(b) = &self.board {
+            b.set_grants(&self.grants());
         }
     }
 
@@ -155,6 +171,7 @@ impl Manager {
     ) {
         loop {
             self.close_due().await;
+            self.publish();
             let wait = self
                 .next_deadline_ms()
                 .map_or(Duration::from_secs(3600), |t| {
@@ -177,6 +194,7 @@ impl Manager {
         } else {
             self.close_all().await;
         }
+        self.publish();
     }
 
     fn next_deadline_ms(&self) -> Option<u64> {
@@ -414,7 +432,7 @@ impl Manager {
             let l = &self.live[i];
             if l.rec.expires * 1000 <= now && l.not_before_ms <= now {
                 if l.attempts == 0 {
-                    info!("{}: command timeout", l.rec.door);
+                    info!("{}: {}: command timeout", l.rec.addr, l.rec.door);
                 }
                 changed = true;
                 if self.close_index(i).await {

@@ -6,10 +6,15 @@
 
 mod engine;
 mod exec;
+mod firewall;
+mod fsutil;
 mod grants;
+mod keys_cmd;
 mod log;
+mod manpage;
 mod runtime;
 mod state;
+mod status;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -17,14 +22,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use knock_shared::config::Capture;
+use knock_shared::types::PortSpec;
 
 /// Port-knocking daemon: knock sequences (knockd-compatible) and single packet authorization.
 #[derive(Debug, Parser)]
 #[command(name = "knock-spad", version, disable_version_flag = true, about, long_about = None)]
 struct Cli {
-    /// Configuration file (knockd.conf syntax plus SPA directives; see knock-spad.conf(5)).
+    /// Configuration file (knockd.conf syntax plus SPA directives).
     #[arg(
         short = 'c',
         long = "config",
@@ -46,19 +52,19 @@ struct Cli {
     #[arg(short = 'v', long = "verbose")]
     verbose: bool,
     /// Ignore IPv6.
-    #[arg(short = '4', long = "only-ip-v4")]
+    #[arg(short = '4', long = "only-ip-v4", global = true)]
     only_v4: bool,
     /// Print the version and exit.
     #[arg(short = 'V', long = "version", action = clap::ArgAction::Version)]
     version: Option<bool>,
     /// PID file (overrides `PidFile`).
-    #[arg(short = 'p', long = "pidfile", value_name = "FILE")]
+    #[arg(short = 'p', long = "pidfile", value_name = "FILE", global = true)]
     pidfile: Option<PathBuf>,
     /// Log file (overrides `LogFile`).
     #[arg(short = 'g', long = "logfile", value_name = "FILE")]
     logfile: Option<PathBuf>,
     /// State directory (overrides `StateDir`).
-    #[arg(long = "state-dir", value_name = "DIR")]
+    #[arg(long = "state-dir", value_name = "DIR", global = true)]
     state_dir: Option<PathBuf>,
     /// How SPA packets are received (overrides `Capture`).
     #[arg(long = "capture", value_name = "MODE", value_parser = ["pcap", "udp"])]
@@ -77,6 +83,90 @@ struct Cli {
 enum Command {
     /// Check the configuration and exit: 0 if valid, 2 with FILE:LINE errors if not.
     Check,
+    /// Show the running daemon's open grants and packet counters.
+    ///
+    /// Reads the status file the daemon keeps in its state directory (StateDir of the
+    /// configuration, or --state-dir). Exit status: 0 running, 1 dead (its status file is
+    /// left), 3 not running, 4 stale or unreadable.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List, add or revoke SPA keys in the configuration, and reload a running daemon.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Print the baseline firewall rules for the guarded ports (or apply them with --apply).
+    ///
+    /// ESTABLISHED,RELATED is accepted first, so live sessions survive; then new connections
+    /// to each guarded port are refused (TCP: reset). IPv4 and IPv6.
+    FirewallSetup {
+        /// A port to guard: 22, 22/tcp or 53/udp; repeatable. Default: every Allow_Ports of
+        /// the configuration's SPA doors.
+        #[arg(long = "port", value_name = "PORT[/PROTO]")]
+        ports: Vec<PortSpec>,
+        /// Apply the rules with iptables and ip6tables: each is checked with -C first and
+        /// added only when missing, so running it again changes nothing.
+        #[arg(long)]
+        apply: bool,
+        /// IPv4 only (also with -4).
+        #[arg(long = "no-ipv6")]
+        no_ipv6: bool,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff, section 8).
+    Man,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Print every SPA key: door, name, public key id, allowed ports, where it is (never a
+    /// secret).
+    List {
+        /// Only this door.
+        #[arg(long, value_name = "NAME")]
+        door: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a key: to the door's KeyFile when it has one, else as a `Keys =` line.
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["from_line", "from_file"])))]
+    Add {
+        /// The key's name on this server (log lines show it).
+        name: String,
+        /// The `Keys = NAME:BASE64` line `knock-spa keygen` prints; `-` reads it from stdin
+        /// (safer: a secret on the command line is visible to other users in ps).
+        #[arg(long = "from-line", value_name = "LINE")]
+        from_line: Option<String>,
+        /// A client keyfile (`name =`, `secret =`; mode 0600).
+        #[arg(long = "from-file", value_name = "KEYFILE")]
+        from_file: Option<PathBuf>,
+        /// The SPA door (needed when there are several).
+        #[arg(long, value_name = "NAME")]
+        door: Option<String>,
+        /// Do not signal a running daemon.
+        #[arg(long = "no-reload")]
+        no_reload: bool,
+    },
+    /// Remove a key from the door (from every SPA door without --door).
+    Revoke {
+        /// The key's name.
+        name: String,
+        /// Only this door.
+        #[arg(long, value_name = "NAME")]
+        door: Option<String>,
+        /// Do not signal a running daemon.
+        #[arg(long = "no-reload")]
+        no_reload: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -129,9 +219,287 @@ fn check(cli: &Cli) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Writes `bytes` to stdout; a closed pipe is not an error worth a message.
+fn print_bytes(bytes: &[u8]) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(e).context("cannot write to stdout"),
+    }
+}
+
+/// The configuration's `[options]` without reading key files: what `status`, `keys` and
+/// `firewall-setup` need even when a key file is broken.
+fn read_options(path: &Path) -> Result<knock_shared::config::Config, ExitCode> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => zeroize::Zeroizing::new(t),
+        Err(e) => {
+            eprintln!("knock-spad: {}: cannot read: {e}", path.display());
+            return Err(ExitCode::from(2));
+        }
+    };
+    knock_shared::config::parse_str(&text).map_err(|errs| {
+        for e in &errs {
+            eprintln!(
+                "knock-spad: {}:{}",
+                path.display(),
+                e.to_string().replacen("line ", "", 1)
+            );
+        }
+        ExitCode::from(2)
+    })
+}
+
+/// `--state-dir`, else the configuration's `StateDir`.
+fn state_dir_of(cli: &Cli) -> Result<PathBuf, ExitCode> {
+    if let Some(d) = &cli.state_dir {
+        return Ok(d.clone());
+    }
+    read_options(&cli.config)
+        .map(|c| PathBuf::from(c.options.state_dir))
+        .inspect_err(|_| {
+            eprintln!(
+                "knock-spad: (--state-dir DIR names the state directory without a configuration)"
+            );
+        })
+}
+
+fn status_cmd(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
+    let dir = match state_dir_of(cli) {
+        Ok(d) => d,
+        Err(code) => return Ok(code),
+    };
+    let path = dir.join(status::FILE);
+    let now = status::unix_now();
+    match status::read(&dir) {
+        Ok(snap) => {
+            let code = match status::liveness(&snap, now) {
+                status::Liveness::Running => 0,
+                status::Liveness::Gone => 1,
+                status::Liveness::Stale { .. } => 4,
+            };
+            let text = if json {
+                let mut t = serde_json::to_string_pretty(&status::report(&path, &snap, now))
+                    .context("json")?;
+                t.push('\n');
+                t
+            } else {
+                status::render(&path, &snap, now)
+            };
+            print_bytes(text.as_bytes())?;
+            Ok(ExitCode::from(code))
+        }
+        Err(status::ReadError::Missing(_)) => {
+            if json {
+                let v = serde_json::json!({
+                    "state": "stopped",
+                    "running": false,
+                    "status_file": path.display().to_string(),
+                });
+                print_bytes(format!("{v:#}\n").as_bytes())?;
+            } else {
+                println!(
+                    "knock-spad is not running (no {}; a daemon with another StateDir or \
+                     --state-dir keeps its status elsewhere)",
+                    path.display()
+                );
+            }
+            Ok(ExitCode::from(3))
+        }
+        Err(e @ status::ReadError::Io { .. }) => {
+            eprintln!("knock-spad: cannot read the status: {e} (the state directory is root's)");
+            Ok(ExitCode::from(4))
+        }
+        Err(e) => {
+            eprintln!("knock-spad: {e}");
+            Ok(ExitCode::from(4))
+        }
+    }
+}
+
+fn keys_error(e: keys_cmd::KeysError, edit: bool) -> ExitCode {
+    match e {
+        keys_cmd::KeysError::Invalid(errs) => {
+            for e in &errs {
+                eprintln!("knock-spad: {e}");
+            }
+            if edit {
+                eprintln!(
+                    "knock-spad: the configuration would be invalid ({} error(s)): nothing was \
+                     changed",
+                    errs.len()
+                );
+            }
+            ExitCode::from(2)
+        }
+        keys_cmd::KeysError::Usage(m) => {
+            eprintln!("knock-spad: {m}");
+            ExitCode::from(2)
+        }
+        keys_cmd::KeysError::Io(m) => {
+            eprintln!("knock-spad: {m}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn keys_cmd(cli: &Cli, command: &KeysCommand) -> anyhow::Result<ExitCode> {
+    let (outcome, no_reload) = match command {
+        KeysCommand::List { door, json } => {
+            return match keys_cmd::list(&cli.config, door.as_deref()) {
+                Ok(entries) if *json => {
+                    let mut t = serde_json::to_string_pretty(&entries).context("json")?;
+                    t.push('\n');
+                    print_bytes(t.as_bytes())
+                }
+                Ok(entries) if entries.is_empty() => {
+                    println!("no SPA keys");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Ok(entries) => print_bytes(keys_cmd::render_list(&entries).as_bytes()),
+                Err(e) => Ok(keys_error(e, false)),
+            };
+        }
+        KeysCommand::Add {
+            name,
+            from_line,
+            from_file,
+            door,
+            no_reload,
+        } => {
+            let given = match (from_line, from_file) {
+                (Some(l), _) => keys_cmd::key_from_line(l),
+                (None, Some(f)) => keys_cmd::key_from_file(f),
+                (None, None) => Err(keys_cmd::KeysError::Usage(
+                    "give --from-line or --from-file".into(),
+                )),
+            };
+            let given = match given {
+                Ok(k) => k,
+                Err(e) => return Ok(keys_error(e, true)),
+            };
+            let key = match knock_keys::NamedKey::new(name, given.master().clone()) {
+                Ok(k) => k,
+                Err(e) => return Ok(keys_error(keys_cmd::KeysError::Usage(e.to_string()), true)),
+            };
+            if given.name() != name {
+                eprintln!(
+                    "knock-spad: note: the key was made as `{}`; this server calls it `{name}`",
+                    given.name()
+                );
+            }
+            (
+                keys_cmd::add(&cli.config, door.as_deref(), &key),
+                *no_reload,
+            )
+        }
+        KeysCommand::Revoke {
+            name,
+            door,
+            no_reload,
+        } => (
+            keys_cmd::revoke(&cli.config, door.as_deref(), name),
+            *no_reload,
+        ),
+    };
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => return Ok(keys_error(e, true)),
+    };
+    for c in &outcome.changes {
+        println!("{c}");
+    }
+    for n in &outcome.notes {
+        println!("note: {n}");
+    }
+    if !no_reload {
+        let cfg = read_options(&cli.config).ok();
+        let state_dir = cli
+            .state_dir
+            .clone()
+            .or_else(|| cfg.as_ref().map(|c| PathBuf::from(&c.options.state_dir)));
+        let pidfile = cli.pidfile.clone().or_else(|| {
+            cfg.as_ref()
+                .and_then(|c| c.options.pid_file.as_ref().map(PathBuf::from))
+        });
+        if let Some(dir) = state_dir {
+            println!(
+                "{}",
+                keys_cmd::reload_daemon(&cli.config, &dir, pidfile.as_deref())
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn firewall_cmd(
+    cli: &Cli,
+    ports: &[PortSpec],
+    apply: bool,
+    no_ipv6: bool,
+) -> anyhow::Result<ExitCode> {
+    let ports = if ports.is_empty() {
+        let cfg = match read_options(&cli.config) {
+            Ok(c) => c,
+            Err(code) => {
+                eprintln!("knock-spad: (or name the ports with --port)");
+                return Ok(code);
+            }
+        };
+        let p = firewall::ports_of(&cfg);
+        if p.is_empty() {
+            eprintln!(
+                "knock-spad: {} has no SPA door with Allow_Ports: name the ports with --port",
+                cli.config.display()
+            );
+            return Ok(ExitCode::from(2));
+        }
+        p
+    } else {
+        let mut p = ports.to_vec();
+        p.sort();
+        p.dedup();
+        p
+    };
+    let rules = firewall::baseline(&ports, !(no_ipv6 || cli.only_v4));
+    if !apply {
+        return print_bytes(firewall::render(&ports, &rules).as_bytes());
+    }
+    match firewall::apply(&rules, &mut firewall::system_runner) {
+        Ok(done) => {
+            for d in done {
+                match d {
+                    firewall::Applied::Present(c) => println!("present: {c}"),
+                    firewall::Applied::Added(c) => println!("added:   {c}"),
+                }
+            }
+            print!("{}", firewall::PERSIST_NOTE);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("knock-spad: firewall-setup: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    if let Some(Command::Check) = cli.command {
-        return Ok(check(&cli));
+    match &cli.command {
+        Some(Command::Check) => return Ok(check(&cli)),
+        Some(Command::Status { json }) => return status_cmd(&cli, *json),
+        Some(Command::Keys { command }) => return keys_cmd(&cli, command),
+        Some(Command::FirewallSetup {
+            ports,
+            apply,
+            no_ipv6,
+        }) => return firewall_cmd(&cli, ports, *apply, *no_ipv6),
+        Some(Command::Completions { shell }) => {
+            return print_bytes(&manpage::completions(*shell, Cli::command()))
+        }
+        Some(Command::Man) => return print_bytes(&manpage::man(Cli::command())?),
+        None => {}
     }
     let rt = match load_or_report(&cli.config) {
         Ok(rt) => rt,
@@ -176,6 +544,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     debug!("state directory {}", store.dir().display());
     let replay = match store.load_replay(opts.replay_cache_size) {
         Ok(Some(c)) => Some(c),
+        // No replay cache but a grants file: the daemon ran here before and the cache was
+        // deleted, so nothing says which packets it accepted: fail closed as for a corrupt
+        // file. Neither file: a first start, nothing was ever accepted.
+        Ok(None) if store.dir().join("grants.json").exists() => {
+            error!(
+                "state: {}: replay cache missing; refusing every SPA packet stamped before now",
+                store.dir().display()
+            );
+            None
+        }
         Ok(None) => Some(knock_shared::replay::ReplayCache::new(
             opts.replay_cache_size,
         )),
@@ -205,6 +583,40 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     let keep = cli.keep_rules || opts.keep_rules_on_exit;
     let rt = Arc::new(rt);
+    let stats = Arc::new(engine::Stats::default());
+    // Signal handlers first: from the moment the status file or the "starting" line says the
+    // daemon runs, SIGTERM must mean "close the grants and exit", never the default action.
+    let tokio_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    let (mut term, mut int, mut hup) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        let _in_runtime = tokio_rt.enter();
+        (
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::hangup())?,
+        )
+    };
+    let board = Arc::new(status::Board::default());
+    board.set_config(rt.config.doors.len(), rt.verifier.len(), false);
+    let status_writer = status::Writer::spawn(
+        store.dir(),
+        board.clone(),
+        stats.clone(),
+        status::Identity {
+            config: std::fs::canonicalize(&cli.config)
+                .unwrap_or_else(|_| cli.config.clone())
+                .display()
+                .to_string(),
+            listening: match capture {
+                Capture::Pcap => format!("pcap on {iface}"),
+                Capture::Udp => format!("udp port {}", opts.spa_port),
+            },
+        },
+    )
+    .context("cannot start the status thread")?;
     info!(
         "knock-spad {} starting: {} door(s), {} SPA key(s), {} on {}, server name(s) {}",
         env!("CARGO_PKG_VERSION"),
@@ -221,17 +633,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         rt.server_names.join(",")
     );
 
-    let tokio_rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("tokio runtime")?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let (reload_tx, reload_rx) = std::sync::mpsc::channel();
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let stop = Arc::new(AtomicBool::new(false));
-    let stats = Arc::new(engine::Stats::default());
 
-    let manager = grants::Manager::new(rt.clone(), store.clone());
+    let manager = grants::Manager::new(rt.clone(), store.clone()).with_status(board.clone());
     let only_v4 = cli.only_v4;
     let engine_thread = {
         let rt = rt.clone();
@@ -250,10 +657,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config_path = cli.config.clone();
     tokio_rt.block_on(async move {
         let manager = tokio::spawn(manager.run(rx, shutdown_rx, keep));
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut hup = signal(SignalKind::hangup())?;
         loop {
             tokio::select! {
                 _ = term.recv() => { info!("SIGTERM received"); break; }
@@ -263,6 +666,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         Ok(new) => {
                             // The packet thread logs "configuration reloaded" once it
                             // applies it (at most one poll interval later).
+                            board.set_config(new.config.doors.len(), new.verifier.len(), true);
                             let new = Arc::new(new);
                             let _ = reload_tx.send(new.clone());
                             let _ = tx.send(engine::Action::Reload(new));
@@ -283,6 +687,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     })?;
     stop.store(true, Ordering::Relaxed);
     let _ = engine_thread.join();
+    status_writer.stop();
     if let Some(p) = &pidfile {
         let _ = std::fs::remove_file(p);
     }

@@ -1,0 +1,868 @@
+//! `knock-spad keys list|add|revoke`: the SPA keys of the configuration, managed without
+//! opening an editor.
+//!
+//! - `list` prints door, key name, public key id and allowed ports for every key (inline
+//!   `Keys` and `KeyFile`s); never a secret.
+//! - `add NAME` takes the `Keys = NAME:BASE64` line `knock-spa keygen` prints (or a client
+//!   keyfile) and adds the key to the door: to the door's first `KeyFile` when it has one,
+//!   else as a `Keys =` line after the door's last one.
+//! - `revoke NAME` removes the key from the door (from every SPA door when no `--door` is
+//!   given): its entry in a `Keys` line (the line goes when it was the only one) and its line
+//!   in the door's key files.
+//!
+//! Edits touch only the lines concerned, so comments and layout stay. The result is checked
+//! with the loader the daemon and `check` use, before anything is replaced: the edited texts
+//! are written to temporary files next to the originals (same mode, so permission checks
+//! apply alike), a temporary copy of the configuration points its `KeyFile` lines at them, and
+//! `runtime::load` must accept it; its messages name the real files. Only then is each file
+//! replaced atomically ([`crate::fsutil::replace`]). A running daemon is then sent SIGHUP.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use knock_keys::{valid_name, NamedKey};
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use crate::fsutil::{self, TempFile};
+use crate::runtime;
+use crate::status;
+
+/// Why a `keys` command failed.
+#[derive(Debug)]
+pub enum KeysError {
+    /// The configuration (as it is, or as it would be after the edit) is invalid: every
+    /// problem, `FILE:LINE: message`. Exit 2.
+    Invalid(Vec<String>),
+    /// A usage problem (unknown door, unknown key, bad key line). Exit 2.
+    Usage(String),
+    /// Reading or writing failed. Exit 1.
+    Io(String),
+}
+
+impl std::fmt::Display for KeysError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeysError::Invalid(errs) => f.write_str(&errs.join("\n")),
+            KeysError::Usage(m) | KeysError::Io(m) => f.write_str(m),
+        }
+    }
+}
+
+fn io_err(path: &Path, e: impl std::fmt::Display) -> KeysError {
+    KeysError::Io(format!("{}: {e}", path.display()))
+}
+
+/// One key as `list` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct KeyEntry {
+    /// Door name.
+    pub door: String,
+    /// Key name.
+    pub name: String,
+    /// Public key id, hex.
+    pub id: String,
+    /// The door's `Allow_Ports`.
+    pub ports: Vec<String>,
+    /// `FILE:LINE` where the key is.
+    pub source: String,
+}
+
+/// Resolves a path named in the configuration as the loader does (relative to the
+/// configuration file's directory).
+fn resolve(config: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        config.parent().unwrap_or(Path::new(".")).join(p)
+    }
+}
+
+fn load(config: &Path) -> Result<runtime::Runtime, KeysError> {
+    runtime::load(config)
+        .map_err(|errs| KeysError::Invalid(errs.into_iter().map(|e| e.0).collect()))
+}
+
+fn spa_door_names(cfg: &knock_shared::config::Config) -> Vec<String> {
+    cfg.doors
+        .iter()
+        .filter(|d| d.spa().is_some())
+        .map(|d| d.name.clone())
+        .collect()
+}
+
+/// Checks `--door`: it must name an SPA door.
+fn check_door(cfg: &knock_shared::config::Config, door: &str) -> Result<(), KeysError> {
+    match cfg.door(door) {
+        Some(d) if d.spa().is_some() => Ok(()),
+        Some(_) => Err(KeysError::Usage(format!(
+            "door [{door}] is a knock-sequence door; SPA doors: {}",
+            spa_door_names(cfg).join(", ")
+        ))),
+        None => Err(KeysError::Usage(format!(
+            "no door [{door}]; SPA doors: {}",
+            spa_door_names(cfg).join(", ")
+        ))),
+    }
+}
+
+/// Every key of every SPA door (or of `door`), in file order.
+pub fn list(config: &Path, door: Option<&str>) -> Result<Vec<KeyEntry>, KeysError> {
+    let rt = load(config)?;
+    if let Some(d) = door {
+        check_door(&rt.config, d)?;
+    }
+    let mut out = Vec::new();
+    for d in &rt.config.doors {
+        let Some(spa) = d.spa() else { continue };
+        if door.is_some_and(|want| want != d.name) {
+            continue;
+        }
+        let ports: Vec<String> = spa.allow_ports.iter().map(|p| p.to_string()).collect();
+        let mut push = |key: &NamedKey, source: String| {
+            out.push(KeyEntry {
+                door: d.name.clone(),
+                name: key.name().to_owned(),
+                id: key.derive().id().to_string(),
+                ports: ports.clone(),
+                source,
+            });
+        };
+        for (line, key) in &spa.keys {
+            push(key, format!("{}:{line}", config.display()));
+        }
+        for (_, file) in &spa.key_files {
+            let path = resolve(config, file);
+            let keys = runtime::read_key_file(&path)
+                .map_err(|errs| KeysError::Invalid(errs.into_iter().map(|e| e.0).collect()))?;
+            for (line, key) in &keys {
+                push(key, format!("{}:{line}", path.display()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `list` as a table.
+pub fn render_list(entries: &[KeyEntry]) -> String {
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            vec![
+                e.door.clone(),
+                e.name.clone(),
+                e.id.clone(),
+                e.ports.join(","),
+                e.source.clone(),
+            ]
+        })
+        .collect();
+    status::table(&["DOOR", "KEY", "KEY ID", "PORTS", "SOURCE"], &rows)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading the key to add
+// ---------------------------------------------------------------------------------------------
+
+/// Parses what `knock-spa keygen` prints for the server: `Keys = NAME:BASE64` (or just
+/// `NAME:BASE64`). `-` reads it from standard input, where comment lines are skipped.
+pub fn key_from_line(arg: &str) -> Result<NamedKey, KeysError> {
+    let text = if arg == "-" {
+        let mut s = Zeroizing::new(String::new());
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+            .map_err(|e| KeysError::Io(format!("standard input: {e}")))?;
+        s
+    } else {
+        Zeroizing::new(arg.to_owned())
+    };
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let [line] = lines.as_slice() else {
+        return Err(KeysError::Usage(format!(
+            "--from-line: expected one `Keys = NAME:BASE64` line, got {}",
+            lines.len()
+        )));
+    };
+    let value =
+        match line.split_once('=') {
+            Some((k, v)) if k.trim().eq_ignore_ascii_case("keys") => v.trim(),
+            // A bare `NAME:BASE64`: that `=` is base64 padding.
+            Some((k, _)) if k.contains(':') => line,
+            Some(_) => return Err(KeysError::Usage(
+                "--from-line: expected `Keys = NAME:BASE64` (the line `knock-spa keygen` prints)"
+                    .to_owned(),
+            )),
+            None => line,
+        };
+    if value.contains(',') {
+        return Err(KeysError::Usage(
+            "--from-line: one key at a time (the value holds a comma)".to_owned(),
+        ));
+    }
+    // Messages of `from_inline` never show the secret.
+    NamedKey::from_inline(value).map_err(|e| KeysError::Usage(format!("--from-line: {e}")))
+}
+
+/// Reads a client keyfile (`name =` / `secret =`; must be mode 0600).
+pub fn key_from_file(path: &Path) -> Result<NamedKey, KeysError> {
+    NamedKey::load(path).map_err(|e| KeysError::Usage(format!("--from-file: {e}")))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Line editing
+// ---------------------------------------------------------------------------------------------
+
+/// A file's text as lines, each with its line ending.
+#[derive(Debug)]
+struct Lines(Vec<Zeroizing<String>>);
+
+impl Lines {
+    fn new(text: &str) -> Self {
+        Self(
+            text.split_inclusive('\n')
+                .map(|l| Zeroizing::new(l.to_owned()))
+                .collect(),
+        )
+    }
+
+    fn text(&self) -> Zeroizing<String> {
+        let mut s = Zeroizing::new(String::new());
+        for l in &self.0 {
+            s.push_str(l);
+        }
+        s
+    }
+}
+
+/// The line without its ending, and the ending.
+fn split_ending(line: &str) -> (&str, &str) {
+    let body = line.trim_end_matches(['\n', '\r']);
+    (body, &line[body.len()..])
+}
+
+/// `[name]` on a line.
+fn section_name(line: &str) -> Option<&str> {
+    let t = line.trim_start_matches('\u{feff}').trim();
+    (t.len() >= 2 && t.starts_with('[') && t.ends_with(']')).then(|| &t[1..t.len() - 1])
+}
+
+/// The directive of a line (lower case) and the byte offset of its `=`.
+fn directive(line: &str) -> Option<(String, usize)> {
+    let t = line.trim_start_matches('\u{feff}').trim_start();
+    if t.is_empty() || t.starts_with('#') || section_name(line).is_some() {
+        return None;
+    }
+    let eq = line.find('=')?;
+    Some((
+        line[..eq]
+            .trim_start_matches('\u{feff}')
+            .trim()
+            .to_ascii_lowercase(),
+        eq,
+    ))
+}
+
+/// Line indexes `[header, end)` of the door whose header is on (1-based) `header_line`.
+fn door_range(lines: &Lines, header_line: usize) -> (usize, usize) {
+    let start = header_line.saturating_sub(1);
+    let end = (start + 1..lines.0.len())
+        .find(|&i| section_name(&lines.0[i]).is_some())
+        .unwrap_or(lines.0.len());
+    (start, end)
+}
+
+/// Removes key `name` from the `Keys` lines in `[start, end)`. Returns how many were removed.
+fn remove_inline(lines: &mut Lines, (start, end): (usize, usize), name: &str) -> usize {
+    let mut removed = 0;
+    let mut i = start;
+    let mut end = end;
+    while i < end {
+        let Some((d, eq)) = directive(&lines.0[i]) else {
+            i += 1;
+            continue;
+        };
+        if d != "keys" {
+            i += 1;
+            continue;
+        }
+        let line = lines.0[i].clone();
+        let (body, ending) = split_ending(&line);
+        let entries: Vec<&str> = body[eq + 1..].split(',').map(str::trim).collect();
+        let kept: Vec<&str> = entries
+            .iter()
+            .copied()
+            .filter(|e| e.split_once(':').map_or(*e, |(n, _)| n).trim() != name)
+            .collect();
+        if kept.len() == entries.len() {
+            i += 1;
+            continue;
+        }
+        removed += entries.len() - kept.len();
+        if kept.is_empty() {
+            lines.0.remove(i);
+            end -= 1;
+        } else {
+            lines.0[i] = Zeroizing::new(format!("{}= {}{ending}", &body[..eq], kept.join(", ")));
+            i += 1;
+        }
+    }
+    removed
+}
+
+/// Inserts `Keys = NAME:BASE64` after the last `Keys` line of the door (or after its header),
+/// in the same layout.
+fn insert_inline(lines: &mut Lines, (start, end): (usize, usize), inline: &str) {
+    let last_keys = (start..end)
+        .rev()
+        .find(|&i| directive(&lines.0[i]).is_some_and(|(d, _)| d == "keys"));
+    let new = match last_keys {
+        Some(i) => {
+            let line = lines.0[i].clone();
+            let (body, ending) = split_ending(&line);
+            let eq = directive(body).map_or(0, |(_, eq)| eq);
+            let ending = if ending.is_empty() { "\n" } else { ending };
+            (i + 1, format!("{}= {inline}{ending}", &body[..eq]))
+        }
+        None => {
+            let indent = (start + 1..end)
+                .find_map(|i| {
+                    directive(&lines.0[i]).map(|_| {
+                        let l = &lines.0[i];
+                        l[..l.len() - l.trim_start().len()].to_owned()
+                    })
+                })
+                .unwrap_or_else(|| "    ".to_owned());
+            (start + 1, format!("{indent}Keys = {inline}\n"))
+        }
+    };
+    // The line before the insertion point must end with a newline.
+    if let Some(prev) = lines.0.get_mut(new.0 - 1) {
+        if !prev.ends_with('\n') {
+            prev.push('\n');
+        }
+    }
+    lines.0.insert(new.0, Zeroizing::new(new.1));
+}
+
+/// The key name of a key-file line, if it is a key line.
+fn key_file_name(line: &str) -> Option<&str> {
+    let t = line.trim();
+    if t.is_empty() || t.starts_with('#') {
+        return None;
+    }
+    t.split_once(':').map(|(n, _)| n.trim())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Planning, checking and writing an edit
+// ---------------------------------------------------------------------------------------------
+
+/// A file to rewrite: where, what it held, what it will hold.
+#[derive(Debug)]
+struct FileEdit {
+    /// As the configuration names it (resolved against the configuration's directory).
+    path: PathBuf,
+    old: Zeroizing<Vec<u8>>,
+    new: Zeroizing<String>,
+}
+
+fn read_text(path: &Path) -> Result<Zeroizing<Vec<u8>>, KeysError> {
+    fs::read(path)
+        .map(Zeroizing::new)
+        .map_err(|e| io_err(path, e))
+}
+
+fn as_text(path: &Path, bytes: &[u8]) -> Result<Zeroizing<String>, KeysError> {
+    std::str::from_utf8(bytes)
+        .map(|s| Zeroizing::new(s.to_owned()))
+        .map_err(|_| KeysError::Io(format!("{}: not UTF-8 text", path.display())))
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (fs::canonicalize(a), fs::canonicalize(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// Checks the configuration as it would be after `edits` with the daemon's loader, without
+/// touching the real files. `config_edit` is the new configuration text (or `None`: as is).
+fn validate(config: &Path, config_text: &str, key_files: &[&FileEdit]) -> Result<(), KeysError> {
+    let io = |p: &Path, e: std::io::Error| io_err(p, e);
+    // The new key files, next to the real ones, with their mode.
+    let mut temps: Vec<(PathBuf, TempFile)> = Vec::new();
+    for kf in key_files {
+        let name = kf
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let t = TempFile::create(
+            fsutil::parent_dir(&kf.path),
+            &name,
+            "check",
+            kf.new.as_bytes(),
+        )
+        .map_err(|e| io(&kf.path, e))?;
+        let mode = fs::metadata(&kf.path)
+            .map_err(|e| io(&kf.path, e))?
+            .permissions()
+            .mode();
+        fs::set_permissions(t.path(), fs::Permissions::from_mode(mode & 0o7777))
+            .map_err(|e| io(t.path(), e))?;
+        temps.push((kf.path.clone(), t));
+    }
+    // The configuration with its KeyFile lines pointing at them (line numbers unchanged).
+    let mut lines = Lines::new(config_text);
+    for l in lines.0.iter_mut() {
+        let Some((d, eq)) = directive(l) else {
+            continue;
+        };
+        if d != "keyfile" {
+            continue;
+        }
+        let (body, ending) = split_ending(l);
+        let target = resolve(config, body[eq + 1..].trim());
+        if let Some((_, t)) = temps.iter().find(|(p, _)| same_file(p, &target)) {
+            let abs = std::path::absolute(t.path()).map_err(|e| io(t.path(), e))?;
+            let new = format!("{}= {}{ending}", &body[..eq], abs.display());
+            *l = Zeroizing::new(new);
+        }
+    }
+    let name = config
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp_config = TempFile::create(
+        fsutil::parent_dir(config),
+        &name,
+        "check",
+        lines.text().as_bytes(),
+    )
+    .map_err(|e| io(config, e))?;
+    // The copy is in the configuration's directory, so relative paths in it resolve alike.
+    let checked = tmp_config.path().to_owned();
+    match runtime::load(&checked) {
+        Ok(_) => Ok(()),
+        Err(errs) => {
+            let mut out = Vec::new();
+            for e in errs {
+                let mut m = e.0.replace(
+                    &checked.display().to_string(),
+                    &config.display().to_string(),
+                );
+                for (real, t) in &temps {
+                    if let Ok(abs) = std::path::absolute(t.path()) {
+                        m = m.replace(&abs.display().to_string(), &real.display().to_string());
+                    }
+                }
+                out.push(m);
+            }
+            Err(KeysError::Invalid(out))
+        }
+    }
+}
+
+/// What an edit did, for the user.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// One line per change.
+    pub changes: Vec<String>,
+    /// Notes (shared key files and the like).
+    pub notes: Vec<String>,
+}
+
+fn apply(
+    config: &Path,
+    config_old: &[u8],
+    config_new: &Zeroizing<String>,
+    key_files: &[FileEdit],
+) -> Result<(), KeysError> {
+    let refs: Vec<&FileEdit> = key_files.iter().collect();
+    validate(config, config_new, &refs)?;
+    if config_old != config_new.as_bytes() {
+        fsutil::replace(config, config_old, config_new.as_bytes())
+            .map_err(|e| io_err(config, e))?;
+    }
+    for kf in key_files {
+        fsutil::replace(&kf.path, &kf.old, kf.new.as_bytes()).map_err(|e| io_err(&kf.path, e))?;
+    }
+    Ok(())
+}
+
+/// Adds `key` to `door` (the only SPA door when `None`).
+pub fn add(config: &Path, door: Option<&str>, key: &NamedKey) -> Result<Outcome, KeysError> {
+    let old = read_text(config)?;
+    let text = as_text(config, &old)?;
+    let cfg = knock_shared::config::parse_str(&text).map_err(|errs| {
+        KeysError::Invalid(
+            errs.iter()
+                .map(|e| {
+                    format!(
+                        "{}:{}",
+                        config.display(),
+                        e.to_string().replacen("line ", "", 1)
+                    )
+                })
+                .collect(),
+        )
+    })?;
+    let door = match door {
+        Some(d) => {
+            check_door(&cfg, d)?;
+            d.to_owned()
+        }
+        None => match spa_door_names(&cfg).as_slice() {
+            [one] => one.clone(),
+            [] => return Err(KeysError::Usage("the configuration has no SPA door".into())),
+            many => {
+                return Err(KeysError::Usage(format!(
+                    "several SPA doors ({}): say which with --door",
+                    many.join(", ")
+                )))
+            }
+        },
+    };
+    // A name already in the door: refuse with where it is (the loader would refuse too, but
+    // less helpfully when the other one is in a key file).
+    if let Ok(entries) = list(config, Some(&door)) {
+        if let Some(e) = entries.iter().find(|e| e.name == key.name()) {
+            return Err(KeysError::Usage(format!(
+                "door [{door}] already has a key `{}` ({}); revoke it first or choose another name",
+                e.name, e.source
+            )));
+        }
+    }
+    let Some(d) = cfg.door(&door) else {
+        return Err(KeysError::Usage(format!("no door [{door}]")));
+    };
+    let spa = d
+        .spa()
+        .ok_or_else(|| KeysError::Usage(format!("[{door}] is not an SPA door")))?;
+    let inline = key.to_inline();
+    let id = key.derive().id();
+    let mut out = Outcome::default();
+    if let Some((_, file)) = spa.key_files.first() {
+        let path = resolve(config, file);
+        let kold = read_text(&path)?;
+        let mut new = as_text(&path, &kold)?;
+        if !new.is_empty() && !new.ends_with('\n') {
+            new.push('\n');
+        }
+        new.push_str(&inline);
+        new.push('\n');
+        let edit = FileEdit {
+            path: path.clone(),
+            old: kold,
+            new,
+        };
+        apply(config, &old, &text, std::slice::from_ref(&edit))?;
+        out.changes.push(format!(
+            "added key `{}` (key id {id}) to door [{door}] in {}",
+            key.name(),
+            path.display()
+        ));
+        for other in &cfg.doors {
+            let shares = other.name != door
+                && other.spa().is_some_and(|s| {
+                    s.key_files
+                        .iter()
+                        .any(|(_, f)| same_file(&resolve(config, f), &path))
+                });
+            if shares {
+                out.notes.push(format!(
+                    "{} is also a KeyFile of door [{}]: the key opens that door too",
+                    path.display(),
+                    other.name
+                ));
+            }
+        }
+    } else {
+        let mut lines = Lines::new(&text);
+        let range = door_range(&lines, d.line);
+        insert_inline(&mut lines, range, &inline);
+        let new = lines.text();
+        apply(config, &old, &new, &[])?;
+        out.changes.push(format!(
+            "added key `{}` (key id {id}) to door [{door}] in {}",
+            key.name(),
+            config.display()
+        ));
+    }
+    Ok(out)
+}
+
+/// Removes key `name` from `door` (every SPA door when `None`).
+pub fn revoke(config: &Path, door: Option<&str>, name: &str) -> Result<Outcome, KeysError> {
+    if !valid_name(name) {
+        return Err(KeysError::Usage(format!(
+            "invalid key name `{name}`: use 1 to 64 of A-Z a-z 0-9 . _ @ -"
+        )));
+    }
+    let old = read_text(config)?;
+    let text = as_text(config, &old)?;
+    let cfg = knock_shared::config::parse_str(&text).map_err(|errs| {
+        KeysError::Invalid(
+            errs.iter()
+                .map(|e| {
+                    format!(
+                        "{}:{}",
+                        config.display(),
+                        e.to_string().replacen("line ", "", 1)
+                    )
+                })
+                .collect(),
+        )
+    })?;
+    if let Some(d) = door {
+        check_door(&cfg, d)?;
+    }
+    let mut out = Outcome::default();
+    let mut lines = Lines::new(&text);
+    let mut edits: Vec<FileEdit> = Vec::new();
+    // Doors from the last to the first, so removing lines does not move a door still to do.
+    let doors: Vec<&knock_shared::config::Door> = cfg
+        .doors
+        .iter()
+        .filter(|d| d.spa().is_some() && door.is_none_or(|want| want == d.name))
+        .collect();
+    for d in doors.iter().rev() {
+        let range = door_range(&lines, d.line);
+        let n = remove_inline(&mut lines, range, name);
+        if n > 0 {
+            out.changes.push(format!(
+                "removed key `{name}` from door [{}] in {}",
+                d.name,
+                config.display()
+            ));
+        }
+    }
+    out.changes.reverse();
+    for d in &doors {
+        let Some(spa) = d.spa() else { continue };
+        for (_, file) in &spa.key_files {
+            let path = resolve(config, file);
+            if edits.iter().any(|e| same_file(&e.path, &path)) {
+                continue;
+            }
+            let kold = read_text(&path)?;
+            let ktext = as_text(&path, &kold)?;
+            let mut klines = Lines::new(&ktext);
+            let before = klines.0.len();
+            klines.0.retain(|l| key_file_name(l) != Some(name));
+            if klines.0.len() == before {
+                continue;
+            }
+            out.changes.push(format!(
+                "removed key `{name}` from {} (KeyFile of door [{}])",
+                path.display(),
+                d.name
+            ));
+            for other in &cfg.doors {
+                let shares = other.name != d.name
+                    && other.spa().is_some_and(|s| {
+                        s.key_files
+                            .iter()
+                            .any(|(_, f)| same_file(&resolve(config, f), &path))
+                    });
+                if shares {
+                    out.notes.push(format!(
+                        "{} is also a KeyFile of door [{}]: the key is revoked there too",
+                        path.display(),
+                        other.name
+                    ));
+                }
+            }
+            edits.push(FileEdit {
+                path,
+                old: kold,
+                new: klines.text(),
+            });
+        }
+    }
+    if out.changes.is_empty() {
+        return Err(KeysError::Usage(match door {
+            Some(d) => format!("door [{d}] has no key `{name}`"),
+            None => format!("no SPA door has a key `{name}`"),
+        }));
+    }
+    let new = lines.text();
+    apply(config, &old, &new, &edits)?;
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Telling the daemon
+// ---------------------------------------------------------------------------------------------
+
+/// How long to wait for the daemon to confirm a reload in its status snapshot.
+pub const RELOAD_WAIT: Duration = Duration::from_secs(5);
+
+/// Whether `pid` runs a program called `knock-spad` (its `comm`).
+fn is_knock_spad(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "knock-spad")
+}
+
+fn sighup(pid: u32) -> std::io::Result<()> {
+    let p = libc::pid_t::try_from(pid).map_err(std::io::Error::other)?;
+    if p <= 0 {
+        return Err(std::io::Error::other("bad pid"));
+    }
+    // SAFETY: kill() with a positive pid and SIGHUP has no memory-safety preconditions.
+    if unsafe { libc::kill(p, libc::SIGHUP) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Sends SIGHUP to the daemon running `config`, found by its status snapshot in `state_dir`
+/// or else by `pidfile`, and waits for it to confirm. Returns what to tell the user.
+pub fn reload_daemon(config: &Path, state_dir: &Path, pidfile: Option<&Path>) -> String {
+    let want = fs::canonicalize(config).unwrap_or_else(|_| config.to_owned());
+    if let Some(snap) = status::running_daemon(state_dir) {
+        if Path::new(&snap.config) != want {
+            return format!(
+                "the knock-spad running from {} (pid {}) uses {}, not {}: not signalled",
+                state_dir.display(),
+                snap.pid,
+                snap.config,
+                want.display()
+            );
+        }
+        if let Err(e) = sighup(snap.pid) {
+            return format!("cannot send SIGHUP to knock-spad (pid {}): {e}", snap.pid);
+        }
+        let deadline = Instant::now() + RELOAD_WAIT;
+        while Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            if let Ok(now) = status::read(state_dir) {
+                if now.pid == snap.pid && now.reloads > snap.reloads {
+                    return format!(
+                        "knock-spad (pid {}) reloaded its configuration: {} door(s), {} SPA key(s)",
+                        now.pid, now.doors, now.keys
+                    );
+                }
+            }
+        }
+        return format!(
+            "sent SIGHUP to knock-spad (pid {}), which did not confirm a reload within {} s: \
+             check its log",
+            snap.pid,
+            RELOAD_WAIT.as_secs()
+        );
+    }
+    if let Some(pf) = pidfile {
+        if let Some(pid) = fs::read_to_string(pf)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+        {
+            if status::pid_alive(pid) && is_knock_spad(pid) {
+                return match sighup(pid) {
+                    Ok(()) => format!(
+                        "sent SIGHUP to knock-spad (pid {pid}, from {}); its log confirms the reload",
+                        pf.display()
+                    ),
+                    Err(e) => format!("cannot send SIGHUP to knock-spad (pid {pid}): {e}"),
+                };
+            }
+        }
+    }
+    "no running knock-spad found for this configuration: the change takes effect when it starts"
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str, b: u8) -> NamedKey {
+        NamedKey::new(name, knock_keys::MasterKey::from_bytes([b; 32])).expect("name")
+    }
+
+    #[test]
+    fn inline_removal_keeps_layout() {
+        let a = key("alice", 1).to_inline();
+        let b = key("bob", 2).to_inline();
+        let text = format!(
+            "# top\n[options]\n    ServerName = x\n\n[spa]\n    # keys\n    Keys        = {}, {}\n    Allow_Ports = 22\n[other]\n    Keys = {}\n",
+            a.as_str(),
+            b.as_str(),
+            a.as_str()
+        );
+        let mut lines = Lines::new(&text);
+        let n = {
+            let r = door_range(&lines, 5);
+            remove_inline(&mut lines, r, "alice")
+        };
+        assert_eq!(n, 1);
+        let out = lines.text();
+        assert!(out.contains(&format!("    Keys        = {}\n", b.as_str())));
+        assert!(out.contains("# keys\n"), "comments stay");
+        // The other door keeps its alice.
+        assert!(out.contains(&format!("[other]\n    Keys = {}\n", a.as_str())));
+        // Removing the last entry removes the line.
+        let n = {
+            let r = door_range(&lines, 5);
+            remove_inline(&mut lines, r, "bob")
+        };
+        assert_eq!(n, 1);
+        assert!(!lines.text().contains(b.as_str()));
+        assert!(lines.text().contains("    # keys\n    Allow_Ports = 22\n"));
+    }
+
+    #[test]
+    fn inline_insertion_follows_the_last_keys_line() {
+        let a = key("alice", 1).to_inline();
+        let text = format!("[spa]\n  keys   = {}\n  allow_ports = 22", a.as_str());
+        let mut lines = Lines::new(&text);
+        {
+            let r = door_range(&lines, 1);
+            insert_inline(&mut lines, r, "carol:XYZ")
+        }
+        assert_eq!(
+            lines.text().as_str(),
+            format!(
+                "[spa]\n  keys   = {}\n  keys   = carol:XYZ\n  allow_ports = 22",
+                a.as_str()
+            )
+        );
+        // No Keys line: after the header, indented like the door's directives.
+        let mut lines = Lines::new("[spa]\n\tKeyFile = k\n");
+        {
+            let r = door_range(&lines, 1);
+            insert_inline(&mut lines, r, "carol:XYZ")
+        }
+        assert_eq!(
+            lines.text().as_str(),
+            "[spa]\n\tKeys = carol:XYZ\n\tKeyFile = k\n"
+        );
+    }
+
+    #[test]
+    fn key_lines_are_parsed_without_showing_secrets() {
+        let k = key("alice", 3);
+        let line = format!("Keys = {}", k.to_inline().as_str());
+        let parsed = key_from_line(&line).expect("parses");
+        assert_eq!(parsed.name(), "alice");
+        assert_eq!(parsed.derive().id(), k.derive().id());
+        let bare = key_from_line(k.to_inline().as_str()).expect("bare");
+        assert_eq!(bare.name(), "alice");
+        let secret = k.master().to_base64();
+        for bad in [
+            format!("Keys = alice:{}x", secret.as_str()),
+            format!("Keys = a:{s}, b:{s}", s = secret.as_str()),
+            format!("Key = alice:{}", secret.as_str()),
+            String::new(),
+        ] {
+            let e = key_from_line(&bad).expect_err("refused").to_string();
+            assert!(!e.contains(secret.as_str()), "secret shown: {e}");
+        }
+    }
+}

@@ -1,0 +1,841 @@
+//! `knock-spad status`: the open grants and the counters of the running daemon.
+//!
+//! The daemon publishes a snapshot, `status.json`, in its state directory (mode 0600, in the
+//! root-only directory), written atomically (temporary file, rename). A writer thread rewrites
+//! it at once when the open grants or the loaded configuration change, at most once per
+//! [`MIN_INTERVAL`] when only the counters changed, and at least every [`HEARTBEAT`] so that a
+//! reader can tell a live daemon from a dead one. A clean exit removes it.
+//!
+//! A reader calls a snapshot *running* when the process it names exists (`kill(pid, 0)`), is
+//! the same process (its start time in `/proc/PID/stat` matches, so a reused pid is not taken
+//! for the daemon), and the snapshot is younger than [`STALE_AFTER`].
+//!
+//! The snapshot holds names, addresses, ports and counters only; never key material nor the
+//! rendered commands.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Write};
+use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use knock_shared::verify::RejectKind;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::Stats;
+use crate::error;
+use crate::state::GrantRecord;
+
+/// The snapshot's file name in the state directory.
+pub const FILE: &str = "status.json";
+/// Version of the snapshot's layout.
+pub const FORMAT: u32 = 1;
+/// Least time between two writes caused only by counter changes.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// The snapshot is rewritten at least this often, changed or not.
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
+/// A snapshot older than this many seconds is stale: its writer is gone or hung.
+pub const STALE_AFTER: u64 = 60;
+/// How often the writer looks at the counters.
+const TICK: Duration = Duration::from_millis(250);
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// One open grant as `status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantView {
+    /// Door name.
+    pub door: String,
+    /// Key name (SPA); empty for knock sequences.
+    pub key: String,
+    /// The admitted address.
+    pub addr: IpAddr,
+    /// `22/tcp` (SPA); empty for knock sequences.
+    pub port: String,
+    /// Unix seconds when it was opened.
+    pub opened: u64,
+    /// Unix seconds when it closes.
+    pub expires: u64,
+}
+
+impl From<&GrantRecord> for GrantView {
+    fn from(r: &GrantRecord) -> Self {
+        Self {
+            door: r.door.clone(),
+            key: r.key.clone(),
+            addr: r.addr,
+            port: r.port.clone(),
+            opened: r.opened,
+            expires: r.expires,
+        }
+    }
+}
+
+/// The packet counters since the daemon started.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Packets the loop saw (captured or received).
+    pub packets: u64,
+    /// Accepted SPA packets.
+    pub accepted: u64,
+    /// Completed knock sequences.
+    pub knocks: u64,
+    /// Knock attempts evicted to make room (a flood).
+    pub evicted: u64,
+    /// Rejected SPA packets, by reason (every reason, zeros included; see [`reason_key`]).
+    pub rejected: BTreeMap<String, u64>,
+}
+
+impl Counters {
+    /// Reads the daemon's atomics.
+    pub fn read(stats: &Stats) -> Self {
+        Self {
+            packets: stats.packets.load(Ordering::Relaxed),
+            accepted: stats.accepted.load(Ordering::Relaxed),
+            knocks: stats.knocks.load(Ordering::Relaxed),
+            evicted: stats.evicted.load(Ordering::Relaxed),
+            rejected: RejectKind::ALL
+                .iter()
+                .map(|k| {
+                    (
+                        reason_key(*k),
+                        stats.rejected[k.index()].load(Ordering::Relaxed),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// All rejects.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.values().sum()
+    }
+}
+
+/// The JSON key of a reject reason: its label with `_` for blanks (`unknown_key`).
+pub fn reason_key(kind: RejectKind) -> String {
+    kind.as_str().replace(' ', "_")
+}
+
+/// What the daemon writes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// [`FORMAT`].
+    pub format: u32,
+    /// The daemon's pid.
+    pub pid: u32,
+    /// The process start time (field 22 of `/proc/PID/stat`, clock ticks since boot), to tell
+    /// the daemon from a later process that reuses its pid; 0 when unknown.
+    pub proc_start: u64,
+    /// Daemon version.
+    pub version: String,
+    /// The configuration file it runs (absolute when it could be resolved).
+    pub config: String,
+    /// How it receives packets, e.g. `udp port 62201` or `pcap on eth0`.
+    pub listening: String,
+    /// Unix seconds when it started.
+    pub started: u64,
+    /// Unix seconds when this snapshot was written.
+    pub written: u64,
+    /// Doors in the configuration in force.
+    pub doors: usize,
+    /// SPA keys in the configuration in force.
+    pub keys: usize,
+    /// Configurations loaded by SIGHUP since the start.
+    pub reloads: u64,
+    /// Unix seconds of the last SIGHUP reload, if any.
+    pub last_reload: Option<u64>,
+    /// Counters.
+    pub counters: Counters,
+    /// Open grants.
+    pub grants: Vec<GrantView>,
+}
+
+/// What the daemon knows about itself that does not change while it runs.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// Configuration file.
+    pub config: String,
+    /// How it receives packets.
+    pub listening: String,
+}
+
+#[derive(Debug, Default)]
+struct BoardState {
+    grants: Vec<GrantView>,
+    doors: usize,
+    keys: usize,
+    reloads: u64,
+    last_reload: Option<u64>,
+    /// Something `status` must see at once changed.
+    urgent: bool,
+    stop: bool,
+}
+
+/// What the grant manager and the signal loop publish for the snapshot writer.
+#[derive(Debug, Default)]
+pub struct Board {
+    state: Mutex<BoardState>,
+    wake: Condvar,
+}
+
+impl Board {
+    fn lock(&self) -> MutexGuard<'_, BoardState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The open grants changed (or may have): the snapshot is rewritten at once if they did.
+    pub fn set_grants(&self, grants: &[GrantRecord]) {
+        let view: Vec<GrantView> = grants.iter().map(GrantView::from).collect();
+        let mut s = self.lock();
+        if s.grants != view {
+            s.grants = view;
+            s.urgent = true;
+            self.wake.notify_all();
+        }
+    }
+
+    /// A configuration was loaded: at start (`reload` false) or by SIGHUP.
+    pub fn set_config(&self, doors: usize, keys: usize, reload: bool) {
+        let mut s = self.lock();
+        s.doors = doors;
+        s.keys = keys;
+        if reload {
+            s.reloads += 1;
+            s.last_reload = Some(unix_now());
+        }
+        s.urgent = true;
+        self.wake.notify_all();
+    }
+
+    /// Asks the writer to remove the snapshot and end.
+    pub fn stop(&self) {
+        self.lock().stop = true;
+        self.wake.notify_all();
+    }
+}
+
+/// The start time of process `pid` (field 22 of `/proc/PID/stat`), if readable.
+pub fn proc_start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold blanks: count from after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether a process `pid` exists (`kill(pid, 0)`; EPERM means it exists under another user).
+pub fn pid_alive(pid: u32) -> bool {
+    let Ok(p) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if p <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 performs only the existence and permission checks; nothing is sent.
+    let r = unsafe { libc::kill(p, 0) };
+    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Writes `bytes` to `dir/name` atomically (temporary file in `dir`, mode 0600, rename).
+fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let result = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        fs::rename(&tmp, dir.join(name))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// The snapshot writer: a thread that ends (and removes the snapshot) after [`Board::stop`].
+#[derive(Debug)]
+pub struct Writer {
+    handle: std::thread::JoinHandle<()>,
+    board: Arc<Board>,
+}
+
+impl Writer {
+    /// Starts the writer for the state directory `dir`.
+    pub fn spawn(
+        dir: &Path,
+        board: Arc<Board>,
+        stats: Arc<Stats>,
+        identity: Identity,
+    ) -> io::Result<Self> {
+        let dir = dir.to_owned();
+        let b = board.clone();
+        let handle = std::thread::Builder::new()
+            .name("status".into())
+            .spawn(move || write_loop(&dir, &b, &stats, &identity))?;
+        Ok(Self { handle, board })
+    }
+
+    /// Stops the writer, which removes the snapshot.
+    pub fn stop(self) {
+        self.board.stop();
+        let _ = self.handle.join();
+    }
+}
+
+fn write_loop(dir: &Path, board: &Board, stats: &Stats, id: &Identity) {
+    let pid = std::process::id();
+    let proc_start = proc_start_time(pid).unwrap_or(0);
+    let started = unix_now();
+    let mut last_write: Option<(Instant, Counters)> = None;
+    let mut failing = false;
+    loop {
+        let (urgent, mut snap) = {
+            let mut s = board.lock();
+            if !s.urgent && !s.stop {
+                s = board
+                    .wake
+                    .wait_timeout(s, TICK)
+                    .map_or_else(|e| e.into_inner().0, |(g, _)| g);
+            }
+            if s.stop {
+                break;
+            }
+            let urgent = std::mem::take(&mut s.urgent);
+            let snap = Snapshot {
+                format: FORMAT,
+                pid,
+                proc_start,
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                config: id.config.clone(),
+                listening: id.listening.clone(),
+                started,
+                written: 0,
+                doors: s.doors,
+                keys: s.keys,
+                reloads: s.reloads,
+                last_reload: s.last_reload,
+                counters: Counters::default(),
+                grants: s.grants.clone(),
+            };
+            (urgent, snap)
+        };
+        snap.counters = Counters::read(stats);
+        let due = match &last_write {
+            None => true,
+            Some((at, counters)) => {
+                let since = at.elapsed();
+                urgent
+                    || since >= HEARTBEAT
+                    || (since >= MIN_INTERVAL && *counters != snap.counters)
+            }
+        };
+        if !due {
+            continue;
+        }
+        snap.written = unix_now();
+        let result = serde_json::to_vec_pretty(&snap)
+            .map_err(io::Error::other)
+            .and_then(|mut bytes| {
+                bytes.push(b'\n');
+                write_atomic(dir, FILE, &bytes)
+            });
+        match result {
+            Ok(()) => {
+                failing = false;
+                last_write = Some((Instant::now(), snap.counters));
+            }
+            Err(e) => {
+                if !failing {
+                    error!(
+                        "status: cannot write {}: {e}; `knock-spad status` will report the \
+                         daemon as not running",
+                        dir.join(FILE).display()
+                    );
+                }
+                failing = true;
+                // Retry at the next heartbeat, not at every tick.
+                last_write = Some((Instant::now(), snap.counters));
+            }
+        }
+    }
+    let _ = fs::remove_file(dir.join(FILE));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading
+// ---------------------------------------------------------------------------------------------
+
+/// Whether the daemon behind a snapshot runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Liveness {
+    /// Its process exists and the snapshot is fresh.
+    Running,
+    /// Its process exists but the snapshot is older than [`STALE_AFTER`] seconds.
+    Stale {
+        /// Seconds since it was written.
+        age: u64,
+    },
+    /// No such process (it crashed or was killed; a clean exit removes the snapshot).
+    Gone,
+}
+
+impl Liveness {
+    /// `running`, `stale` or `dead`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Liveness::Running => "running",
+            Liveness::Stale { .. } => "stale",
+            Liveness::Gone => "dead",
+        }
+    }
+}
+
+/// Judges a snapshot at time `now`.
+pub fn liveness(snap: &Snapshot, now: u64) -> Liveness {
+    let same_process = pid_alive(snap.pid)
+        && match (snap.proc_start, proc_start_time(snap.pid)) {
+            (0, _) | (_, None) => true,
+            (want, Some(have)) => want == have,
+        };
+    if !same_process {
+        return Liveness::Gone;
+    }
+    let age = now.saturating_sub(snap.written);
+    if age > STALE_AFTER {
+        Liveness::Stale { age }
+    } else {
+        Liveness::Running
+    }
+}
+
+/// Why no snapshot could be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// There is none: the daemon is not running (or runs with another state directory).
+    #[error("{0}: no status file")]
+    Missing(PathBuf),
+    /// It cannot be read (permissions: the state directory is root's).
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// It is not a snapshot this version understands.
+    #[error("{path}: not a knock-spad status file: {why}")]
+    Bad {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// Reads the snapshot in state directory `dir`.
+pub fn read(dir: &Path) -> Result<Snapshot, ReadError> {
+    let path = dir.join(FILE);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ReadError::Missing(path)),
+        Err(source) => return Err(ReadError::Io { path, source }),
+    };
+    let snap: Snapshot = serde_json::from_slice(&bytes).map_err(|e| ReadError::Bad {
+        path: path.clone(),
+        why: e.to_string(),
+    })?;
+    if snap.format != FORMAT {
+        return Err(ReadError::Bad {
+            path,
+            why: format!("format {} (this knock-spad reads {FORMAT})", snap.format),
+        });
+    }
+    Ok(snap)
+}
+
+/// The running daemon of state directory `dir`, if there is one.
+pub fn running_daemon(dir: &Path) -> Option<Snapshot> {
+    let snap = read(dir).ok()?;
+    (liveness(&snap, unix_now()) == Liveness::Running).then_some(snap)
+}
+
+/// `status --json` output.
+#[derive(Debug, Serialize)]
+pub struct Report<'a> {
+    /// `running`, `stale`, `dead` or (no status file) `stopped`.
+    pub state: &'static str,
+    /// Whether the daemon runs.
+    pub running: bool,
+    /// The status file read.
+    pub status_file: String,
+    /// Seconds since the snapshot was written.
+    pub age: u64,
+    /// The snapshot; its grants carry `seconds_left`.
+    #[serde(flatten)]
+    pub snapshot: SnapshotOut<'a>,
+}
+
+/// A snapshot with computed fields.
+#[derive(Debug, Serialize)]
+pub struct SnapshotOut<'a> {
+    /// The daemon's pid.
+    pub pid: u32,
+    /// Daemon version.
+    pub version: &'a str,
+    /// Its configuration file.
+    pub config: &'a str,
+    /// How it receives packets.
+    pub listening: &'a str,
+    /// Unix seconds when it started.
+    pub started: u64,
+    /// Unix seconds when the snapshot was written.
+    pub written: u64,
+    /// Doors in force.
+    pub doors: usize,
+    /// SPA keys in force.
+    pub keys: usize,
+    /// SIGHUP reloads.
+    pub reloads: u64,
+    /// Last reload.
+    pub last_reload: Option<u64>,
+    /// Counters.
+    pub counters: &'a Counters,
+    /// Open grants.
+    pub grants: Vec<GrantOut<'a>>,
+}
+
+/// A grant with its time left.
+#[derive(Debug, Serialize)]
+pub struct GrantOut<'a> {
+    /// The grant.
+    #[serde(flatten)]
+    pub grant: &'a GrantView,
+    /// Seconds until it closes (0: closing now).
+    pub seconds_left: u64,
+}
+
+/// Builds the `--json` report.
+pub fn report<'a>(path: &Path, snap: &'a Snapshot, now: u64) -> Report<'a> {
+    let live = liveness(snap, now);
+    Report {
+        state: live.as_str(),
+        running: live == Liveness::Running,
+        status_file: path.display().to_string(),
+        age: now.saturating_sub(snap.written),
+        snapshot: SnapshotOut {
+            pid: snap.pid,
+            version: &snap.version,
+            config: &snap.config,
+            listening: &snap.listening,
+            started: snap.started,
+            written: snap.written,
+            doors: snap.doors,
+            keys: snap.keys,
+            reloads: snap.reloads,
+            last_reload: snap.last_reload,
+            counters: &snap.counters,
+            grants: snap
+                .grants
+                .iter()
+                .map(|g| GrantOut {
+                    grant: g,
+                    seconds_left: g.expires.saturating_sub(now),
+                })
+                .collect(),
+        },
+    }
+}
+
+/// `3h 4m`, `5m 10s`, `42 s`.
+pub fn human_duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if d > 0 {
+        format!("{d}d {h}h")
+    } else if h > 0 {
+        format!("{h}h {m}m")
+    } else if m > 0 {
+        format!("{m}m {s}s")
+    } else {
+        format!("{s} s")
+    }
+}
+
+/// Left-aligned columns separated by two blanks.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        s.trim_end().to_owned() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+/// The human-readable status.
+pub fn render(path: &Path, snap: &Snapshot, now: u64) -> String {
+    let live = liveness(snap, now);
+    let age = now.saturating_sub(snap.written);
+    let mut out = String::new();
+    match live {
+        Liveness::Running => out.push_str(&format!(
+            "knock-spad {} is running (pid {}, up {}), {}\n",
+            snap.version,
+            snap.pid,
+            human_duration(now.saturating_sub(snap.started)),
+            snap.listening
+        )),
+        Liveness::Stale { age } => out.push_str(&format!(
+            "knock-spad (pid {}) exists but has not updated {} for {}: it may be hung. \
+             Below: its last status.\n",
+            snap.pid,
+            path.display(),
+            human_duration(age)
+        )),
+        Liveness::Gone => out.push_str(&format!(
+            "knock-spad is NOT running: pid {} from {} is gone (it crashed or was killed; a \
+             clean exit removes the file). Below: its last status, {} old.\n",
+            snap.pid,
+            path.display(),
+            human_duration(age)
+        )),
+    }
+    out.push_str(&format!(
+        "configuration {}: {} door(s), {} SPA key(s){}\n",
+        snap.config,
+        snap.doors,
+        snap.keys,
+        match snap.last_reload {
+            Some(t) => format!(
+                ", reloaded {} time(s), last {} ago",
+                snap.reloads,
+                human_duration(now.saturating_sub(t))
+            ),
+            None => String::new(),
+        }
+    ));
+    out.push('\n');
+    if snap.grants.is_empty() {
+        out.push_str("open grants: none\n");
+    } else {
+        out.push_str(&format!("open grants: {}\n", snap.grants.len()));
+        let rows: Vec<Vec<String>> = snap
+            .grants
+            .iter()
+            .map(|g| {
+                let left = g.expires.saturating_sub(now);
+                vec![
+                    g.door.clone(),
+                    if g.key.is_empty() {
+                        "(knock)".to_owned()
+                    } else {
+                        g.key.clone()
+                    },
+                    g.addr.to_string(),
+                    if g.port.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        g.port.clone()
+                    },
+                    if left == 0 {
+                        "closing".to_owned()
+                    } else {
+                        human_duration(left)
+                    },
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["DOOR", "KEY", "ADDRESS", "PORT", "LEFT"], &rows));
+    }
+    out.push('\n');
+    let c = &snap.counters;
+    let mut rows = vec![
+        vec!["packets".to_owned(), c.packets.to_string()],
+        vec!["accepted (spa)".to_owned(), c.accepted.to_string()],
+        vec!["knock sequences".to_owned(), c.knocks.to_string()],
+        vec!["rejected".to_owned(), c.rejected_total().to_string()],
+    ];
+    for k in RejectKind::ALL {
+        let n = c.rejected.get(&reason_key(k)).copied().unwrap_or(0);
+        if n > 0 {
+            rows.push(vec![format!("  {}", k.as_str()), n.to_string()]);
+        }
+    }
+    if c.evicted > 0 {
+        rows.push(vec!["knocks evicted".to_owned(), c.evicted.to_string()]);
+    }
+    out.push_str(&format!(
+        "counters since start (as of {} ago):\n",
+        human_duration(age)
+    ));
+    for r in rows {
+        out.push_str(&format!("  {:<20} {:>10}\n", r[0], r[1]));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(pid: u32, written: u64) -> Snapshot {
+        Snapshot {
+            format: FORMAT,
+            pid,
+            proc_start: proc_start_time(pid).unwrap_or(0),
+            version: "0.1.0".into(),
+            config: "/etc/knockd.conf".into(),
+            listening: "udp port 62201".into(),
+            started: written - 100,
+            written,
+            doors: 1,
+            keys: 2,
+            reloads: 0,
+            last_reload: None,
+            counters: Counters::default(),
+            grants: vec![GrantView {
+                door: "ssh".into(),
+                key: "alice".into(),
+                addr: "192.0.2.7".parse().expect("ip"),
+                port: "22/tcp".into(),
+                opened: written - 5,
+                expires: written + 25,
+            }],
+        }
+    }
+
+    #[test]
+    fn liveness_checks_pid_start_time_and_age() {
+        let now = unix_now();
+        let me = std::process::id();
+        assert_eq!(liveness(&snap(me, now), now), Liveness::Running);
+        assert_eq!(
+            liveness(&snap(me, now - 100), now),
+            Liveness::Stale { age: 100 }
+        );
+        // Our pid, but recorded with another start time: a reused pid, not the daemon.
+        let mut reused = snap(me, now);
+        reused.proc_start += 1;
+        assert_eq!(liveness(&reused, now), Liveness::Gone);
+        // A pid that cannot exist, and pid 0 (which kill() would take for the group).
+        assert_eq!(liveness(&snap(i32::MAX as u32, now), now), Liveness::Gone);
+        assert!(!pid_alive(0));
+        assert!(!pid_alive(u32::MAX));
+    }
+
+    #[test]
+    fn board_flags_only_real_grant_changes() {
+        let b = Board::default();
+        b.set_grants(&[]);
+        assert!(!b.lock().urgent, "no change, nothing to write");
+        let rec = GrantRecord {
+            door: "d".into(),
+            key: "k".into(),
+            addr: "192.0.2.1".parse().expect("ip"),
+            port: "22/tcp".into(),
+            opened: 1,
+            expires: 2,
+            stop: vec!["/bin/true".into()],
+        };
+        b.set_grants(std::slice::from_ref(&rec));
+        assert!(std::mem::take(&mut b.lock().urgent));
+        b.set_grants(std::slice::from_ref(&rec));
+        assert!(!b.lock().urgent);
+        b.set_config(3, 4, true);
+        let s = b.lock();
+        assert_eq!((s.doors, s.keys, s.reloads), (3, 4, 1));
+    }
+
+    #[test]
+    fn writer_writes_snapshot_mode_0600_and_removes_it_at_stop() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let board = Arc::new(Board::default());
+        let stats = Arc::new(Stats::default());
+        board.set_config(1, 1, false);
+        let w = Writer::spawn(
+            dir.path(),
+            board.clone(),
+            stats.clone(),
+            Identity {
+                config: "/x.conf".into(),
+                listening: "udp port 1".into(),
+            },
+        )
+        .expect("spawn");
+        let path = dir.path().join(FILE);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !path.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let snap = read(dir.path()).expect("snapshot");
+        assert_eq!(snap.pid, std::process::id());
+        assert_eq!(snap.doors, 1);
+        assert_eq!(
+            fs::metadata(&path).expect("meta").permissions().mode() & 0o777,
+            0o600
+        );
+        // A counter change shows up within about MIN_INTERVAL.
+        stats.rejected[RejectKind::Replay.index()].fetch_add(2, Ordering::Relaxed);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let s = read(dir.path()).expect("snapshot");
+            if s.counters.rejected.get("replay") == Some(&2) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "counter not published");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        w.stop();
+        assert!(!path.exists(), "removed at a clean stop");
+        assert!(matches!(read(dir.path()), Err(ReadError::Missing(_))));
+    }
+
+    #[test]
+    fn rendering() {
+        let now = unix_now();
+        let mut s = snap(std::process::id(), now);
+        s.counters.rejected.insert("unknown_key".into(), 3);
+        s.counters.accepted = 1;
+        let text = render(Path::new("/s/status.json"), &s, now);
+        assert!(text.contains("is running"), "{text}");
+        assert!(text.contains("alice"), "{text}");
+        assert!(text.contains("192.0.2.7"), "{text}");
+        assert!(text.contains("25 s"), "{text}");
+        assert!(text.contains("unknown key"), "{text}");
+        let json =
+            serde_json::to_value(report(Path::new("/s/status.json"), &s, now)).expect("json");
+        assert_eq!(json["running"], true);
+        assert_eq!(json["grants"][0]["seconds_left"], 25);
+        assert_eq!(json["grants"][0]["door"], "ssh");
+        assert_eq!(json["counters"]["rejected"]["unknown_key"], 3);
+        assert_eq!(human_duration(3725), "1h 2m");
+        assert_eq!(human_duration(65), "1m 5s");
+    }
+}

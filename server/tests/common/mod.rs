@@ -1,0 +1,225 @@
+//! Helpers shared by the server's integration tests: the built binary, temporary
+//! configurations, a daemon guard and SPA packets.
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::Write;
+use std::net::UdpSocket;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use knock_keys::{MasterKey, NamedKey};
+use knock_shared::types::PortSpec;
+use knock_shared::wire::{seal, Action, Admit, KeyState, PortList, Request, ServerId};
+
+/// The `knock-spad` under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_knock-spad");
+
+/// Runs `knock-spad ARGS`.
+pub fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run knock-spad")
+}
+
+/// Runs `knock-spad ARGS` with `input` on stdin.
+pub fn run_with_stdin(args: &[&str], input: &str) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn knock-spad");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait")
+}
+
+/// stdout as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// stderr as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A key with a fixed secret of `byte`s.
+pub fn key(name: &str, byte: u8) -> NamedKey {
+    NamedKey::new(name, MasterKey::from_bytes([byte; 32])).expect("valid name")
+}
+
+/// Writes `text` to `dir/name`, mode 0600.
+pub fn write_private(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    fs::write(&p, text).expect("write");
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).expect("chmod");
+    p
+}
+
+/// A UDP port free on loopback right now.
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("bind")
+        .port()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// An SPA packet from `key` for server `server`, admitting the source address.
+pub fn spa_packet(key: &NamedKey, server: &str, ports: &[&str], action: Action) -> Vec<u8> {
+    let ports: Vec<PortSpec> = ports.iter().map(|p| p.parse().expect("port")).collect();
+    let request = Request {
+        timestamp: unix_now(),
+        action,
+        admit: Admit::Source,
+        duration: 0,
+        server: ServerId::from_name(server),
+        ports: PortList::new(&ports).expect("ports"),
+    };
+    // Distinct nonces per packet (tests only: the client draws them from the OS CSPRNG).
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos()
+        .to_le_bytes();
+    let mut nonce = [0u8; knock_shared::wire::NONCE_LEN];
+    nonce[..16].copy_from_slice(&t);
+    nonce[16] = key.name().len() as u8;
+    let padding = [0u8; knock_shared::wire::PADDING_LEN];
+    seal(&KeyState::new(&key.derive()), &request, &nonce, &padding).to_vec()
+}
+
+/// A daemon that starts without a replay cache refuses packets stamped before the second
+/// after its start (a lost cache must not let an old packet in): wait until packets stamped
+/// now are past that.
+pub fn wait_past_start(started: u64) {
+    while unix_now() < started + 2 {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Sends `payload` to 127.0.0.1:`port`.
+pub fn send(port: u16, payload: &[u8]) {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    s.send_to(payload, ("127.0.0.1", port)).expect("send");
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, or panics with `what` after `timeout`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A running `knock-spad`; dropping it stops it (SIGTERM, then SIGKILL after 10 s).
+#[derive(Debug)]
+pub struct Daemon {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `knock-spad ARGS` with its stderr in `log`.
+    pub fn start(args: &[&str], log: &Path) -> Self {
+        Self::start_program(BIN, args, log)
+    }
+
+    /// Starts `program ARGS` (which execs the daemon) with its stderr in `log`.
+    pub fn start_program(program: &str, args: &[&str], log: &Path) -> Self {
+        Self::start_with_env(program, args, &[], log)
+    }
+
+    /// [`Daemon::start_program`] with extra environment variables.
+    pub fn start_with_env(program: &str, args: &[&str], env: &[(&str, &str)], log: &Path) -> Self {
+        let err = fs::File::create(log).expect("log file");
+        let child = Command::new(program)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("spawn knock-spad");
+        Self {
+            child: Some(child),
+            log: log.to_owned(),
+        }
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// What it logged so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// [`wait_for`], with the daemon's log in the panic message.
+    pub fn wait_for<T>(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut f: impl FnMut() -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; daemon log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends `sig` and waits for the exit (at most 10 s).
+    pub fn signal_and_wait(&mut self, sig: i32) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        // SAFETY: kill() on our own child's pid with a valid signal number.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, sig);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        child.wait().ok()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.signal_and_wait(libc::SIGTERM);
+    }
+}

@@ -1,0 +1,199 @@
+//! `knock-spad firewall-setup`: the printed rules, and `--apply` in a throw-away network
+//! namespace (never the host's own firewall).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::*;
+
+const BASELINE_22: [&str; 4] = [
+    "iptables -A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+    "iptables -A INPUT -p tcp --dport 22 -j REJECT --reject-with tcp-reset",
+    "ip6tables -A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+    "ip6tables -A INPUT -p tcp --dport 22 -j REJECT --reject-with tcp-reset",
+];
+
+fn commands(text: &str) -> Vec<&str> {
+    text.lines().filter(|l| !l.starts_with('#')).collect()
+}
+
+#[test]
+fn firewall_setup_prints_the_baseline() {
+    let out = run(&["firewall-setup", "--port", "22"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(commands(&text), BASELINE_22);
+    assert!(text.contains("netfilter-persistent save"), "{text}");
+
+    let out = run(&[
+        "firewall-setup",
+        "--port",
+        "22",
+        "--port",
+        "53/udp",
+        "--no-ipv6",
+    ]);
+    assert_eq!(
+        commands(&stdout(&out)),
+        [
+            "iptables -A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+            "iptables -A INPUT -p tcp --dport 22 -j REJECT --reject-with tcp-reset",
+            "iptables -A INPUT -p udp --dport 53 -j REJECT",
+        ]
+    );
+    let out = run(&["firewall-setup", "--port", "0"]);
+    assert_eq!(out.status.code(), Some(2), "a bad port is a usage error");
+}
+
+#[test]
+fn firewall_setup_derives_ports_from_the_spa_doors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = write_private(
+        dir.path(),
+        "knockd.conf",
+        &format!(
+            "[options]\n    StateDir = {}\n\n[knock]\n    Sequence = 7000,9000,8000\n    Command = /bin/true %IP%\n\n\
+             [spa]\n    Keys = {}\n    Allow_Ports = 22/tcp, 443\n    Start_Command = /bin/true %IP%\n",
+            dir.path().join("state").display(),
+            key("alice", 1).to_inline().as_str()
+        ),
+    );
+    let out = run(&["-c", conf.to_str().expect("utf-8"), "firewall-setup", "-4"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        commands(&stdout(&out)),
+        [
+            "iptables -A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+            "iptables -A INPUT -p tcp --dport 22 -j REJECT --reject-with tcp-reset",
+            "iptables -A INPUT -p tcp --dport 443 -j REJECT --reject-with tcp-reset",
+        ]
+    );
+    // A configuration without SPA doors: the ports must be named.
+    let only_knock = write_private(
+        dir.path(),
+        "knock.conf",
+        "[knock]\n    Sequence = 7000,9000,8000\n    Command = /bin/true %IP%\n",
+    );
+    let out = run(&["-c", only_knock.to_str().expect("utf-8"), "firewall-setup"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--port"), "{}", stderr(&out));
+}
+
+/// A network namespace deleted on drop, even when the test fails.
+struct Netns(String);
+
+impl Netns {
+    fn create() -> Option<Self> {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "ks-ops-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Self(name))
+    }
+
+    fn exec(&self, args: &[&str]) -> std::process::Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.0])
+            .args(args)
+            .output()
+            .expect("ip netns exec")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn can_use_netns() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let tools = ["ip", "iptables", "ip6tables"].iter().all(|t| {
+        std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| Path::new(&d).join(t).exists()))
+    });
+    root && tools
+}
+
+#[test]
+fn firewall_setup_apply_is_idempotent_in_a_namespace() {
+    if !can_use_netns() {
+        eprintln!("skipped: needs root, ip, iptables and ip6tables");
+        return;
+    }
+    let ns = Netns::create().expect("ip netns add");
+    let apply = || ns.exec(&[BIN, "firewall-setup", "--port", "22", "--apply"]);
+
+    let first = apply();
+    assert!(
+        first.status.success(),
+        "{}{}",
+        stdout(&first),
+        stderr(&first)
+    );
+    let said = stdout(&first);
+    assert_eq!(said.matches("added:").count(), 4, "{said}");
+    assert!(said.contains("netfilter-persistent save"), "{said}");
+
+    let second = apply();
+    assert!(second.status.success(), "{}", stderr(&second));
+    let said = stdout(&second);
+    assert_eq!(said.matches("present:").count(), 4, "{said}");
+    assert_eq!(said.matches("added:").count(), 0, "{said}");
+
+    // Each rule once, ESTABLISHED first (iptables -S normalises the match spellings).
+    for tool in ["iptables", "ip6tables"] {
+        let rules = stdout(&ns.exec(&[tool, "-S", "INPUT"]));
+        let lines: Vec<&str> = rules.lines().filter(|l| l.starts_with("-A")).collect();
+        assert_eq!(lines.len(), 2, "{tool}: {rules}");
+        assert!(
+            lines[0].contains("ESTABLISHED") && lines[0].ends_with("-j ACCEPT"),
+            "{rules}"
+        );
+        assert!(
+            lines[1].contains("--dport 22") && lines[1].contains("tcp-reset"),
+            "{rules}"
+        );
+    }
+
+    // A chain that already had the REJECT rule (the wrong way round): ESTABLISHED is
+    // inserted in front of it, not after.
+    let ns2 = Netns::create().expect("ip netns add");
+    let pre = ns2.exec(&[
+        "iptables",
+        "-A",
+        "INPUT",
+        "-p",
+        "tcp",
+        "--dport",
+        "22",
+        "-j",
+        "REJECT",
+        "--reject-with",
+        "tcp-reset",
+    ]);
+    assert!(pre.status.success(), "{}", stderr(&pre));
+    let out = ns2.exec(&[
+        BIN,
+        "firewall-setup",
+        "--port",
+        "22",
+        "--apply",
+        "--no-ipv6",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rules = stdout(&ns2.exec(&["iptables", "-S", "INPUT"]));
+    let lines: Vec<&str> = rules.lines().filter(|l| l.starts_with("-A")).collect();
+    assert_eq!(lines.len(), 2, "{rules}");
+    assert!(lines[0].contains("ESTABLISHED"), "{rules}");
+}

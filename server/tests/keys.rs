@@ -1,0 +1,317 @@
+//! `knock-spad keys list|add|revoke` on temporary configurations (no daemon: StateDir is a
+//! temporary directory, so nothing on the host is signalled).
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use common::*;
+use serde_json::Value;
+
+fn conf_text(dir: &Path) -> String {
+    format!(
+        "# knock-spa test configuration\n\
+         [options]\n    StateDir   = {state}\n    ServerName = keys-test\n\n\
+         # the SSH door: inline keys\n\
+         [spaSSH]\n    Keys          = {alice}\n    Allow_Ports   = 22/tcp\n    \
+         Start_Command = /bin/true %IP%\n    Stop_Command  = /bin/true %IP%\n\n\
+         # the web door: a key file\n\
+         [spaWeb]\n    KeyFile       = web.keys\n    Allow_Ports   = 443/tcp, 8443/tcp\n    \
+         Start_Command = /bin/true %IP%\n",
+        state = dir.join("state").display(),
+        alice = key("alice", 1).to_inline().as_str(),
+    )
+}
+
+fn setup() -> (tempfile::TempDir, std::path::PathBuf, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = conf_text(dir.path());
+    let conf = write_private(dir.path(), "knockd.conf", &text);
+    write_private(
+        dir.path(),
+        "web.keys",
+        &format!("# web keys\n{}\n", key("carol", 3).to_inline().as_str()),
+    );
+    (dir, conf, text)
+}
+
+fn list(conf: &str, extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["-c", conf, "keys", "list", "--json"];
+    args.extend_from_slice(extra);
+    let out = run(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice::<Vec<Value>>(&out.stdout).expect("json")
+}
+
+fn names(entries: &[Value]) -> Vec<String> {
+    entries
+        .iter()
+        .map(|e| {
+            format!(
+                "{}/{}",
+                e["door"].as_str().unwrap_or(""),
+                e["name"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+fn dir_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .expect("ls")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn keys_add_list_revoke_round_trip() {
+    let (dir, conf, original) = setup();
+    let c = conf.to_str().expect("utf-8");
+    let web_original = fs::read_to_string(dir.path().join("web.keys")).expect("read");
+
+    let entries = list(c, &[]);
+    assert_eq!(names(&entries), ["spaSSH/alice", "spaWeb/carol"]);
+    assert_eq!(entries[0]["id"], key("alice", 1).derive().id().to_string());
+    assert_eq!(
+        entries[1]["ports"],
+        serde_json::json!(["443/tcp", "8443/tcp"])
+    );
+    assert!(entries[1]["source"]
+        .as_str()
+        .is_some_and(|s| s.ends_with("web.keys:2")));
+    // The table never shows a secret.
+    let table = stdout(&run(&["-c", c, "keys", "list"]));
+    assert!(
+        table.contains("alice") && table.contains("KEY ID"),
+        "{table}"
+    );
+    assert!(!table.contains(key("alice", 1).master().to_base64().as_str()));
+
+    // add to the inline door, from the line keygen prints.
+    let bob = key("bob", 2);
+    let line = format!("Keys = {}", bob.to_inline().as_str());
+    let out = run(&[
+        "-c",
+        c,
+        "keys",
+        "add",
+        "bob",
+        "--door",
+        "spaSSH",
+        "--from-line",
+        &line,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&bob.derive().id().to_string()),
+        "{}",
+        stdout(&out)
+    );
+    let now = fs::read_to_string(&conf).expect("read");
+    assert!(
+        now.contains(&format!(
+            "    Keys          = {}\n",
+            bob.to_inline().as_str()
+        )),
+        "{now}"
+    );
+    assert!(
+        now.contains("# the SSH door: inline keys\n"),
+        "comments stay"
+    );
+    // add to the key-file door, from a client keyfile.
+    let dave = key("dave", 4);
+    dave.save(&dir.path().join("dave.key"), false)
+        .expect("keyfile");
+    let kf = dir.path().join("dave.key");
+    let out = run(&[
+        "-c",
+        c,
+        "keys",
+        "add",
+        "dave",
+        "--door",
+        "spaWeb",
+        "--from-file",
+        kf.to_str().expect("utf-8"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        names(&list(c, &[])),
+        ["spaSSH/alice", "spaSSH/bob", "spaWeb/carol", "spaWeb/dave"]
+    );
+    assert_eq!(
+        names(&list(c, &["--door", "spaWeb"])),
+        ["spaWeb/carol", "spaWeb/dave"]
+    );
+    assert_eq!(
+        fs::read_to_string(&conf)
+            .expect("read")
+            .matches("Keys")
+            .count(),
+        2,
+        "the key-file door's key went to its KeyFile, not the configuration"
+    );
+    // The configuration still passes `check`.
+    assert!(run(&["-c", c, "check"]).status.success());
+
+    // revoke both: the files are back to what they were, byte for byte, with their modes.
+    for name in ["bob", "dave"] {
+        let out = run(&["-c", c, "keys", "revoke", name]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            stdout(&out).contains(&format!("removed key `{name}`")),
+            "{}",
+            stdout(&out)
+        );
+    }
+    assert_eq!(names(&list(c, &[])), ["spaSSH/alice", "spaWeb/carol"]);
+    assert_eq!(fs::read_to_string(&conf).expect("read"), original);
+    assert_eq!(
+        fs::read_to_string(dir.path().join("web.keys")).expect("read"),
+        web_original
+    );
+    for f in ["knockd.conf", "web.keys"] {
+        let mode = fs::metadata(dir.path().join(f))
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
+    // No temporary files left behind.
+    assert_eq!(
+        dir_names(dir.path()),
+        ["dave.key", "knockd.conf", "web.keys"]
+    );
+}
+
+#[test]
+fn keys_refuses_an_invalid_result_and_leaves_the_files_unchanged() {
+    let (dir, conf, original) = setup();
+    let c = conf.to_str().expect("utf-8");
+    let web = dir.path().join("web.keys");
+    let web_original = fs::read_to_string(&web).expect("read");
+    let unchanged = |what: &str| {
+        assert_eq!(fs::read_to_string(&conf).expect("read"), original, "{what}");
+        assert_eq!(
+            fs::read_to_string(&web).expect("read"),
+            web_original,
+            "{what}"
+        );
+        assert_eq!(dir_names(dir.path()), ["knockd.conf", "web.keys"], "{what}");
+    };
+
+    // Revoking the door's only key would leave an SPA door without keys.
+    let out = run(&["-c", c, "keys", "revoke", "alice"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("{c}:")),
+        "errors name the real file: {err}"
+    );
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert!(
+        !err.contains(".knock-spad-"),
+        "no temporary path shown: {err}"
+    );
+    unchanged("revoke alice");
+
+    // Emptying a key file: the loader's error names the key file and its line.
+    let out = run(&["-c", c, "keys", "revoke", "carol", "--door", "spaWeb"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("{}:", web.display())), "{err}");
+    assert!(err.contains("holds no keys"), "{err}");
+    unchanged("revoke carol");
+
+    // One secret under two names (alice's secret as `eve`).
+    let alias = format!(
+        "Keys = eve:{}",
+        key("alice", 1).master().to_base64().as_str()
+    );
+    let out = run(&[
+        "-c",
+        c,
+        "keys",
+        "add",
+        "eve",
+        "--door",
+        "spaSSH",
+        "--from-line",
+        &alias,
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(!stderr(&out).contains(key("alice", 1).master().to_base64().as_str()));
+    unchanged("secret under two names");
+
+    // A name already in the door.
+    let again = format!("Keys = {}", key("alice", 7).to_inline().as_str());
+    let out = run(&[
+        "-c",
+        c,
+        "keys",
+        "add",
+        "alice",
+        "--door",
+        "spaSSH",
+        "--from-line",
+        &again,
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("already has a key `alice`"),
+        "{}",
+        stderr(&out)
+    );
+    unchanged("duplicate name");
+
+    // A malformed line: refused without echoing it.
+    let bad = "Keys = frank:not-base64-at-all";
+    let out = run(&[
+        "-c",
+        c,
+        "keys",
+        "add",
+        "frank",
+        "--door",
+        "spaSSH",
+        "--from-line",
+        bad,
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        !stderr(&out).contains("not-base64-at-all"),
+        "{}",
+        stderr(&out)
+    );
+    unchanged("malformed line");
+
+    // Several SPA doors and no --door; an unknown door; an unknown key.
+    let line = format!("Keys = {}", key("gina", 8).to_inline().as_str());
+    let out = run(&["-c", c, "keys", "add", "gina", "--from-line", &line]);
+    assert!(stderr(&out).contains("--door"), "{}", stderr(&out));
+    let out = run(&[
+        "-c",
+        c,
+        "keys",
+        "add",
+        "gina",
+        "--door",
+        "nope",
+        "--from-line",
+        &line,
+    ]);
+    assert!(stderr(&out).contains("no door [nope]"), "{}", stderr(&out));
+    let out = run(&["-c", c, "keys", "revoke", "nobody"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no SPA door has a key `nobody`"),
+        "{}",
+        stderr(&out)
+    );
+    unchanged("usage errors");
+}

@@ -1,0 +1,166 @@
+//! Where the daemon logs: `--log-format json` on stderr, `LogFile` in knockd's format, and
+//! `UseSyslog` to /dev/log (in a private mount namespace whose /dev/log is the test's socket).
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+fn config(dir: &Path, port: u16, extra: &str) -> std::path::PathBuf {
+    write_private(
+        dir,
+        "knockd.conf",
+        &format!(
+            "[options]\n    StateDir = {}\n    ServerName = log-test\n    SpaPort = {port}\n    Capture = udp\n{extra}\n\
+             [spa]\n    Keys = {}\n    Allow_Ports = 22\n    Start_Command = /bin/true %IP%\n    Stop_Command = /bin/true %IP%\n",
+            dir.join("state").display(),
+            key("alice", 1).to_inline().as_str()
+        ),
+    )
+}
+
+fn wait_running(daemon: &Daemon, conf: &Path) {
+    let c = conf.to_str().expect("utf-8");
+    daemon.wait_for(Duration::from_secs(10), "the daemon to run", || {
+        run(&["-c", c, "status"]).status.success().then_some(())
+    });
+}
+
+#[test]
+fn log_format_json_writes_one_object_per_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = config(dir.path(), free_udp_port(), "");
+    let c = conf.to_str().expect("utf-8");
+    let mut daemon = Daemon::start(&["-c", c, "--log-format", "json"], &dir.path().join("err"));
+    wait_running(&daemon, &conf);
+    daemon.signal_and_wait(libc::SIGTERM);
+    let log = daemon.log();
+    let lines: Vec<Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(lines.len() >= 2, "{log}");
+    for v in &lines {
+        assert!(
+            v["time"].is_string() && v["level"].is_string() && v["msg"].is_string(),
+            "{v}"
+        );
+    }
+    assert!(lines
+        .iter()
+        .any(|v| v["msg"].as_str().is_some_and(|m| m.contains("starting"))));
+    assert!(lines.iter().any(|v| v["msg"] == "exiting"), "{log}");
+}
+
+#[test]
+fn under_journald_text_lines_carry_no_timestamp() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = config(dir.path(), free_udp_port(), "");
+    let c = conf.to_str().expect("utf-8");
+    let mut daemon = Daemon::start_with_env(
+        BIN,
+        &["-c", c],
+        &[("JOURNAL_STREAM", "8:12345")],
+        &dir.path().join("err"),
+    );
+    wait_running(&daemon, &conf);
+    daemon.signal_and_wait(libc::SIGTERM);
+    let log = daemon.log();
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with("knock-spad ") && l.contains("starting")),
+        "{log}"
+    );
+    assert!(
+        log.lines().all(|l| !l.starts_with("20")),
+        "no date prefix: {log}"
+    );
+}
+
+#[test]
+fn log_file_has_knockd_line_format() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("knock-spad.log");
+    let conf = config(
+        dir.path(),
+        free_udp_port(),
+        &format!("    LogFile = {}\n", file.display()),
+    );
+    let mut daemon = Daemon::start(
+        &["-c", conf.to_str().expect("utf-8")],
+        &dir.path().join("err"),
+    );
+    wait_running(&daemon, &conf);
+    daemon.signal_and_wait(libc::SIGTERM);
+    let text = std::fs::read_to_string(&file).expect("LogFile");
+    assert!(text.lines().count() >= 2, "{text}");
+    for line in text.lines() {
+        // [YYYY-MM-DD HH:MM] message
+        let b = line.as_bytes();
+        assert!(
+            b.len() > 19 && b[0] == b'[' && b[11] == b' ' && b[17] == b']' && b[18] == b' ',
+            "{line}"
+        );
+    }
+    assert!(
+        text.contains("] knock-spad ") && text.contains("starting"),
+        "{text}"
+    );
+}
+
+#[test]
+fn use_syslog_sends_daemon_facility_lines_to_dev_log() {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let unshare = Command::new("unshare")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !root || !unshare {
+        eprintln!("skipped: needs root and unshare (a private mount namespace)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock_path = dir.path().join("log.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("bind syslog socket");
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let conf = config(dir.path(), free_udp_port(), "    UseSyslog\n");
+    // In a private mount namespace, /dev is a directory of our own holding /dev/null and
+    // /dev/log (the socket above); the host's /dev is untouched.
+    let devdir = dir.path().join("dev");
+    std::fs::create_dir(&devdir).expect("mkdir");
+    std::fs::write(devdir.join("null"), b"").expect("touch");
+    std::fs::write(devdir.join("log"), b"").expect("touch");
+    let script = format!(
+        "set -e; mount --bind /dev/null {d}/null; mount --bind {s} {d}/log; mount --rbind {d} /dev; exec {bin} -c {c}",
+        d = devdir.display(),
+        s = sock_path.display(),
+        bin = BIN,
+        c = conf.display()
+    );
+    let mut daemon = Daemon::start_program(
+        "unshare",
+        &["--mount", "--propagation", "private", "sh", "-c", &script],
+        &dir.path().join("err"),
+    );
+    let mut got = Vec::new();
+    let mut buf = [0u8; 2048];
+    daemon.wait_for(Duration::from_secs(10), "a syslog line", || {
+        if let Ok(n) = sock.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        got.iter().any(|l| l.contains("starting")).then_some(())
+    });
+    daemon.signal_and_wait(libc::SIGTERM);
+    let line = got.iter().find(|l| l.contains("starting")).expect("line");
+    // <30>: facility daemon (3), severity info (6); then a BSD timestamp and the tag.
+    assert!(line.starts_with("<30>"), "{line}");
+    assert!(line.contains(" knock-spad["), "{line}");
+}
