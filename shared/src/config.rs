@@ -68,7 +68,7 @@ pub const MAX_REPLAY_CACHE_SIZE: usize = 16 * 1024 * 1024;
 /// Longest network interface name Linux accepts (`IFNAMSIZ` - 1).
 pub const MAX_INTERFACE_LEN: usize = 15;
 /// The interface knockd listens on when neither `Interface` nor `-i` names one.
-pub const DEFAULT_INTERFACE: &str = "eth0";
+pub const DEFAULT_INTERFACE: &str = "any";
 
 // ---------------------------------------------------------------------------------------------
 // Errors and warnings
