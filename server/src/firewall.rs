@@ -184,9 +184,143 @@ pub fn system_runner(family: Family, args: &[String]) -> std::io::Result<(i32, S
     ))
 }
 
+/// What the INPUT chain does with a new connection from an arbitrary address to a port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Refused or dropped (by this rule, or by the policy).
+    Closed,
+    /// Accepted (by this rule, or by the policy): a door guarding it protects nothing.
+    Open(String),
+    /// A rule this reading does not follow (a jump to another chain, an unknown match) decides.
+    Unknown(String),
+}
+
+/// Reads `iptables -S INPUT` output and says what happens to a new connection from an
+/// arbitrary address to `port`, walking the rules in order as the kernel does. Rules that only
+/// apply to some packets (a source address: the doors' grants; an input interface; a
+/// connection state without NEW) are skipped; the first rule that applies to every new
+/// connection to the port decides, else the policy.
+pub fn verdict(chain: &str, port: PortSpec) -> Verdict {
+    let mut policy = Verdict::Unknown("no policy line".into());
+    for line in chain.lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        match w.as_slice() {
+            ["-P", "INPUT", target, ..] => {
+                policy = match *target {
+                    "ACCEPT" => Verdict::Open(format!("policy {target}")),
+                    _ => Verdict::Closed,
+                };
+            }
+            ["-A", "INPUT", rest @ ..] => {
+                if let Some(v) = rule_verdict(rest, port, line) {
+                    return v;
+                }
+            }
+            _ => {}
+        }
+    }
+    policy
+}
+
+/// The verdict of one rule for new connections to `port`, or `None` when it does not apply to
+/// all of them.
+fn rule_verdict(words: &[&str], port: PortSpec, line: &str) -> Option<Verdict> {
+    let proto = match port.proto {
+        Proto::Tcp => "tcp",
+        Proto::Udp => "udp",
+    };
+    let mut target = None;
+    let mut i = 0;
+    while i < words.len() {
+        let arg = words.get(i + 1).copied().unwrap_or("");
+        match words[i] {
+            "-p" => {
+                if arg != proto {
+                    return None;
+                }
+                i += 2;
+            }
+            "-m" if matches!(arg, "tcp" | "udp" | "conntrack" | "state" | "comment") => i += 2,
+            "--dport" => {
+                if arg.parse::<u16>().ok() != Some(port.port.get()) {
+                    return None;
+                }
+                i += 2;
+            }
+            "--ctstate" | "--state" => {
+                if !arg.split(',').any(|s| s == "NEW") {
+                    return None;
+                }
+                i += 2;
+            }
+            "--comment" => {
+                // Quoted comments may hold blanks: skip to the closing quote.
+                i += 1;
+                if words.get(i).is_some_and(|w| w.starts_with('"')) {
+                    while i < words.len() && !(words[i].ends_with('"') && words[i].len() > 1) {
+                        i += 1;
+                    }
+                }
+                i += 1;
+            }
+            "-s" | "-i" | "--sport" | "--tcp-flags" | "--syn" | "--icmp-type" => return None,
+            "-j" => {
+                target = Some(arg);
+                i += 2;
+            }
+            "--reject-with" => i += 2,
+            _ => return Some(Verdict::Unknown(line.to_owned())),
+        }
+    }
+    match target {
+        Some("ACCEPT") => Some(Verdict::Open(line.to_owned())),
+        Some("REJECT" | "DROP") => Some(Verdict::Closed),
+        Some(_) => Some(Verdict::Unknown(line.to_owned())),
+        None => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn verdict_follows_the_chain_in_order() {
+        let ssh = p("22/tcp");
+        let classic = "-P INPUT ACCEPT\n\
+            -A INPUT -s 10.0.0.2/32 -p tcp -m tcp --dport 22 -j ACCEPT\n\
+            -A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n\
+            -A INPUT -p tcp -m tcp --dport 22 -j REJECT --reject-with tcp-reset\n";
+        assert_eq!(verdict(classic, ssh), Verdict::Closed);
+        // Another port of the same chain falls through to the ACCEPT policy.
+        assert!(matches!(verdict(classic, p("2222/tcp")), Verdict::Open(_)));
+        // UDP 22 is not covered by a TCP rule.
+        assert!(matches!(verdict(classic, p("22/udp")), Verdict::Open(_)));
+        // Nothing at all: open by policy.
+        assert!(matches!(
+            verdict("-P INPUT ACCEPT\n", ssh),
+            Verdict::Open(_)
+        ));
+        // A DROP policy closes it.
+        assert_eq!(verdict("-P INPUT DROP\n", ssh), Verdict::Closed);
+        // An ACCEPT for everyone before the REJECT opens it.
+        let open_first = "-P INPUT DROP\n-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT\n\
+            -A INPUT -p tcp -m tcp --dport 22 -j REJECT\n";
+        assert!(matches!(verdict(open_first, ssh), Verdict::Open(_)));
+        // A catch-all REJECT closes every port.
+        assert_eq!(
+            verdict("-P INPUT ACCEPT\n-A INPUT -j REJECT\n", ssh),
+            Verdict::Closed
+        );
+        // A jump to a user chain is not followed.
+        assert!(matches!(
+            verdict("-P INPUT ACCEPT\n-A INPUT -j f2b-sshd\n", ssh),
+            Verdict::Unknown(_)
+        ));
+        // NEW connections are what matters: a NEW,ESTABLISHED accept opens it.
+        let new_ok = "-P INPUT DROP\n-A INPUT -m state --state NEW,ESTABLISHED -j ACCEPT\n";
+        assert!(matches!(verdict(new_ok, ssh), Verdict::Open(_)));
+    }
 
     fn p(s: &str) -> PortSpec {
         s.parse().expect("port")

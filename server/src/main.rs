@@ -210,6 +210,7 @@ fn check(cli: &Cli) -> ExitCode {
     for d in &rt.config.doors {
         println!("[{}] {}", d.name, runtime::door_summary(d));
     }
+    warn_open_ports(&rt);
     println!(
         "{}: OK ({} door(s), {} SPA key(s))",
         cli.config.display(),
@@ -217,6 +218,46 @@ fn check(cli: &Cli) -> ExitCode {
         rt.verifier.len()
     );
     ExitCode::SUCCESS
+}
+
+/// Warns when a port an SPA door opens is not closed by the current INPUT chain (a door that
+/// guards an open port protects nothing). Only when the firewall can be read (root, the tool
+/// installed); anything else is said once, not treated as an error.
+fn warn_open_ports(rt: &runtime::Runtime) {
+    let ports = firewall::ports_of(&rt.config);
+    for family in [firewall::Family::V4, firewall::Family::V6] {
+        let out = std::process::Command::new(family.tool())
+            .args(["-S", "INPUT"])
+            .stdin(std::process::Stdio::null())
+            .output();
+        let chain = match out {
+            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+            _ => {
+                eprintln!(
+                    "knock-spad: note: cannot read the {} INPUT chain; not checking that the \
+                     guarded ports are closed",
+                    family.tool()
+                );
+                continue;
+            }
+        };
+        for &p in &ports {
+            match firewall::verdict(&chain, p) {
+                firewall::Verdict::Closed => {}
+                firewall::Verdict::Open(why) => eprintln!(
+                    "knock-spad: warning: {p} is open in the current {} INPUT chain ({why}): a \
+                     door guarding an open port protects nothing; see `knock-spad \
+                     firewall-setup`",
+                    family.tool()
+                ),
+                firewall::Verdict::Unknown(rule) => eprintln!(
+                    "knock-spad: note: cannot tell whether {p} is closed by the {} INPUT \
+                     chain: decided by `{rule}`",
+                    family.tool()
+                ),
+            }
+        }
+    }
 }
 
 /// Writes `bytes` to stdout; a closed pipe is not an error worth a message.

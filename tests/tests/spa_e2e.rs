@@ -534,3 +534,35 @@ fn sighup_reloads_and_keeps_the_old_config_when_the_new_one_is_broken() {
     assert!(d.stop());
     assert_no_grant_rules(&topo);
 }
+
+/// `knock-spad check` reads the firewall it would guard: a guarded port left open is a
+/// warning; the classic setup is not.
+#[test]
+fn check_warns_when_the_guarded_port_is_open() {
+    let topo = Topology::new();
+    let key = ClientKey::generate(&topo, "laptop");
+    let conf = spa_conf(&topo, &key, 30, "");
+    let check = |topo: &Topology| {
+        let out = topo.server.exec([
+            knock_e2e::workspace_bin("knock-spad").display().to_string(),
+            "check".into(),
+            "-c".into(),
+            conf.display().to_string(),
+        ]);
+        assert!(out.status.success(), "check failed: {out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let before = check(&topo);
+    assert!(
+        before.contains(
+            "warning: 22/tcp is open in the current iptables INPUT chain (policy ACCEPT)"
+        ),
+        "no warning for an open port:\n{before}"
+    );
+    topo.classic_firewall(SSH);
+    let after = check(&topo);
+    assert!(
+        !after.contains("22/tcp is open in the current iptables"),
+        "warning with the classic setup in place:\n{after}"
+    );
+}
