@@ -148,6 +148,11 @@ fn bpf_filter_for(rt: &Runtime, slots: &[crate::runtime::SequenceSlot], only_v4:
 /// and the stop flag.
 const POLL_MS: i32 = 100;
 
+/// Least time between two wake-ups of the packet loop while packets keep arriving (see
+/// `Engine::run`): caps wake-ups at 1000/s under a flood, where a wake-up per packet cost more
+/// than the packets themselves (docs/BENCHMARKS.md).
+const MIN_WAKE_INTERVAL: Duration = Duration::from_millis(1);
+
 /// Waits until `fd` is readable or `ms` milliseconds have passed. Errors (EINTR) just return:
 /// the caller reads non-blocking and loops.
 fn wait_readable(fd: std::os::fd::RawFd, ms: i32) {
@@ -372,11 +377,20 @@ impl Engine {
     ) {
         let mut buf = [0u8; 2048];
         let mut kernel_dropped = 0u32;
+        let mut last_wake = Instant::now() - MIN_WAKE_INTERVAL;
         while !stop.load(Ordering::Relaxed) {
+            // Under sustained traffic, let packets gather for a moment instead of waking for
+            // each one: at most one wake-up per MIN_WAKE_INTERVAL. After a quiet spell the
+            // first packet is read at once, so a lone SPA packet or knock waits for nothing.
+            let since = last_wake.elapsed();
+            if since < MIN_WAKE_INTERVAL {
+                std::thread::sleep(MIN_WAKE_INTERVAL - since);
+            }
             match &mut source {
                 Source::Pcap { cap, linktype } => {
                     let lt = *linktype;
                     wait_readable(cap.as_raw_fd(), POLL_MS);
+                    last_wake = Instant::now();
                     // Drain what libpcap has buffered before looking at timers again.
                     for _ in 0..4096 {
                         match cap.next_packet() {
@@ -396,9 +410,12 @@ impl Engine {
                     }
                 }
                 Source::Udp(sock) => {
-                    for _ in 0..4096 {
+                    for i in 0..4096 {
                         match sock.recv_from(&mut buf) {
                             Ok((n, from)) => {
+                                if i == 0 {
+                                    last_wake = Instant::now();
+                                }
                                 self.stats.packets.fetch_add(1, Ordering::Relaxed);
                                 let payload = &buf[..n];
                                 self.handle_spa(from.ip(), payload);

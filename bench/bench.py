@@ -1,0 +1,1567 @@
+#!/usr/bin/env python3
+"""knock-spa benchmark controller (stdlib only).
+
+Started by bench/run inside the *client* network namespace, so its probes and the clients it
+runs (knock-spa, fwknop, knock) are the legitimate client. Everything on the server side runs
+through `ip netns exec SERVER ...`, the flood sender through `ip netns exec ATTACKER ...`.
+
+Parts (run in this order, any subset):
+  rate     the sender's own maximum rate (UDP and spoofed SYN), no daemon running
+  latency  open latency, client start -> TCP connect OK, and last packet -> rule added
+  cpu      daemon CPU per hostile packet at a fixed offered rate
+  flood    legitimate opens during floods of increasing rate; RSS at the end
+  profile  perf record -g of knock-spad during a garbage flood at top rate
+
+Raw results: RESULTS/<part>.json (+ CSV), merged into RESULTS/results.json; the summary
+(RESULTS/summary.md) is regenerated from the merged results after every run.
+
+`bench.py watch` is the server-side helper: it prints, with CLOCK_MONOTONIC timestamps, every
+client packet that reaches the server's eth0 (a packet socket with a BPF filter on the
+client's address) and every nftables rule added or deleted (NFNLGRP_NFTABLES multicast).
+"""
+
+import argparse
+import ctypes
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+SRV_IP = "10.97.0.1"
+CLI_IP = "10.97.0.2"
+ATK_IP = "10.97.0.3"
+SPA_PORT = 62201
+GUARD_PORT = 22
+OPEN_SEQ = [7000, 9000, 8000]
+CLOSE_SEQ = [8000, 9000, 7000]
+SPOOF_SOURCES = "10.200.0.0/131072"  # 131072 distinct spoofed sources, outside every route
+IPTABLES = "/usr/sbin/iptables"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OPEN_DEADLINE = 2.0  # the issue's success criterion during floods
+LATENCY_DEADLINE = 3.0
+
+# ----------------------------------------------------------------------------- watcher
+
+
+def watch_main():
+    """Server-side event printer (runs in the server namespace)."""
+    out = sys.stdout
+    # nftables rule events.
+    nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12)  # NETLINK_NETFILTER
+    nl.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    nl.bind((0, 1 << (7 - 1)))  # NFNLGRP_NFTABLES = 7
+    # Client packets on eth0: classic BPF "ip and src host CLI_IP".
+    cli = struct.unpack("!I", socket.inet_aton(CLI_IP))[0]
+    prog = [
+        (0x28, 0, 0, 12),  # ldh [12]
+        (0x15, 0, 3, 0x0800),  # jeq #ETH_P_IP
+        (0x20, 0, 0, 26),  # ld [26] (source address)
+        (0x15, 0, 1, cli),  # jeq #CLI_IP
+        (0x06, 0, 0, 0xFFFF),  # ret accept
+        (0x06, 0, 0, 0),  # ret drop
+    ]
+    filt = (ctypes.c_ubyte * (8 * len(prog)))()
+    for i, (code, jt, jf, k) in enumerate(prog):
+        struct.pack_into("HBBI", filt, 8 * i, code, jt, jf, k)
+    fprog = struct.pack("@HP", len(prog), ctypes.addressof(filt))
+    pk = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+    pk.setsockopt(socket.SOL_SOCKET, 26, fprog)  # SO_ATTACH_FILTER
+    pk.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    pk.bind(("eth0", 0))
+    lock = threading.Lock()
+
+    def emit(line):
+        with lock:
+            out.write(line + "\n")
+            out.flush()
+
+    def nl_loop():
+        while True:
+            data = nl.recv(65536)
+            t = time.monotonic_ns()
+            off = 0
+            while off + 16 <= len(data):
+                ln, typ = struct.unpack_from("=IH", data, off)
+                if ln < 16:
+                    break
+                if typ == 0x0A06:  # NFT_MSG_NEWRULE
+                    emit(f"R {t} add")
+                elif typ == 0x0A08:  # NFT_MSG_DELRULE
+                    emit(f"R {t} del")
+                off += (ln + 3) & ~3
+
+    threading.Thread(target=nl_loop, daemon=True).start()
+    emit("READY")
+    while True:
+        frame, addr = pk.recvfrom(2048)
+        t = time.monotonic_ns()
+        if addr[2] == socket.PACKET_OUTGOING or len(frame) < 34:
+            continue
+        ihl = (frame[14] & 0x0F) * 4
+        proto = frame[23]
+        l4 = 14 + ihl
+        if len(frame) < l4 + 4:
+            continue
+        dport = struct.unpack_from("!H", frame, l4 + 2)[0]
+        if proto == 17:
+            emit(f"P {t} udp {dport} 0")
+        elif proto == 6 and len(frame) >= l4 + 14:
+            emit(f"P {t} tcp {dport} {frame[l4 + 13]}")
+
+
+class Watcher:
+    """Reads `bench.py watch` output in a thread and keeps the events."""
+
+    def __init__(self, ctx):
+        self.events = []
+        self.lock = threading.Lock()
+        self.proc = ctx.spawn_in(ctx.srv, [sys.executable, os.path.abspath(__file__), "watch"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = self.proc.stdout.readline()
+        if line.strip() != "READY":
+            raise RuntimeError("watcher did not start")
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def _loop(self):
+        for line in self.proc.stdout:
+            parts = line.split()
+            if len(parts) >= 3:
+                with self.lock:
+                    self.events.append(parts)
+
+    def snapshot(self):
+        with self.lock:
+            return list(self.events)
+
+    def stop(self):
+        terminate(self.proc)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def terminate(proc, grace=5.0):
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    except ProcessLookupError:
+        pass
+
+
+def pct(values, p):
+    """Nearest-rank percentile: the smallest value with at least p% of the values <= it
+    (rank ceil(p/100 * n)); p99 of 100 values is the 99th smallest."""
+    if not values:
+        return None
+    v = sorted(values)
+    rank = -(-p * len(v) // 100)  # ceil without floats for integer p
+    k = max(0, min(len(v) - 1, int(rank) - 1))
+    return v[k]
+
+
+def proc_cpu(pid):
+    """(utime+stime in seconds from /proc/PID/stat, sum of per-thread run time in ns from
+    schedstat, voluntary context switches summed over threads)."""
+    tck = os.sysconf("SC_CLK_TCK")
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    ns = 0
+    vcs = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                ns += int(f.read().split()[0])
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches"):
+                        vcs += int(line.split()[1])
+        except FileNotFoundError:
+            pass
+    return {"ticks_s": ticks / tck, "sched_ns": ns, "vcs": vcs, "t": time.monotonic()}
+
+
+def cpu_delta(a, b):
+    return {
+        "cpu_s_ticks": b["ticks_s"] - a["ticks_s"],
+        "cpu_s": (b["sched_ns"] - a["sched_ns"]) / 1e9,
+        "vcs": b["vcs"] - a["vcs"],
+        "wall_s": b["t"] - a["t"],
+    }
+
+
+def proc_mem(pid):
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS", "VmHWM")):
+                k, v = line.split(":")
+                out[k] = int(v.split()[0])
+    return out
+
+
+def probe(timeout):
+    """One connection attempt to the guarded port: True if it connects."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(max(0.001, timeout))
+    try:
+        s.connect((SRV_IP, GUARD_PORT))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def wait_connect(t0, deadline, interval=0.0005):
+    """Probes until a connect succeeds or `deadline` seconds after t0 (monotonic ns).
+    Returns the monotonic ns of the success, or None."""
+    end = t0 + int(deadline * 1e9)
+    while True:
+        now = time.monotonic_ns()
+        if now >= end:
+            return None
+        if probe(min(0.25, (end - now) / 1e9)):
+            return time.monotonic_ns()
+        time.sleep(interval)
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return f.read().split()[:3]
+
+
+# ----------------------------------------------------------------------------- daemons
+
+
+class Daemon:
+    """One daemon process in the server namespace."""
+
+    def __init__(self, ctx, name, argv, log, ready_re, out=None):
+        self.ctx, self.name, self.log = ctx, name, log
+        self.out = out or log + ".out"
+        outf = open(self.out, "ab")
+        self.proc = ctx.spawn_in(ctx.srv, argv, stdout=outf, stderr=subprocess.STDOUT)
+        outf.close()
+        self.pid = self.proc.pid
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{name} exited at start:\n{self.tail()}")
+            if re.search(ready_re, self.text()):
+                break
+            time.sleep(0.05)
+        else:
+            raise RuntimeError(f"{name} not ready after 10 s:\n{self.tail()}")
+        time.sleep(0.3)
+
+    def text(self):
+        """The daemon's log file (knock-spad also copies it to stderr: not read twice)."""
+        try:
+            with open(self.log, errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def lines(self):
+        return self.text().count("\n")
+
+    def tail(self, n=20):
+        t = self.text()
+        if self.out != self.log:
+            try:
+                with open(self.out, errors="replace") as f:
+                    t += f.read()
+            except FileNotFoundError:
+                pass
+        return "\n".join(t.splitlines()[-n:])
+
+    def stop(self):
+        terminate(self.proc, grace=10)
+
+
+class Ctx:
+    def __init__(self, a):
+        self.a = a
+        self.srv, self.atk = a.srv, a.atk
+        self.work = a.work
+        self.bin = a.bin
+        self.flood_bin = a.flood
+        self.results = a.results
+        self.pids = os.path.join(a.work, "pids")
+        self.children = []
+        os.makedirs(self.results, exist_ok=True)
+
+    # process plumbing -------------------------------------------------------------------
+    def spawn_in(self, ns, argv, **kw):
+        p = subprocess.Popen(["ip", "netns", "exec", ns] + list(argv), **kw)
+        with open(self.pids, "a") as f:
+            f.write(f"{p.pid}\n")
+        self.children.append(p)
+        return p
+
+    def run_in(self, ns, argv, check=True, **kw):
+        return subprocess.run(["ip", "netns", "exec", ns] + list(argv), check=check,
+                              stdout=kw.pop("stdout", subprocess.DEVNULL),
+                              stderr=kw.pop("stderr", subprocess.DEVNULL), **kw)
+
+    def srv_cmd(self, *argv, check=True):
+        return self.run_in(self.srv, argv, check=check)
+
+    def cleanup(self):
+        for p in self.children:
+            terminate(p, grace=3)
+
+    # firewall ---------------------------------------------------------------------------
+    def reset_firewall(self):
+        """The classic firewall and nothing else (removes what a daemon left behind)."""
+        self.srv_cmd(IPTABLES, "-w", "-F")
+        self.srv_cmd(IPTABLES, "-w", "-X")
+        self.srv_cmd(IPTABLES, "-w", "-A", "INPUT", "-m", "conntrack", "--ctstate",
+                     "ESTABLISHED,RELATED", "-j", "ACCEPT")
+        self.srv_cmd(IPTABLES, "-w", "-A", "INPUT", "-p", "tcp", "--dport", str(GUARD_PORT),
+                     "-j", "REJECT", "--reject-with", "tcp-reset")
+
+    def delete_client_rule(self):
+        """Deletes every `-s CLI -p tcp --dport 22 -j ACCEPT` in INPUT (knockd's rule)."""
+        for _ in range(20):
+            r = self.run_in(self.srv, [IPTABLES, "-w", "-D", "INPUT", "-s", CLI_IP, "-p", "tcp",
+                                       "--dport", str(GUARD_PORT), "-j", "ACCEPT"], check=False)
+            if r.returncode != 0:
+                break
+
+    # sender -----------------------------------------------------------------------------
+    def flood_argv(self, kind, rate, count, seconds, target):
+        if kind == "syn":
+            return [self.flood_bin, "syn", SRV_IP, str(OPEN_SEQ[0]), "--sources", SPOOF_SOURCES,
+                    "--rate", str(rate), "--count", str(count), "--seconds", str(seconds)]
+        argv = [self.flood_bin, "udp", SRV_IP, str(SPA_PORT)]
+        if kind == "garbage":
+            argv += ["--garbage", str(target.garbage_len)]
+        else:
+            argv += ["--payloads", target.payloads[kind]]
+        return argv + ["--rate", str(rate), "--count", str(count), "--seconds", str(seconds)]
+
+    def flood(self, kind, rate, count, seconds, target):
+        """Runs the sender to completion; returns its JSON report."""
+        r = self.run_in(self.atk, self.flood_argv(kind, rate, count, seconds, target),
+                        stdout=subprocess.PIPE, text=True)
+        return json.loads(r.stdout.strip().splitlines()[-1])
+
+    def flood_start(self, kind, rate, count, seconds, target):
+        return self.spawn_in(self.atk, self.flood_argv(kind, rate, count, seconds, target),
+                             stdout=subprocess.PIPE, text=True)
+
+    @staticmethod
+    def flood_stop(p):
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+        out, _ = p.communicate(timeout=10)
+        return json.loads(out.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------- targets
+# A "target" is one daemon in one mode with its client, its close method and its hostile
+# packet pools.
+
+
+class Target:
+    key = None
+    garbage_len = 209
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.daemon = None
+        self.payloads = {}
+
+    def start(self):
+        raise NotImplementedError
+
+    def stop(self):
+        if self.daemon:
+            self.daemon.stop()
+            self.daemon = None
+        self.ctx.reset_firewall()
+
+    def open_argv(self):
+        raise NotImplementedError
+
+    def close(self):
+        raise NotImplementedError
+
+    def counters(self):
+        """The daemon's own packet counters, if it publishes them (None otherwise)."""
+        return None
+
+    def drain(self):
+        """Waits until the daemon has handled what the last flood left in its capture buffer:
+        until it uses less than 30% of a CPU (knock-spad, knockd: CPU-bound while behind).
+        Returns the seconds waited."""
+        t0 = time.monotonic()
+        settle(self.daemon.pid, 0.3, 40)
+        return round(time.monotonic() - t0, 2)
+
+    def ensure_closed(self, tries=5):
+        """Closes the grant if the port is open; True when the port refuses."""
+        for _ in range(tries):
+            if not probe(0.25):
+                return True
+            self.close()
+            end = time.monotonic() + 1.0
+            while time.monotonic() < end:
+                if not probe(0.25):
+                    return True
+                time.sleep(0.005)
+        return not probe(0.25)
+
+
+def status_counters(state_dir, window=1.4):
+    """knock-spad's counters from the status.json it publishes in its state directory
+    (rewritten within about 1.25 s of any counter change). Polls for `window` seconds and
+    returns the last counters seen, so that a change just before the call is included; None
+    if the daemon publishes no status file."""
+    path = os.path.join(state_dir, "status.json")
+    last = None
+    end = time.monotonic() + window
+    while True:
+        try:
+            with open(path) as f:
+                last = json.load(f).get("counters", last)
+        except (OSError, ValueError):
+            pass
+        if time.monotonic() >= end:
+            return last
+        time.sleep(0.1)
+
+
+class KnockSpadSpa(Target):
+    name = "knock-spad"
+    label = "knock-spad SPA"
+    mode = "spa"
+
+    def __init__(self, ctx, state_dir=None):
+        super().__init__(ctx)
+        w = ctx.work
+        # The state directory (replay cache, grants) is written with fsync before a grant is
+        # opened; by default it is on the work directory's file system (the disk), as
+        # /var/lib/knock-spa would be. A tmpfs one isolates that cost (diagnostic).
+        self.state_dir = state_dir or os.path.join(w, "state-spa")
+        if state_dir:
+            self.label = "knock-spad SPA, StateDir on tmpfs (diagnostic)"
+        self.keyfile = os.path.join(w, "key.bench")
+        self.other = os.path.join(w, "key.other")
+        self.conf = os.path.join(w, "knock-spad-spa.conf")
+        self.log = os.path.join(w, "knock-spad-spa.log")
+
+    def write_conf(self):
+        keyline = open(os.path.join(self.ctx.work, "keyline.bench")).read().strip()
+        conf = f"""[options]
+    LogFile    = {self.log}
+    StateDir   = {self.state_dir}
+    ServerName = {SRV_IP}
+    Interface  = eth0
+
+[spaSSH]
+    {keyline}
+    Allow_Ports   = {GUARD_PORT}/tcp
+    Cmd_Timeout   = 30
+    Start_Command = {IPTABLES} -I INPUT -s %IP% -p %PROTO% --dport %PORT% -j ACCEPT
+    Stop_Command  = {IPTABLES} -D INPUT -s %IP% -p %PROTO% --dport %PORT% -j ACCEPT
+"""
+        with open(self.conf, "w") as f:
+            f.write(conf)
+        os.chmod(self.conf, 0o600)
+
+    def start(self):
+        self.write_conf()
+        subprocess.run(["rm", "-rf", self.state_dir], check=True)
+        self.ctx.reset_firewall()
+        self.daemon = Daemon(self.ctx, self.name,
+                             [f"{self.ctx.bin}/knock-spad", "-c", self.conf, "-i", "eth0"],
+                             self.log, r"starting")
+
+    def counters(self):
+        return status_counters(self.state_dir)
+
+    def stop(self):
+        super().stop()
+        if not self.state_dir.startswith(self.ctx.work):
+            subprocess.run(["rm", "-rf", self.state_dir], check=False)
+
+    def spa_argv(self, action, key=None, dry=False):
+        argv = [f"{self.ctx.bin}/knock-spa", "--key", key or self.keyfile, action,
+                f"{GUARD_PORT}/tcp", SRV_IP, "-q"]
+        return argv + (["--dry-run"] if dry else [])
+
+    def open_argv(self):
+        return self.spa_argv("open")
+
+    def close(self):
+        subprocess.run(self.spa_argv("close"), stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+
+    def make_packet(self, key=None):
+        r = subprocess.run(self.spa_argv("open", key=key, dry=True), check=True,
+                           stdout=subprocess.PIPE, text=True)
+        return r.stdout.strip()
+
+    def build_pools(self):
+        w = self.ctx.work
+        unknown = [self.make_packet(self.other) for _ in range(64)]
+        bad = []
+        for _ in range(64):
+            p = bytearray.fromhex(self.make_packet())
+            p[-1] ^= 0x01  # last byte of the HMAC
+            bad.append(p.hex())
+        for kind, pkts in (("unknown_key", unknown), ("bad_hmac", bad)):
+            path = os.path.join(w, f"pool-{self.mode}-{self.name}-{kind}.hex")
+            with open(path, "w") as f:
+                f.write("\n".join(pkts) + "\n")
+            self.payloads[kind] = path
+        self.garbage_len = len(unknown[0]) // 2
+
+    def prepare_replay(self):
+        """A packet the daemon has accepted (then the grant is closed): replaying it must hit
+        the replay check. Made fresh before each replay flood, within the time window."""
+        pkt = self.make_packet()
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.sendto(bytes.fromhex(pkt), (SRV_IP, SPA_PORT))
+        s.close()
+        t0 = time.monotonic_ns()
+        ok = wait_connect(t0, 3.0) is not None
+        self.ensure_closed()
+        path = os.path.join(self.ctx.work, f"pool-{self.mode}-{self.name}-replay.hex")
+        with open(path, "w") as f:
+            f.write(pkt + "\n")
+        self.payloads["replay"] = path
+        return ok
+
+    def processed_counts(self, text):
+        """knock-spad logs 5 rejects per reason per 10 s in detail and summarises the rest
+        every 10 s: their sum is the number of packets it verified, per reason."""
+        counts = {}
+        for m in re.finditer(r"spa: rejected packet from \S+: (.*)", text):
+            r = m.group(1)
+            kind = ("replay" if r.startswith("replay") else "bad_hmac" if r.startswith("bad hmac")
+                    else "unknown_key" if r.startswith("unknown key") else
+                    "garbage" if r.startswith(("bad version", "bad length")) else r)
+            counts[kind] = counts.get(kind, 0) + 1
+        names = {"malformed": "garbage", "unknown key": "unknown_key", "bad hmac": "bad_hmac",
+                 "replay": "replay"}
+        for m in re.finditer(r"spa: dropped \d+ packets: (.*)", text):
+            for part in m.group(1).split(","):
+                part = part.strip()
+                mm = re.match(r"(.*) (\d+)$", part)
+                if mm:
+                    kind = names.get(mm.group(1), mm.group(1))
+                    counts[kind] = counts.get(kind, 0) + int(mm.group(2))
+        return counts
+
+
+class Fwknopd(Target):
+    name = "fwknopd"
+    label = "fwknopd SPA"
+    mode = "spa"
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        w = ctx.work
+        self.conf = os.path.join(w, "fwknopd.conf")
+        self.access = os.path.join(w, "access.conf")
+        self.run = os.path.join(w, "fwknop-run")
+        self.log = os.path.join(w, "fwknopd.log")
+        self.rc = os.path.join(w, "fwknoprc")
+        self.keys = {}
+        for who in ("bench", "other"):
+            with open(os.path.join(w, f"fwknop-keys.{who}")) as f:
+                for line in f:
+                    k, _, v = line.partition(":")
+                    self.keys[(who, k.strip())] = v.strip()
+
+    def start(self):
+        subprocess.run(["rm", "-rf", self.run], check=True)
+        os.makedirs(self.run, mode=0o700)
+        with open(self.conf, "w") as f:
+            f.write(f"PCAP_INTF                   eth0;\nFWKNOP_RUN_DIR              {self.run};\n")
+        with open(self.access, "w") as f:
+            f.write(f"""SOURCE                  ANY
+KEY_BASE64              {self.keys[('bench', 'KEY_BASE64')]}
+HMAC_KEY_BASE64         {self.keys[('bench', 'HMAC_KEY_BASE64')]}
+OPEN_PORTS              tcp/{GUARD_PORT}
+FW_ACCESS_TIMEOUT       30
+REQUIRE_SOURCE_ADDRESS  Y
+""")
+        os.chmod(self.conf, 0o600)
+        os.chmod(self.access, 0o600)
+        self.ctx.reset_firewall()
+        self.daemon = Daemon(self.ctx, self.name,
+                             # Line-buffered: its per-packet log lines reach the file when
+                             # written (as syslog would get them), so they can be counted.
+                             ["stdbuf", "-oL", "-eL", "fwknopd", "-f", "-c", self.conf, "-a", self.access,
+                              "-d", f"{self.run}/digest.cache", "-p", f"{self.run}/fwknopd.pid",
+                              "-i", "eth0"],
+                             self.log, r"main event loop", out=self.log)
+
+    def client_argv(self, who="bench", extra=()):
+        return ["fwknop", "-A", f"tcp/{GUARD_PORT}", "-a", CLI_IP, "-D", SRV_IP, "--use-hmac",
+                "--key-base64-rijndael", self.keys[(who, "KEY_BASE64")],
+                "--key-base64-hmac", self.keys[(who, "HMAC_KEY_BASE64")],
+                "--rc-file", self.rc, "--no-save-args"] + list(extra)
+
+    def open_argv(self):
+        return self.client_argv()
+
+    def close(self):
+        # fwknop has no close request: the harness empties fwknopd's chain.
+        self.ctx.srv_cmd(IPTABLES, "-w", "-F", "FWKNOP_INPUT", check=False)
+
+    def make_packets(self, who, n):
+        """n SPA packets built by the fwknop client in test mode (-T: built, not sent)."""
+        pkts = []
+        for _ in range(n):
+            r = subprocess.run(self.client_argv(who, ["-T"]), check=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
+            m = re.search(r"Final SPA Data: (\S+)", r.stdout)
+            if not m:
+                raise RuntimeError("fwknop -T printed no packet")
+            pkts.append(m.group(1))
+        return pkts
+
+    def build_pools(self):
+        b64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+        unknown = self.make_packets("other", 64)
+        bad = []
+        for p in self.make_packets("bench", 64):
+            c = p[-1]
+            bad.append(p[:-1] + b64[(b64.index(c) + 1) % 64])  # a base64 char of the HMAC
+        for kind, pkts in (("unknown_key", unknown), ("bad_hmac", bad)):
+            path = os.path.join(self.ctx.work, f"pool-{self.mode}-{self.name}-{kind}.hex")
+            with open(path, "w") as f:
+                f.write("\n".join(p.encode().hex() for p in pkts) + "\n")
+            self.payloads[kind] = path
+        self.garbage_len = len(unknown[0])
+
+    def prepare_replay(self):
+        pkt = self.make_packets("bench", 1)[0]
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.sendto(pkt.encode(), (SRV_IP, SPA_PORT))
+        s.close()
+        ok = wait_connect(time.monotonic_ns(), 3.0) is not None
+        self.ensure_closed()
+        path = os.path.join(self.ctx.work, f"pool-{self.mode}-{self.name}-replay.hex")
+        with open(path, "w") as f:
+            f.write(pkt.encode().hex() + "\n")
+        self.payloads["replay"] = path
+        return ok
+
+    def drain(self):
+        """fwknopd reads its capture ring one block per 100 ms loop and uses ~1% CPU while
+        behind, so CPU says nothing: send a marker (a bad-HMAC packet from the client, which
+        it logs with the client's address) after the flood and wait until it is logged. The
+        ring is FIFO: by then everything sent before it has been handled."""
+        t0 = time.monotonic()
+        with open(self.payloads["bad_hmac"]) as f:
+            marker = bytes.fromhex(f.readline().strip())
+        pat = "SPA Packet from IP: " + CLI_IP
+        start = self.daemon.text().count(pat)
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            while time.monotonic() - t0 < 60:
+                s.sendto(marker, (SRV_IP, SPA_PORT))
+                end = time.monotonic() + 1.0
+                while time.monotonic() < end:
+                    if self.daemon.text().count(pat) > start:
+                        return round(time.monotonic() - t0, 2)
+                    time.sleep(0.05)
+        finally:
+            s.close()
+        return None
+
+    def processed_counts(self, text):
+        """fwknopd logs every packet that passes its base64 pre-check: an HMAC failure as a
+        'SPA Packet from IP' line (then the error), a replay as 'Replay detected'. Binary
+        garbage is dropped silently, so it has no count."""
+        return {
+            "hmac_checked": len(re.findall(r"SPA Packet from IP: " + re.escape(ATK_IP), text)),
+            "replay": len(re.findall(r"Replay detected from source IP: " + re.escape(ATK_IP), text)),
+        }
+
+
+KNOCK_DOORS = f"""[openSSH]
+    sequence    = {','.join(map(str, OPEN_SEQ))}
+    seq_timeout = 15
+    tcpflags    = syn
+    command     = {IPTABLES} -I INPUT -s %IP% -p tcp --dport {GUARD_PORT} -j ACCEPT
+
+[closeSSH]
+    sequence    = {','.join(map(str, CLOSE_SEQ))}
+    seq_timeout = 15
+    tcpflags    = syn
+    command     = {IPTABLES} -D INPUT -s %IP% -p tcp --dport {GUARD_PORT} -j ACCEPT
+"""
+
+
+class KnockTarget(Target):
+    mode = "knock"
+    client = "knock"
+
+    def knock_argv(self, seq):
+        if self.client == "knock-spa":
+            return [f"{self.ctx.bin}/knock-spa", "knock", SRV_IP] + [str(p) for p in seq]
+        return ["knock", "-d", "0", SRV_IP] + [str(p) for p in seq]
+
+    def open_argv(self):
+        return self.knock_argv(OPEN_SEQ)
+
+    def close(self):
+        subprocess.run(self.knock_argv(CLOSE_SEQ), stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+
+    def build_pools(self):
+        pass
+
+
+class KnockSpadKnock(KnockTarget):
+    name = "knock-spad"
+    label = "knock-spad knock door"
+
+    def __init__(self, ctx, client="knock"):
+        super().__init__(ctx)
+        self.client = client
+        if client != "knock":
+            self.label += f" ({client} client)"
+        self.conf = os.path.join(ctx.work, "knock-spad-knock.conf")
+        self.log = os.path.join(ctx.work, "knock-spad-knock.log")
+        self.state_dir = os.path.join(ctx.work, "state-knock")
+
+    def counters(self):
+        return status_counters(self.state_dir)
+
+    def start(self):
+        with open(self.conf, "w") as f:
+            f.write(f"[options]\n    LogFile  = {self.log}\n    StateDir = {self.state_dir}\n"
+                    f"    Interface = eth0\n\n" + KNOCK_DOORS)
+        subprocess.run(["rm", "-rf", self.state_dir], check=True)
+        self.ctx.reset_firewall()
+        self.daemon = Daemon(self.ctx, self.name,
+                             [f"{self.ctx.bin}/knock-spad", "-c", self.conf, "-i", "eth0"],
+                             self.log, r"starting")
+
+    def processed_counts(self, text):
+        return {}
+
+
+class Knockd(KnockTarget):
+    name = "knockd"
+    label = "knockd"
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.conf = os.path.join(ctx.work, "knockd.conf")
+        self.log = os.path.join(ctx.work, "knockd.log")
+
+    def start(self):
+        with open(self.conf, "w") as f:
+            f.write(f"[options]\n    LogFile = {self.log}\n    PidFile = {self.ctx.work}/knockd.pid\n"
+                    f"    Interface = eth0\n\n" + KNOCK_DOORS)
+        self.ctx.reset_firewall()
+        self.daemon = Daemon(self.ctx, self.name, ["knockd", "-c", self.conf, "-i", "eth0"],
+                             self.log, r"starting up")
+
+    def ensure_closed(self, tries=3):
+        if super().ensure_closed(tries):
+            return True
+        # knockd keeps no record of what its command did: deleting the rule by hand is what
+        # its close door would have done.
+        self.ctx.delete_client_rule()
+        return not probe(0.25)
+
+    def processed_counts(self, text):
+        return {"stage1": len(re.findall(r"10\.2(?:00|01)\.\d+\.\d+: openSSH: Stage 1", text))}
+
+
+# ----------------------------------------------------------------------------- parts
+
+
+def part_rate(ctx, cfg):
+    """The sender alone (no daemon): UDP to the closed SPA port and spoofed SYNs to the first
+    knock port, as fast as it can for a few seconds."""
+    ctx.reset_firewall()
+    dummy = Target(ctx)
+    dummy.garbage_len = 209
+    res = {}
+    for kind in ("garbage", "syn"):
+        rep = ctx.flood(kind, 0, 10_000_000, cfg["rate_seconds"], dummy)
+        res["udp" if kind == "garbage" else "syn"] = rep
+        print(f"  sender max rate {kind}: {rep['pps']:.0f} pkt/s ({rep['sent']} in {rep['seconds']:.2f} s)",
+              flush=True)
+        time.sleep(1)
+    return res
+
+
+def latency_trials(ctx, target, watcher, n, warmup):
+    rows = []
+    pkt_kind = "udp" if target.mode == "spa" else "tcp"
+    ports = {SPA_PORT} if target.mode == "spa" else set(OPEN_SEQ)
+    for i in range(-warmup, n):
+        if not target.ensure_closed():
+            rows.append({"trial": i, "error": "could not close before the trial"})
+            continue
+        time.sleep(0.02)
+        t0 = time.monotonic_ns()
+        subprocess.run(target.open_argv(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        t_client = time.monotonic_ns()
+        t_conn = wait_connect(t0, LATENCY_DEADLINE)
+        time.sleep(0.01)
+        row = {"trial": i, "client_ms": (t_client - t0) / 1e6,
+               "open_ms": None if t_conn is None else (t_conn - t0) / 1e6}
+        ev = watcher.snapshot()
+        rule_t = next((int(e[1]) for e in ev if e[0] == "R" and e[2] == "add" and int(e[1]) >= t0),
+                      None)
+        if rule_t is not None:
+            pk = [int(e[1]) for e in ev if e[0] == "P" and e[2] == pkt_kind and int(e[3]) in ports
+                  and t0 <= int(e[1]) <= rule_t
+                  and (pkt_kind == "udp" or (int(e[4]) & 0x12) == 0x02)]
+            if pk:
+                row["pkt_to_rule_ms"] = (rule_t - max(pk)) / 1e6
+                row["client_start_to_pkt_ms"] = (max(pk) - t0) / 1e6
+            row["rule_ms"] = (rule_t - t0) / 1e6
+        if i >= 0:
+            rows.append(row)
+        with watcher.lock:
+            watcher.events = [e for e in watcher.events if int(e[1]) >= t0]
+    return rows
+
+
+def summarize_latency(rows):
+    ok = [r["open_ms"] for r in rows if r.get("open_ms") is not None]
+    ptr = [r["pkt_to_rule_ms"] for r in rows if r.get("pkt_to_rule_ms") is not None]
+    cl = [r["client_ms"] for r in rows if r.get("client_ms") is not None]
+    return {
+        "trials": len(rows), "opened": len(ok),
+        "open_p50_ms": pct(ok, 50), "open_p99_ms": pct(ok, 99),
+        "open_mean_ms": statistics.mean(ok) if ok else None,
+        "open_max_ms": max(ok) if ok else None,
+        "pkt_to_rule_p50_ms": pct(ptr, 50), "pkt_to_rule_p99_ms": pct(ptr, 99),
+        "pkt_to_rule_n": len(ptr),
+        "client_p50_ms": pct(cl, 50),
+    }
+
+
+def part_latency(ctx, cfg):
+    watcher = Watcher(ctx)
+    out = {}
+    try:
+        targets = [KnockSpadSpa(ctx), Fwknopd(ctx), KnockSpadKnock(ctx), Knockd(ctx),
+                   KnockSpadKnock(ctx, client="knock-spa")]
+        if os.path.isdir("/dev/shm"):
+            targets.append(KnockSpadSpa(ctx, state_dir=f"/dev/shm/knock-spa-bench-{os.getpid()}"))
+        for t in targets:
+            key = f"{t.label}"
+            t.start()
+            try:
+                rows = latency_trials(ctx, t, watcher, cfg["trials"], cfg["warmup"])
+            finally:
+                t.stop()
+            s = summarize_latency(rows)
+            s["daemon"], s["mode"] = t.name, t.mode
+            s["client"] = ("knock-spa open" if t.name == "knock-spad" and t.mode == "spa" else
+                           "fwknop" if t.name == "fwknopd" else
+                           "knock-spa knock" if getattr(t, "client", "") == "knock-spa" else
+                           "knock -d 0")
+            out[key] = {"summary": s, "trials": rows}
+            print(f"  {key:40s} open p50 {fmt(s['open_p50_ms'])} ms  p99 {fmt(s['open_p99_ms'])} ms"
+                  f"  pkt->rule p50 {fmt(s['pkt_to_rule_p50_ms'])} ms  ({s['opened']}/{s['trials']})",
+                  flush=True)
+    finally:
+        watcher.stop()
+    return out
+
+
+def fmt(v, nd=1):
+    return "-" if v is None else f"{v:.{nd}f}"
+
+
+def part_cpu(ctx, cfg):
+    """Per daemon: idle CPU, then for each hostile packet kind and each offered rate a bounded
+    flood; CPU from the daemon's own counters, 'processed' from its logs."""
+    out = {}
+    plan = [(KnockSpadSpa(ctx), ["garbage", "unknown_key", "bad_hmac", "replay"]),
+            (Fwknopd(ctx), ["garbage", "unknown_key", "bad_hmac", "replay"]),
+            (KnockSpadKnock(ctx), ["syn"]),
+            (Knockd(ctx), ["syn"])]
+    for t, kinds in plan:
+        t.start()
+        try:
+            t.build_pools()
+            pid = t.daemon.pid
+            time.sleep(0.5)
+            a = proc_cpu(pid)
+            time.sleep(cfg["idle_seconds"])
+            idle = cpu_delta(a, proc_cpu(pid))
+            mem_idle = proc_mem(pid)
+            runs = []
+            c_prev = t.counters()
+            for rate, count in cfg["cpu_runs"]:
+                for kind in kinds:
+                    if kind == "replay":
+                        t.prepare_replay()
+                        c_prev = t.counters()
+                    conntrack_flush(ctx)
+                    time.sleep(0.3)
+                    mark = len(t.daemon.text())
+                    a = proc_cpu(pid)
+                    rep = ctx.flood(kind, rate, count, max(10, count / rate * 3), t)
+                    # Let the daemon finish what is buffered (knockd can be far behind, fwknopd
+                    # reads its capture ring slowly).
+                    r_drain = t.drain()
+                    d = cpu_delta(a, proc_cpu(pid))
+                    d["cpu_s_net"] = max(0.0, d["cpu_s"] - idle["cpu_s"] / idle["wall_s"] * d["wall_s"])
+                    c_now = t.counters()
+                    seen = (c_now["packets"] - c_prev["packets"]) if c_now and c_prev else None
+                    c_prev = c_now
+                    r = {"kind": kind, "rate": rate, "sender": rep, "cpu": d, "log_from": mark,
+                         "seen_by_daemon": seen, "drain": r_drain,
+                         "log_to": len(t.daemon.text()),
+                         "us_per_offered": d["cpu_s_net"] / rep["sent"] * 1e6,
+                         "us_per_offered_ticks": d["cpu_s_ticks"] / rep["sent"] * 1e6,
+                         "vcs_per_pkt": d["vcs"] / rep["sent"],
+                         "cpu_share": d["cpu_s"] / d["wall_s"] if d["wall_s"] else None}
+                    runs.append(r)
+                    print(f"  {t.label:24s} {kind:12s} {rep['sent']:>7} pkts at {rep['pps']:>6.0f}/s: "
+                          f"{r['us_per_offered']:.2f} CPU-us per offered packet", flush=True)
+            # knock-spad summarises suppressed rejects every 10 s (nothing at exit): without
+            # its status counters, wait for the summary that follows the last flood.
+            if t.name == "knock-spad" and t.mode == "spa" and runs[0]["seen_by_daemon"] is None:
+                mark_end = len(t.daemon.text())
+                end = time.monotonic() + 11
+                while time.monotonic() < end:
+                    if re.search(r"spa: dropped \d+ packets", t.daemon.text()[mark_end:]):
+                        break
+                    time.sleep(0.2)
+                time.sleep(0.3)
+            text = t.daemon.text()
+            if t.name == "knock-spad" and t.mode == "spa":
+                # Summaries come every 10 s, not per flood: count per reject reason over all
+                # floods, then split each reason over its floods in proportion to what was sent
+                # (every kind maps to one reason; exact when nothing was dropped).
+                allc = t.processed_counts(text[runs[0]["log_from"]:])
+                for kind in kinds:
+                    mine = [r for r in runs if r["kind"] == kind]
+                    total = sum(r["sender"]["sent"] for r in mine)
+                    for r in mine:
+                        n = allc.get(kind)
+                        r["processed_total_kind"] = n
+                        r["processed_n"] = None if n is None else round(n * r["sender"]["sent"] / total)
+            else:
+                for r in runs:
+                    seg = text[r["log_from"]:r["log_to"]]
+                    c = t.processed_counts(seg)
+                    r["processed"] = c
+                    if t.name == "fwknopd":
+                        r["processed_n"] = (c["replay"] if r["kind"] == "replay" else
+                                            c["hmac_checked"] if r["kind"] != "garbage" else None)
+                    elif t.name == "knockd":
+                        r["processed_n"] = c["stage1"]
+                    else:
+                        r["processed_n"] = None
+            for r in runs:
+                if r.get("seen_by_daemon") is not None:
+                    # The daemon's own count of packets its loop handled (status.json).
+                    r["processed_log"] = r.get("processed_n")
+                    r["processed_n"] = r["seen_by_daemon"]
+                n = r.get("processed_n")
+                r["us_per_processed"] = r["cpu"]["cpu_s_net"] / n * 1e6 if n else None
+            out[t.label] = {"daemon": t.name, "mode": t.mode, "idle": idle, "mem_idle": mem_idle,
+                            "mem_end": proc_mem(pid), "runs": runs}
+        finally:
+            t.stop()
+    return out
+
+
+def settle(pid, quiet_share, limit):
+    """Waits until the process used less than `quiet_share` of a CPU over 0.3 s, or `limit`
+    seconds."""
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        a = proc_cpu(pid)
+        time.sleep(0.3)
+        d = cpu_delta(a, proc_cpu(pid))
+        if d["cpu_s"] / d["wall_s"] < quiet_share:
+            return
+    return
+
+
+def flood_step(ctx, t, kind, rate, cfg, top_rate):
+    pid = t.daemon.pid
+    if kind == "replay":
+        t.prepare_replay()
+    if not t.ensure_closed():
+        return {"error": "port open before the step and could not be closed"}
+    est = rate or top_rate or 50000
+    warm = 1.0
+    if kind == "syn":
+        warm = min(3.0, max(1.0, 100000 / est))  # give the flood 100000 distinct sources first
+    seconds = min(120, warm + cfg["flood_trials"] * 6 + 10)
+    count = int(rate * seconds) if rate else 10**10
+    conntrack_flush(ctx)
+    ct0 = conntrack_stats(ctx)
+    c0 = t.counters()
+    p = ctx.flood_start(kind, rate, count, seconds, t)
+    time.sleep(warm)
+    a = proc_cpu(pid)
+    trials = []
+    try:
+        for i in range(cfg["flood_trials"]):
+            closed = t.ensure_closed()
+            time.sleep(0.05)
+            t0 = time.monotonic_ns()
+            subprocess.run(t.open_argv(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            tc = wait_connect(t0, OPEN_DEADLINE)
+            trials.append({"ok": tc is not None, "open_ms": None if tc is None else (tc - t0) / 1e6,
+                           "closed_before": closed})
+    finally:
+        d = cpu_delta(a, proc_cpu(pid))
+        rep = Ctx.flood_stop(p)
+    ct1 = conntrack_stats(ctx)
+    ct_peak = conntrack_count(ctx)
+    ok = [x["open_ms"] for x in trials if x["ok"]]
+    # Let the daemon drain, then close what a late packet may have opened.
+    r_drain = t.drain()
+    t.ensure_closed()
+    c1 = t.counters()
+    seen = (c1["packets"] - c0["packets"]) if c0 and c1 else None
+    return {"kind": kind, "rate": rate, "sender": rep, "offered_pps": rep["pps"],
+            "drain": r_drain, "seen_by_daemon": seen, "seen_share": seen / rep["sent"] if seen is not None and rep["sent"] else None,
+            "success": len(ok), "trials": trials, "open_p50_ms": pct(ok, 50),
+            "daemon_cpu_share": d["cpu_s"] / d["wall_s"] if d["wall_s"] else None,
+            "conntrack": ct_peak,
+            "conntrack_drops": {k: ct1[k] - ct0[k] for k in ct0} if ct0 and ct1 else None}
+
+
+def conntrack_stats(ctx):
+    """Sum over CPUs of the server namespace's conntrack drop counters: `drop` counts packets
+    the kernel dropped because the table was full and nothing could be evicted (a legitimate
+    SYN could be among them); `early_drop` counts entries evicted to make room."""
+    r = ctx.run_in(ctx.srv, ["cat", "/proc/net/stat/nf_conntrack"], check=False,
+                   stdout=subprocess.PIPE, text=True)
+    lines = r.stdout.split("\n")
+    if not lines or "drop" not in lines[0]:
+        return None
+    names = lines[0].split()
+    tot = dict.fromkeys(names, 0)
+    for line in lines[1:]:
+        f = line.split()
+        if len(f) == len(names):
+            for n, v in zip(names, f):
+                tot[n] += int(v, 16)
+    return {"drop": tot.get("drop", 0), "early_drop": tot.get("early_drop", 0),
+            "insert_failed": tot.get("insert_failed", 0)}
+
+
+def conntrack_flush(ctx):
+    """Empties the server namespace's conntrack table (if the conntrack tool is there), so
+    that every flood step starts alike whatever the previous step left."""
+    ctx.run_in(ctx.srv, ["conntrack", "-F"], check=False)
+
+
+def conntrack_count(ctx):
+    r = ctx.run_in(ctx.srv, ["cat", "/proc/sys/net/netfilter/nf_conntrack_count"], check=False,
+                   stdout=subprocess.PIPE, text=True)
+    try:
+        return int(r.stdout.strip())
+    except ValueError:
+        return None
+
+
+def part_flood(ctx, cfg, top):
+    out = {}
+    plan = [(KnockSpadSpa(ctx), "garbage", ["unknown_key", "bad_hmac", "replay"]),
+            (Fwknopd(ctx), "garbage", ["unknown_key", "bad_hmac", "replay"]),
+            (KnockSpadKnock(ctx), "syn", []),
+            (Knockd(ctx), "syn", [])]
+    for t, kind, extra in plan:
+        t.start()
+        try:
+            t.build_pools()
+            time.sleep(0.5)
+            mem_idle = proc_mem(t.daemon.pid)
+            steps = []
+            top_rate = (top or {}).get("syn" if kind == "syn" else "udp", {}).get("pps")
+            for rate in cfg["flood_rates"]:
+                s = flood_step(ctx, t, kind, rate, cfg, top_rate)
+                steps.append(s)
+                print(f"  {t.label:24s} {kind:12s} offered {s.get('offered_pps', 0):>8.0f}/s: "
+                      f"{s.get('success', 0)}/{cfg['flood_trials']} opened, p50 {fmt(s.get('open_p50_ms'))} ms, "
+                      f"daemon CPU {100 * (s.get('daemon_cpu_share') or 0):.0f}%", flush=True)
+            for k in extra:
+                s = flood_step(ctx, t, k, 0, cfg, top_rate)
+                steps.append(s)
+                print(f"  {t.label:24s} {k:12s} offered {s.get('offered_pps', 0):>8.0f}/s: "
+                      f"{s.get('success', 0)}/{cfg['flood_trials']} opened, p50 {fmt(s.get('open_p50_ms'))} ms, "
+                      f"daemon CPU {100 * (s.get('daemon_cpu_share') or 0):.0f}%", flush=True)
+            out[t.label] = {"daemon": t.name, "mode": t.mode, "mem_idle": mem_idle,
+                            "mem_end": proc_mem(t.daemon.pid), "steps": steps}
+        finally:
+            t.stop()
+    return out
+
+
+def part_profile(ctx, cfg):
+    t = KnockSpadSpa(ctx)
+    t.start()
+    res = {}
+    try:
+        pid = t.daemon.pid
+        data = os.path.join(ctx.work, "perf.data")
+        p = ctx.flood_start("garbage", 0, 10**10, cfg["profile_seconds"] + 4, t)
+        time.sleep(1.5)
+        a = proc_cpu(pid)
+        r = subprocess.run(["perf", "record", "-q", "-g", "-p", str(pid), "-o", data, "--", "sleep",
+                            str(cfg["profile_seconds"])], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+        d = cpu_delta(a, proc_cpu(pid))
+        rep = Ctx.flood_stop(p)
+        res["sender"] = rep
+        res["cpu"] = d
+        res["perf_record"] = r.stdout[-2000:]
+        rep_txt = subprocess.run(["perf", "report", "-i", data, "--no-children", "--stdio",
+                                  "--percent-limit", "0.7", "-g", "none", "--sort", "symbol"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True).stdout
+        rep_children = subprocess.run(["perf", "report", "-i", data, "--children", "--stdio",
+                                       "--percent-limit", "3", "-g", "none", "--sort", "symbol"],
+                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                      text=True).stdout
+        with open(os.path.join(ctx.results, "perf-knock-spad.txt"), "w") as f:
+            f.write("# perf report --no-children (self time), knock-spad during a garbage flood\n")
+            f.write(rep_txt)
+            f.write("\n\n# perf report --children (inclusive)\n")
+            f.write(rep_children)
+        top_self = []
+        for line in rep_txt.splitlines():
+            m = re.match(r"\s+([\d.]+)%\s+\[(.)\]\s+(.*)", line)
+            if m:
+                top_self.append({"pct": float(m.group(1)), "space": m.group(2),
+                                 "symbol": re.sub(r"(\s+-)+\s*$", "", m.group(3)).strip()})
+        res["top_self"] = top_self[:25]
+        top_incl = []
+        for line in rep_children.splitlines():
+            m = re.match(r"\s+([\d.]+)%\s+([\d.]+)%\s+\[(.)\]\s+(.*)", line)
+            if m:
+                top_incl.append({"children_pct": float(m.group(1)), "self_pct": float(m.group(2)),
+                                 "symbol": re.sub(r"(\s+-)+\s*$", "", m.group(4)).strip()})
+        res["top_inclusive"] = top_incl[:25]
+        dso_txt = subprocess.run(["perf", "report", "-i", data, "--no-children", "--stdio",
+                                  "-g", "none", "--sort", "dso"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True).stdout
+        with open(os.path.join(ctx.results, "perf-knock-spad.txt"), "a") as f:
+            f.write("\n\n# perf report --sort dso (self time per binary)\n")
+            f.write(dso_txt)
+        dsos = []
+        for line in dso_txt.splitlines():
+            m = re.match(r"\s+([\d.]+)%\s+(\S+)", line)
+            if m:
+                dsos.append({"pct": float(m.group(1)), "dso": m.group(2)})
+        res["dso"] = dsos
+        print(f"  perf: {rep['pps']:.0f} pkt/s offered, knock-spad used "
+              f"{100 * d['cpu_s'] / d['wall_s']:.0f}% of a CPU, {d['vcs'] / max(1, d['wall_s']):.0f} wake-ups/s",
+              flush=True)
+        for e in top_self[:12]:
+            print(f"    {e['pct']:5.1f}%  {e['symbol']}")
+    finally:
+        t.stop()
+    return res
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+def env_info():
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    top = subprocess.run(["top", "-bn1"], stdout=subprocess.PIPE, text=True).stdout.splitlines()[:15]
+    return {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "nproc": os.cpu_count(), "cpu": cpu,
+            "kernel": os.uname().release, "loadavg": loadavg(), "top": top,
+            "knockd": first_line(["knockd", "-V"]), "fwknopd": first_line(["fwknopd", "--version"]),
+            "git_head": first_line(["git", "-C", REPO, "rev-parse", "--short", "HEAD"]),
+            "git_dirty": subprocess.run(["git", "-C", REPO, "status", "--short", "--", "server", "shared", "keys",
+                                         "client", "Cargo.lock"], stdout=subprocess.PIPE,
+                                        stderr=subprocess.DEVNULL, text=True).stdout.split("\n")[:40]}
+
+
+def first_line(argv):
+    try:
+        return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True).stdout.strip().splitlines()[0]
+    except (OSError, IndexError):
+        return "?"
+
+
+def ratio(a, b):
+    if a is None or b is None or a == 0:
+        return None
+    return b / a
+
+
+def summary_md(res):
+    L = []
+    p = res.get("parts", {})
+    env = res.get("env", {})
+    L.append("# knock-spa benchmark summary\n")
+    L.append(f"Generated by `bench/run` ({env.get('date', '?')}); machine: {env.get('nproc')} CPUs, "
+             f"{env.get('cpu')}, kernel {env.get('kernel')}. Anchors: {env.get('knockd')}, {env.get('fwknopd')}. "
+             f"Code: git {env.get('git_head')}" + (" with uncommitted changes in the daemon/client sources"
+                                                    if any(env.get('git_dirty') or []) else "") + ".\n")
+    for name, part in p.items():
+        L.append(f"- part `{name}`: run {part.get('when', '?')}, load average before/after "
+                 f"{' '.join(part.get('load_before', []))} / {' '.join(part.get('load_after', []))}")
+    L.append("")
+    if "rate" in p:
+        r = p["rate"]["data"]
+        L.append("## Sender maximum rate (no daemon)\n")
+        L.append("| traffic | packets | seconds | pkt/s |\n|---|---:|---:|---:|")
+        for k, lab in (("udp", "UDP 209-byte garbage to the SPA port"),
+                       ("syn", "spoofed TCP SYN to the first knock port (131072 sources)")):
+            if k in r:
+                L.append(f"| {lab} | {r[k]['sent']} | {r[k]['seconds']:.2f} | {r[k]['pps']:.0f} |")
+        L.append("")
+    if "latency" in p:
+        d = p["latency"]["data"]
+        L.append("## Open latency (client start -> TCP connect OK; last packet -> rule added)\n")
+        L.append("| daemon / mode | client | opened | open p50 ms | open p99 ms | mean ms | max ms | last pkt -> rule p50 ms | p99 ms | client run p50 ms |")
+        L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for lab, v in d.items():
+            s = dict(v["summary"], **summarize_latency(v["trials"]))
+            v["summary"] = s
+            L.append(f"| {lab} | {s['client']} | {s['opened']}/{s['trials']} | {fmt(s['open_p50_ms'])} | "
+                     f"{fmt(s['open_p99_ms'])} | {fmt(s['open_mean_ms'])} | {fmt(s['open_max_ms'])} | {fmt(s['pkt_to_rule_p50_ms'], 2)} | "
+                     f"{fmt(s['pkt_to_rule_p99_ms'], 2)} | {fmt(s['client_p50_ms'])} |")
+        a = d.get("knock-spad SPA", {}).get("summary", {})
+        b = d.get("fwknopd SPA", {}).get("summary", {})
+        c = d.get("knock-spad knock door", {}).get("summary", {})
+        e = d.get("knockd", {}).get("summary", {})
+        rs = ratio(a.get("open_p50_ms"), b.get("open_p50_ms"))
+        rk = ratio(c.get("open_p50_ms"), e.get("open_p50_ms"))
+        L.append("")
+        ms = ratio(a.get("open_mean_ms"), b.get("open_mean_ms"))
+        mk = ratio(c.get("open_mean_ms"), e.get("open_mean_ms"))
+        if rs:
+            L.append(f"- fwknopd / knock-spad SPA: p50 {rs:.1f}x, mean {ms:.1f}x")
+        if rk:
+            L.append(f"- knockd / knock-spad knock door: p50 {rk:.1f}x, mean {mk:.1f}x")
+        L.append("")
+    if "cpu" in p:
+        d = p["cpu"]["data"]
+        L.append("## Daemon CPU per hostile packet (fixed offered rate)\n")
+        L.append("CPU = sum of the daemon's threads' run time (/proc/PID/task/*/schedstat) over the flood, "
+                 "minus its idle rate; utime+stime from /proc/PID/stat (10 ms ticks) as a cross-check. "
+                 "\"processed\" = packets the daemon itself reports having examined (knock-spad: the packet "
+                 "counter of its status.json; fwknopd, knockd: their per-packet log lines); packets it never "
+                 "read (capture buffer overrun) cost it nothing. The target (<= 1 us) is judged at the "
+                 "issue's 50k pkt/s; the low rate shows the cost when every packet is a separate wake-up.\n")
+        L.append("| daemon | kind | offered | offered pkt/s | CPU-us / offered pkt | (ticks) | processed | CPU-us / processed pkt | wake-ups / pkt | CPU % |")
+        L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for lab, v in d.items():
+            for r in v["runs"]:
+                L.append(f"| {lab} | {r['kind']} | {r['sender']['sent']} | {r['sender']['pps']:.0f} | "
+                         f"{r['us_per_offered']:.2f} | {r['us_per_offered_ticks']:.2f} | "
+                         f"{r.get('processed_n') if r.get('processed_n') is not None else 'n/a'} | "
+                         f"{fmt(r.get('us_per_processed'), 2)} | {r['vcs_per_pkt']:.2f} | "
+                         f"{100 * (r.get('cpu_share') or 0):.0f} |")
+        L.append("")
+    if "flood" in p:
+        d = p["flood"]["data"]
+        L.append("## Flood resilience (legitimate opens within 2 s during the flood)\n")
+        L.append("\"seen\" = packets the daemon's loop handled / packets sent (knock-spad's status counters; "
+                 "includes the few legitimate packets).\n")
+        L.append("\"ct full drops\" = packets the server's kernel dropped because its conntrack table was full "
+                 "(/proc/net/stat/nf_conntrack `drop`; the table is emptied at the start of each step).\n")
+        L.append("| daemon | flood kind | offered pkt/s | opened | open p50 ms | daemon CPU % | seen | spoofed sources | conntrack entries at end | ct full drops |")
+        L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for lab, v in d.items():
+            for s in v["steps"]:
+                if "error" in s:
+                    L.append(f"| {lab} | ? | ? | error: {s['error']} | | | | | | |")
+                    continue
+                s["open_p50_ms"] = pct([x["open_ms"] for x in s["trials"] if x["ok"]], 50)
+                seen = "-" if s.get("seen_share") is None else f"{100 * s['seen_share']:.1f}%"
+                L.append(f"| {lab} | {s['kind']} | {s['offered_pps']:.0f} | {s['success']}/{len(s['trials'])} | "
+                         f"{fmt(s['open_p50_ms'])} | {100 * (s['daemon_cpu_share'] or 0):.0f} | {seen} | "
+                         f"{s['sender'].get('distinct_sources') or '-'} | {s.get('conntrack', '-')} | "
+                         f"{(s.get('conntrack_drops') or {}).get('drop', '-')} |")
+        L.append("")
+    mem_rows = []
+    for part in ("cpu", "flood"):
+        if part in p:
+            for lab, v in p[part]["data"].items():
+                mem_rows.append((f"{lab} ({part})", v.get("mem_idle", {}), v.get("mem_end", {})))
+    if mem_rows:
+        L.append("## Memory (KiB)\n")
+        L.append("| daemon (part) | VmRSS idle | VmRSS end | VmHWM end |\n|---|---:|---:|---:|")
+        for lab, a, b in mem_rows:
+            L.append(f"| {lab} | {a.get('VmRSS', '-')} | {b.get('VmRSS', '-')} | {b.get('VmHWM', '-')} |")
+        L.append("")
+    if "profile" in p:
+        d = p["profile"]["data"]
+        L.append("## knock-spad profile during a garbage flood (perf record -g, self time)\n")
+        L.append(f"Offered {d['sender']['pps']:.0f} pkt/s; knock-spad used "
+                 f"{100 * d['cpu']['cpu_s'] / d['cpu']['wall_s']:.0f}% of one CPU and woke up "
+                 f"{d['cpu']['vcs'] / d['cpu']['wall_s']:.0f} times/s.\n")
+        if d.get("dso"):
+            L.append("By binary: " + ", ".join(f"{e['dso']} {e['pct']:.1f}%" for e in d["dso"][:6]) + "\n")
+        L.append("| self % | symbol |\n|---:|---|")
+        for e in d.get("top_self", [])[:15]:
+            L.append(f"| {e['pct']:.1f} | `{e['symbol']}` |")
+        incl = [e for e in d.get("top_inclusive", []) if e["symbol"] in ("__poll", "[k] __poll")]
+        if incl:
+            L.append(f"\nInclusive time under `poll()`: {incl[0]['children_pct']:.1f}%.")
+        L.append("")
+    L.append("## Targets\n")
+    L.extend(targets_md(p))
+    return "\n".join(L) + "\n"
+
+
+def targets_md(p):
+    out = []
+
+    def line(ok, text):
+        out.append(f"- [{'met' if ok else 'MISSED' if ok is not None else 'n/a'}] {text}")
+
+    lat = p.get("latency", {}).get("data", {})
+    for lab in ("knock-spad SPA", "knock-spad knock door"):
+        s = lat.get(lab, {}).get("summary")
+        if s:
+            line(s["open_p50_ms"] is not None and s["open_p50_ms"] <= 10 and s["opened"] == s["trials"],
+                 f"{lab}: open p50 <= 10 ms (got {fmt(s['open_p50_ms'])} ms, {s['opened']}/{s['trials']} opened)")
+            line(s["open_p99_ms"] is not None and s["open_p99_ms"] <= 30,
+                 f"{lab}: open p99 <= 30 ms (got {fmt(s['open_p99_ms'])} ms)")
+            line(s["pkt_to_rule_p50_ms"] is not None and s["pkt_to_rule_p50_ms"] <= 5,
+                 f"{lab}: last packet -> rule p50 <= 5 ms (got {fmt(s['pkt_to_rule_p50_ms'], 2)} ms)")
+    fl = p.get("flood", {}).get("data", {})
+    v = fl.get("knock-spad SPA")
+    if v:
+        tops = [s for s in v["steps"] if s.get("rate") == 0 and "error" not in s]
+        if tops:
+            good = all(s["success"] == len(s["trials"]) for s in tops)
+            line(good, "knock-spad SPA: every legitimate open within 2 s during a UDP flood at the sender's "
+                 "top rate, every packet kind (" + ", ".join(
+                     f"{s['kind']} {s['offered_pps']:.0f}/s: {s['success']}/{len(s['trials'])}" for s in tops) + ")")
+    v = fl.get("knock-spad knock door")
+    if v:
+        tops = [s for s in v["steps"] if s.get("rate") == 0 and "error" not in s]
+        if tops:
+            s = tops[0]
+            line(s["success"] == len(s["trials"]) and (s["sender"].get("distinct_sources") or 0) >= 100000,
+                 f"knock-spad knock door: every legitimate knock opens within 2 s during a spoofed SYN flood at "
+                 f"top rate ({s['offered_pps']:.0f}/s, {s['sender'].get('distinct_sources')} sources): "
+                 f"{s['success']}/{len(s['trials'])}")
+    cpu = p.get("cpu", {}).get("data", {})
+    for lab in ("knock-spad SPA", "knock-spad knock door"):
+        v = cpu.get(lab)
+        if v:
+            for rate in sorted({r["rate"] for r in v["runs"]}, reverse=True)[:1]:
+                rr = [r for r in v["runs"] if r["rate"] == rate]
+                worst = max(r["us_per_offered"] for r in rr)
+                line(worst <= 1.0, f"{lab}: <= 1 CPU-us per hostile packet at {rate} pkt/s (worst kind "
+                     f"{worst:.2f} us: " + ", ".join(f"{r['kind']} {r['us_per_offered']:.2f}" for r in rr) + ")")
+    mems = []
+    for part in ("cpu", "flood"):
+        for lab, v in p.get(part, {}).get("data", {}).items():
+            if v.get("daemon") == "knock-spad":
+                mems.append((lab, part, v.get("mem_idle", {}).get("VmRSS"), v.get("mem_end", {}).get("VmHWM")))
+    if mems:
+        idle = max(m[2] for m in mems if m[2] is not None)
+        hwm = max(m[3] for m in mems if m[3] is not None)
+        line(idle < 16 * 1024, f"knock-spad: RSS < 16 MiB idle (max idle VmRSS {idle / 1024:.1f} MiB)")
+        line(hwm < 64 * 1024, f"knock-spad: RSS < 64 MiB through every flood (max VmHWM {hwm / 1024:.1f} MiB)")
+    return out
+
+
+def write_csvs(results_dir, name, data):
+    import csv
+    if name == "latency":
+        with open(os.path.join(results_dir, "latency.csv"), "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["target", "trial", "open_ms", "client_ms", "pkt_to_rule_ms", "rule_ms"])
+            for lab, v in data.items():
+                for r in v["trials"]:
+                    w.writerow([lab, r.get("trial"), r.get("open_ms"), r.get("client_ms"),
+                                r.get("pkt_to_rule_ms"), r.get("rule_ms")])
+    elif name == "cpu":
+        with open(os.path.join(results_dir, "cpu.csv"), "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["target", "kind", "sent", "pps", "cpu_s", "cpu_s_net", "cpu_s_ticks",
+                        "us_per_offered", "processed", "us_per_processed", "wakeups_per_pkt"])
+            for lab, v in data.items():
+                for r in v["runs"]:
+                    w.writerow([lab, r["kind"], r["sender"]["sent"], r["sender"]["pps"], r["cpu"]["cpu_s"],
+                                r["cpu"]["cpu_s_net"], r["cpu"]["cpu_s_ticks"], r["us_per_offered"],
+                                r.get("processed_n"), r.get("us_per_processed"), r["vcs_per_pkt"]])
+    elif name == "flood":
+        with open(os.path.join(results_dir, "flood.csv"), "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["target", "kind", "rate_asked", "offered_pps", "success", "trials",
+                        "open_p50_ms", "daemon_cpu_share", "distinct_sources"])
+            for lab, v in data.items():
+                for s in v["steps"]:
+                    if "error" in s:
+                        continue
+                    w.writerow([lab, s["kind"], s["rate"], round(s["offered_pps"]), s["success"],
+                                len(s["trials"]), s["open_p50_ms"], s["daemon_cpu_share"],
+                                s["sender"].get("distinct_sources")])
+
+
+def plot(results_dir, png, data):
+    """Legitimate-open success vs offered flood rate, one line per daemon (gnuplot)."""
+    files = []
+    for lab, v in data.items():
+        kind = "syn" if v["mode"] == "knock" else "garbage"
+        pts = sorted((s["offered_pps"], 100.0 * s["success"] / len(s["trials"]))
+                     for s in v["steps"] if "error" not in s and s["kind"] == kind)
+        if not pts:
+            continue
+        fn = os.path.join(results_dir, "plot-" + re.sub(r"[^a-z0-9]+", "-", lab.lower()) + ".dat")
+        with open(fn, "w") as f:
+            for x, y in pts:
+                f.write(f"{x:.0f} {y:.1f}\n")
+        title = lab + (" (spoofed SYN flood)" if kind == "syn" else " (UDP garbage flood)")
+        files.append((fn, title))
+    if not files:
+        return False
+    gp = [
+        "set terminal pngcairo size 900,620 font 'sans,11'" if has_pngcairo() else
+        "set terminal png size 900,620",
+        f"set output '{png}'",
+        "set title 'Legitimate opens within 2 s during a flood (10 per step)'",
+        "set xlabel 'offered flood rate (packets/s, log scale)'",
+        "set ylabel 'legitimate opens succeeded (%)'",
+        "set logscale x", "set yrange [-5:105]", "set grid", "set key outside below",
+        "plot " + ", ".join(f"'{fn}' using 1:2 with linespoints lw 2 pt {i + 5} title '{t}'"
+                            for i, (fn, t) in enumerate(files)),
+    ]
+    script = os.path.join(results_dir, "plot.gp")
+    with open(script, "w") as f:
+        f.write("\n".join(gp) + "\n")
+    subprocess.run(["gnuplot", script], check=True)
+    return True
+
+
+def has_pngcairo():
+    r = subprocess.run(["gnuplot", "-e", "set terminal"], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True)
+    return "pngcairo" in r.stdout
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "watch":
+        watch_main()
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "summary":
+        # bench.py summary RESULTS_DIR: regenerate summary.md from results.json.
+        d = sys.argv[2] if len(sys.argv) > 2 else os.path.join(REPO, "bench", "results")
+        with open(os.path.join(d, "results.json")) as f:
+            merged = json.load(f)
+        md = summary_md(merged)
+        with open(os.path.join(d, "summary.md"), "w") as f:
+            f.write(md)
+        print(md)
+        return
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--srv", required=True)
+    ap.add_argument("--atk", required=True)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--flood", required=True)
+    ap.add_argument("--results", required=True)
+    ap.add_argument("--png", required=True)
+    ap.add_argument("--parts", default="rate,latency,cpu,flood,profile")
+    ap.add_argument("--quick", action="store_true")
+    a = ap.parse_args()
+    ctx = Ctx(a)
+    quick = a.quick
+    cfg = {
+        "trials": 10 if quick else 100,
+        "warmup": 2 if quick else 5,
+        "rate_seconds": 2 if quick else 3,
+        # (offered pkt/s, packets): the issue's 50k pkt/s, and a rate every daemon keeps up
+        # with, so that its cost per packet it actually examines is measured too.
+        "cpu_runs": [(50000, 50000), (500, 1000)] if quick else [(50000, 200000), (500, 2000)],
+        "idle_seconds": 1 if quick else 3,
+        "flood_trials": 3 if quick else 10,
+        "flood_rates": [20000, 0] if quick else [5000, 10000, 20000, 50000, 100000, 0],
+        "profile_seconds": 3 if quick else 5,
+    }
+    parts = [x for x in a.parts.split(",") if x]
+    merged_path = os.path.join(a.results, "results.json")
+    try:
+        with open(merged_path) as f:
+            merged = json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+        merged = {"parts": {}}
+    merged["env"] = env_info()
+    top = merged["parts"].get("rate", {}).get("data")
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        for name in ("rate", "latency", "cpu", "flood", "profile"):
+            if name not in parts:
+                continue
+            print(f"== {name}", flush=True)
+            before = loadavg()
+            t0 = time.time()
+            if name == "rate":
+                data = part_rate(ctx, cfg)
+                top = data
+            elif name == "latency":
+                data = part_latency(ctx, cfg)
+            elif name == "cpu":
+                data = part_cpu(ctx, cfg)
+            elif name == "flood":
+                data = part_flood(ctx, cfg, top)
+            else:
+                data = part_profile(ctx, cfg)
+            entry = {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "seconds": round(time.time() - t0, 1),
+                     "quick": quick, "cfg": cfg, "load_before": before, "load_after": loadavg(),
+                     "data": data}
+            merged["parts"][name] = entry
+            with open(os.path.join(a.results, f"{name}.json"), "w") as f:
+                json.dump(entry, f, indent=1)
+            write_csvs(a.results, name, data)
+            with open(merged_path, "w") as f:
+                json.dump(merged, f, indent=1)
+            if name == "flood":
+                if plot(a.results, a.png, data):
+                    print(f"  plot: {a.png}", flush=True)
+    finally:
+        ctx.cleanup()
+    md = summary_md(merged)
+    with open(os.path.join(a.results, "summary.md"), "w") as f:
+        f.write(md)
+    print()
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
