@@ -1950,7 +1950,10 @@ pub fn mark_used(text: &str, line: usize) -> String {
     let mut offset = 0;
     for (idx, raw) in text.split_inclusive('\n').enumerate() {
         if idx + 1 == line {
-            let Some(first) = raw.chars().next().filter(|c| *c != '\n' && *c != '\r') else {
+            // A blank line holds no sequence. Any other line is disabled by its first
+            // character, whatever it is: a line starting with '\r' (or a blank) still parses
+            // as a sequence once trimmed, so it must be marked too.
+            let Some(first) = raw.chars().next().filter(|_| !raw.trim().is_empty()) else {
                 break;
             };
             let mut out = String::with_capacity(text.len());
@@ -1974,6 +1977,19 @@ mod tests {
     const CAROL: &str = "carol:CwsLCwsLCwsLCwsLCwsLCwsLCwsLCwsLCwsLCwsLCws=";
     /// The secret part of ALICE, to check it never appears in a message.
     const ALICE_SECRET: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+
+    #[test]
+    fn mark_used_disables_a_line_starting_with_a_carriage_return() {
+        // Found by the `config` fuzz target: "\r1111,2222" trims to a sequence, and was left
+        // unmarked, so it stayed valid for ever.
+        let text = "\r1111,2222\n3333,4444\n";
+        let marked = mark_used(text, 1);
+        assert_eq!(marked, "#1111,2222\n3333,4444\n");
+        let left = parse_one_time_sequences(&marked).expect("parses");
+        assert_eq!(left.len(), 1, "{left:?}");
+        // Blank lines are left alone.
+        assert_eq!(mark_used("\n \n", 1), "\n \n");
+    }
 
     fn ok(text: &str) -> Config {
         match parse_str(text) {
