@@ -32,13 +32,19 @@ impl Daemon {
     /// As [`Daemon::start`] without the implicit `-v` (no per-stage knock lines).
     #[track_caller]
     pub fn start_args(ns: &Netns, config: &Path, extra: &[&str]) -> Daemon {
+        Daemon::start_on(ns, config, IFACE, extra)
+    }
+
+    /// As [`Daemon::start_args`], capturing on `iface` (`any`: Linux cooked capture).
+    #[track_caller]
+    pub fn start_on(ns: &Netns, config: &Path, iface: &str, extra: &[&str]) -> Daemon {
         let bin = workspace_bin("knock-spad");
         let mut args: Vec<String> = vec![
             bin.display().to_string(),
             "-c".into(),
             config.display().to_string(),
             "-i".into(),
-            IFACE.into(),
+            iface.into(),
         ];
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         let mut child = ns.spawn(&args);

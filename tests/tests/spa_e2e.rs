@@ -566,3 +566,69 @@ fn check_warns_when_the_guarded_port_is_open() {
         "warning with the classic setup in place:\n{after}"
     );
 }
+
+/// Capture on `any` (Linux cooked capture headers instead of Ethernet): an SPA open and a
+/// knock sequence both work, over IPv4 and IPv6.
+#[test]
+fn capture_on_any_interface() {
+    let (topo, key) = setup();
+    let base = std::fs::read_to_string(spa_conf(&topo, &key, 30, "")).expect("read conf");
+    let conf = topo.dir().write(
+        "knock-spad.conf",
+        format!(
+            "{base}
+[openSSH]
+    Sequence        = 7000:udp,9000,8000
+    Seq_Timeout     = 5
+    TCPFlags        = syn
+    Start_Command   = /usr/sbin/iptables -I INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
+    Start_Command_6 = /usr/sbin/ip6tables -I INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
+    Cmd_Timeout     = 30
+    Stop_Command    = /usr/sbin/iptables -D INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
+    Stop_Command_6  = /usr/sbin/ip6tables -D INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
+"
+        ),
+    );
+    set_mode_600(&conf);
+    let mut d = Daemon::start_on(&topo.server, &conf, "any", &["-v"]);
+    d.expect_log("on any", LOG_WAIT);
+
+    knock_spa_ok(&topo.client, Some(&key), &["open", "ssh", "10.99.0.1"]);
+    expect_state(
+        &topo,
+        &topo.client,
+        ssh4(),
+        ConnectResult::Accepted,
+        OPEN_DEADLINE,
+        &d,
+    );
+    knock_spa_ok(&topo.client, Some(&key), &["close", "ssh", "10.99.0.1"]);
+    expect_state(
+        &topo,
+        &topo.client,
+        ssh4(),
+        ConnectResult::Refused,
+        CLOSE_DEADLINE,
+        &d,
+    );
+
+    // The knock door, over IPv6, with the real `knock` client.
+    topo.client.exec_ok([
+        "knock", "-6", "-d", "0", "fd99::1", "7000:udp", "9000", "8000",
+    ]);
+    expect_state(
+        &topo,
+        &topo.client,
+        ssh6(),
+        ConnectResult::Accepted,
+        OPEN_DEADLINE,
+        &d,
+    );
+    d.expect_log("fd99::2: openSSH: OPEN SESAME", LOG_WAIT);
+    assert_eq!(
+        tcp_connect(&topo.attacker, ssh6(), PROBE),
+        ConnectResult::Refused
+    );
+    assert!(d.stop());
+    assert_no_grant_rules(&topo);
+}
