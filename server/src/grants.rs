@@ -100,6 +100,26 @@ fn rule_op(argv: &[String]) -> RuleOp {
     }
 }
 
+/// For an iptables/ip6tables insert, the same rule with `-C` (check): exits 0 when the rule
+/// is in the chain. Other tools (nft, scripts) get `None`: only the in-memory record applies.
+fn check_argv(argv: &[String], rule: &[String]) -> Option<Vec<String>> {
+    let tool = std::path::Path::new(argv.first()?).file_name()?.to_str()?;
+    if !(tool.starts_with("iptables") || tool.starts_with("ip6tables")) {
+        return None;
+    }
+    Some(
+        rule.iter()
+            .map(|w| {
+                if w == "<op>" {
+                    "-C".to_owned()
+                } else {
+                    w.clone()
+                }
+            })
+            .collect(),
+    )
+}
+
 impl Manager {
     /// Loads the recorded grants (a corrupt file is reported and treated as empty: nothing
     /// is opened because of it).
@@ -303,10 +323,18 @@ impl Manager {
     async fn run_once(&mut self, name: &str, argv: Vec<String>) -> bool {
         let op = rule_op(&argv);
         if let RuleOp::Insert(rule) = &op {
-            if self.applied.contains(rule) {
+            // This daemon inserted it, or (after a restart, where that memory is gone) the
+            // firewall itself says it is there: either way, one rule, not two.
+            let present = self.applied.contains(rule)
+                || match check_argv(&argv, rule) {
+                    Some(check) => exec::run(&check).await.is_ok(),
+                    None => false,
+                };
+            if present {
+                self.applied.insert(rule.clone());
                 info!(
-                    "{name}: rule already inserted by an earlier knock and not deleted since; \
-                     not inserting it twice"
+                    "{name}: rule already in place (inserted by an earlier knock and not deleted \
+                     since); not inserting it twice"
                 );
                 return true;
             }
@@ -468,6 +496,34 @@ mod tests {
 
     fn v(s: &str) -> Vec<String> {
         s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn check_argv_turns_an_insert_into_a_check() {
+        let argv = v("/usr/sbin/iptables -I INPUT 1 -s 10.0.0.2 -p tcp --dport 22 -j ACCEPT");
+        let RuleOp::Insert(rule) = rule_op(&argv) else {
+            panic!("not an insert")
+        };
+        assert_eq!(
+            check_argv(&argv, &rule),
+            Some(v(
+                "/usr/sbin/iptables -C INPUT -s 10.0.0.2 -p tcp --dport 22 -j ACCEPT"
+            ))
+        );
+        let argv6 = v("/sbin/ip6tables -A INPUT -s fd00::2 -j ACCEPT");
+        let RuleOp::Insert(rule6) = rule_op(&argv6) else {
+            panic!("not an insert")
+        };
+        assert_eq!(
+            check_argv(&argv6, &rule6),
+            Some(v("/sbin/ip6tables -C INPUT -s fd00::2 -j ACCEPT"))
+        );
+        // Another tool: no check, only the in-memory record.
+        let other = v("/usr/local/bin/open-door -I INPUT 10.0.0.2");
+        let RuleOp::Insert(r) = rule_op(&other) else {
+            panic!("not an insert")
+        };
+        assert_eq!(check_argv(&other, &r), None);
     }
 
     #[test]

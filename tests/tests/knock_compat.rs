@@ -1123,3 +1123,57 @@ fn legacy_and_spa_doors_in_one_daemon() {
         "left over:\n{rules}"
     );
 }
+
+/// knock issue 70, across a restart: a `Command`-only door inserts its rule once; after the
+/// daemon restarts (the rule stays: nothing closes it), the same knock finds the rule already
+/// in the firewall and does not insert a second copy, so one close knock really closes.
+#[test]
+fn one_rule_per_grant_across_a_restart() {
+    let topo = topology();
+    let conf = spad_conf(
+        &topo,
+        "",
+        &format!("{}{}", walkthrough_doors(15), marker_door()),
+    );
+    let client: IpAddr = CLIENT_V4.into();
+    let mut daemon = Daemon::start(&topo.server, &conf, &[]);
+    knock(
+        &topo.client,
+        &["-d", "0", "10.99.0.1", "7000", "8000", "9000"],
+    );
+    expect_open(&topo, &daemon, &topo.client, "the open knock");
+    assert!(daemon.stop(), "{}", diag(&topo, &daemon));
+    assert_eq!(rules_for(&iptables_rules(&topo.server), client), 1);
+
+    let daemon = Daemon::start(&topo.server, &conf, &[]);
+    knock(
+        &topo.client,
+        &["-d", "0", "10.99.0.1", "7000", "8000", "9000"],
+    );
+    wait_count(
+        &topo,
+        &daemon,
+        "openSSH: rule already in place (inserted by an earlier knock and not deleted since); \
+         not inserting it twice",
+        1,
+        GRANT_DEADLINE,
+    );
+    assert_eq!(
+        rules_for(&iptables_rules(&topo.server), client),
+        1,
+        "a second copy of the rule after the restart\n{}",
+        diag(&topo, &daemon)
+    );
+    knock(
+        &topo.client,
+        &["-d", "0", "10.99.0.1", "9000", "8000", "7000"],
+    );
+    sync(&topo, &daemon, &topo.client);
+    expect_refused(
+        &topo,
+        &daemon,
+        &topo.client,
+        "one close knock after the restart",
+    );
+    assert_eq!(rules_for(&iptables_rules(&topo.server), client), 0);
+}
