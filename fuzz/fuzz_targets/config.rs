@@ -93,6 +93,13 @@ fn check_errors_hide_secrets(text: &str, errors: &[ConfigError], keys_file: bool
             continue;
         };
         for secret in secrets_on_line(line, keys_file) {
+            // The same text written as a door name is a name, and messages name their door.
+            if text
+                .lines()
+                .any(|l| l.trim_start().starts_with('[') && l.contains(secret))
+            {
+                continue;
+            }
             assert!(
                 !e.message.contains(secret),
                 "line {}: message {:?} shows the secret {secret:?}",
