@@ -496,11 +496,9 @@ fn apply(
     Ok(())
 }
 
-/// Adds `key` to `door` (the only SPA door when `None`).
-pub fn add(config: &Path, door: Option<&str>, key: &NamedKey) -> Result<Outcome, KeysError> {
-    let old = read_text(config)?;
-    let text = as_text(config, &old)?;
-    let cfg = knock_shared::config::parse_str(&text).map_err(|errs| {
+/// Parses the configuration text of `config`; errors as `FILE:LINE: message`.
+fn parse_config(config: &Path, text: &str) -> Result<knock_shared::config::Config, KeysError> {
+    knock_shared::config::parse_str(text).map_err(|errs| {
         KeysError::Invalid(
             errs.iter()
                 .map(|e| {
@@ -512,7 +510,14 @@ pub fn add(config: &Path, door: Option<&str>, key: &NamedKey) -> Result<Outcome,
                 })
                 .collect(),
         )
-    })?;
+    })
+}
+
+/// Adds `key` to `door` (the only SPA door when `None`).
+pub fn add(config: &Path, door: Option<&str>, key: &NamedKey) -> Result<Outcome, KeysError> {
+    let old = read_text(config)?;
+    let text = as_text(config, &old)?;
+    let cfg = parse_config(config, &text)?;
     let door = match door {
         Some(d) => {
             check_door(&cfg, d)?;
@@ -607,19 +612,7 @@ pub fn revoke(config: &Path, door: Option<&str>, name: &str) -> Result<Outcome, 
     }
     let old = read_text(config)?;
     let text = as_text(config, &old)?;
-    let cfg = knock_shared::config::parse_str(&text).map_err(|errs| {
-        KeysError::Invalid(
-            errs.iter()
-                .map(|e| {
-                    format!(
-                        "{}:{}",
-                        config.display(),
-                        e.to_string().replacen("line ", "", 1)
-                    )
-                })
-                .collect(),
-        )
-    })?;
+    let cfg = parse_config(config, &text)?;
     if let Some(d) = door {
         check_door(&cfg, d)?;
     }
