@@ -67,12 +67,28 @@ pub fn write_private(dir: &Path, name: &str, text: &str) -> PathBuf {
     p
 }
 
-/// A UDP port free on loopback right now.
+/// A UDP port free on loopback right now, for a daemon to bind a moment later.
+///
+/// Asking the kernel for port 0 would hand out an ephemeral port, and the
+/// kernel hands the same port to the next ephemeral bind: another test's
+/// sending socket could take it before the daemon starts (a CI run failed with
+/// "Address already in use" that way). So the ports come from below the
+/// ephemeral range (32768..61000 on Linux), each at most once per process,
+/// starting at an offset derived from the PID, and only if bindable now.
 pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("bind")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const BASE: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let offset = std::process::id().wrapping_mul(2_654_435_761) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (BASE + (offset + n) % SPAN) as u16;
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free UDP port in {BASE}..{}", BASE + SPAN);
 }
 
 fn unix_now() -> u64 {
