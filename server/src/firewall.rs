@@ -84,17 +84,61 @@ pub fn baseline(ports: &[PortSpec], ipv6: bool) -> Vec<Rule> {
     rules
 }
 
-/// The guarded ports of a configuration: every SPA door's `Allow_Ports`, sorted, once each.
+/// The guarded ports of a configuration, sorted, once each: every SPA door's `Allow_Ports`,
+/// and the ports a knock-sequence door's start commands name with `--dport` (see
+/// [`command_ports`]).
 pub fn ports_of(config: &knock_shared::config::Config) -> Vec<PortSpec> {
-    let mut ports: Vec<PortSpec> = config
-        .doors
-        .iter()
-        .filter_map(|d| d.spa())
-        .flat_map(|s| s.allow_ports.iter().copied())
-        .collect();
+    let mut ports = Vec::new();
+    for door in &config.doors {
+        match door.spa() {
+            Some(spa) => ports.extend(spa.allow_ports.iter().copied()),
+            None => {
+                for cmd in [&door.start_command, &door.start_command_6]
+                    .into_iter()
+                    .flatten()
+                {
+                    // The address is irrelevant to which port is named; any will do.
+                    let argv = cmd.render(std::net::Ipv4Addr::UNSPECIFIED.into(), None);
+                    ports.extend(command_ports(&argv));
+                }
+            }
+        }
+    }
     ports.sort();
     ports.dedup();
     ports
+}
+
+/// The ports an iptables-style command opens: each `--dport N` / `--destination-port N`, and
+/// each number of `--dports A,B` (multiport), with the protocol of the last `-p`/`--protocol`
+/// before it (TCP when none is named). Words are also split at blanks, so a command wrapped in
+/// `sh -c '...'` is read as well. Port ranges (`1000:2000`) and anything unparsable are
+/// skipped: this list feeds warnings and a suggested baseline, never a decision to open.
+pub fn command_ports(argv: &[String]) -> Vec<PortSpec> {
+    let tokens: Vec<&str> = argv.iter().flat_map(|w| w.split_whitespace()).collect();
+    let mut proto = Proto::Tcp;
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < tokens.len() {
+        let value = tokens.get(i + 1).copied().unwrap_or("");
+        match tokens[i] {
+            "-p" | "--protocol" | "--proto" => match value.to_ascii_lowercase().as_str() {
+                "udp" => proto = Proto::Udp,
+                _ => proto = Proto::Tcp,
+            },
+            "--dport" | "--destination-port" | "--dports" | "--destination-ports" => {
+                out.extend(
+                    value
+                        .split(',')
+                        .filter_map(|n| n.parse::<u16>().ok())
+                        .filter_map(|n| PortSpec::new(proto, n)),
+                );
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out
 }
 
 /// The text `firewall-setup` prints without `--apply`.
@@ -359,6 +403,39 @@ mod tests {
         );
         let cfg = knock_shared::config::parse_str(&text).expect("valid");
         assert_eq!(ports_of(&cfg), vec![p("22"), p("443"), p("53/udp")]);
+    }
+
+    #[test]
+    fn ports_come_from_the_knock_doors_commands() {
+        let text = "[openSSH]\nsequence = 7000,8000,9000\n\
+             start_command = /sbin/iptables -I INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\n\
+             start_command_6 = /sbin/ip6tables -I INPUT -s %IP% -p tcp --dport 2222 -j ACCEPT\n\
+             cmd_timeout = 10\n\
+             stop_command = /sbin/iptables -D INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\n\
+             [dns]\nsequence = 1,2,3\n\
+             command = /bin/sh -c 'iptables -I INPUT -s %IP% -p udp --dport 53 -j ACCEPT'\n\
+             [none]\nsequence = 4,5,6\ncommand = /usr/local/bin/notify %IP%\n";
+        let cfg = knock_shared::config::parse_str(text).expect("valid");
+        assert_eq!(ports_of(&cfg), vec![p("22"), p("2222"), p("53/udp")]);
+    }
+
+    #[test]
+    fn command_ports_reads_iptables_words() {
+        let argv = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
+        assert_eq!(
+            command_ports(&argv(
+                "iptables -I INPUT -p udp -m multiport --dports 53,123,1000:2000"
+            )),
+            vec![p("53/udp"), p("123/udp")]
+        );
+        assert_eq!(
+            command_ports(&argv("iptables -I INPUT --destination-port 80")),
+            vec![p("80")],
+            "TCP when no protocol is named"
+        );
+        assert_eq!(command_ports(&argv("iptables -I INPUT --dport 0")), vec![]);
+        assert_eq!(command_ports(&argv("iptables -I INPUT --dport")), vec![]);
+        assert_eq!(command_ports(&argv("logger opened")), vec![]);
     }
 
     /// A fake INPUT chain per family.

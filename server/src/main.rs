@@ -104,7 +104,7 @@ enum Command {
     /// to each guarded port are refused (TCP: reset). IPv4 and IPv6.
     FirewallSetup {
         /// A port to guard: 22, 22/tcp or 53/udp; repeatable. Default: every Allow_Ports of
-        /// the configuration's SPA doors.
+        /// the configuration's SPA doors and every --dport in a knock door's start command.
         #[arg(long = "port", value_name = "PORT[/PROTO]")]
         ports: Vec<PortSpec>,
         /// Apply the rules with iptables and ip6tables: each is checked with -C first and
@@ -220,8 +220,9 @@ fn check(cli: &Cli) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Warns when a port an SPA door opens is not closed by the current INPUT chain (a door that
-/// guards an open port protects nothing). Only when the firewall can be read (root, the tool
+/// Warns when a port a door opens (an SPA door's Allow_Ports, a `--dport` in a knock door's
+/// start command) is not closed by the current INPUT chain (a door that guards an open port
+/// protects nothing). Only when the firewall can be read (root, the tool
 /// installed); anything else is said once, not treated as an error.
 fn warn_open_ports(rt: &runtime::Runtime) {
     let ports = firewall::ports_of(&rt.config);
@@ -492,7 +493,8 @@ fn firewall_cmd(
         let p = firewall::ports_of(&cfg);
         if p.is_empty() {
             eprintln!(
-                "knock-spad: {} has no SPA door with Allow_Ports: name the ports with --port",
+                "knock-spad: {} names no port to guard (no SPA door's Allow_Ports, no --dport \
+                 in a knock door's start command): name the ports with --port",
                 cli.config.display()
             );
             return Ok(ExitCode::from(2));

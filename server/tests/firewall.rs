@@ -197,3 +197,55 @@ fn firewall_setup_apply_is_idempotent_in_a_namespace() {
     assert_eq!(lines.len(), 2, "{rules}");
     assert!(lines[0].contains("ESTABLISHED"), "{rules}");
 }
+
+/// Debian's classic knockd.conf: the knock doors name their guarded port only inside the
+/// iptables command (`--dport 22`). `firewall-setup` derives the baseline from it, and `check`
+/// warns while the port is open and not once the baseline is applied.
+#[test]
+fn knock_doors_guarded_port_is_read_from_the_command() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = write_private(
+        dir.path(),
+        "knockd.conf",
+        &format!(
+            "[options]\n    StateDir = {}\n\n\
+             [openSSH]\n    sequence = 7000,8000,9000\n    seq_timeout = 5\n    tcpflags = syn\n\
+             \x20   command = /sbin/iptables -A INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\n\n\
+             [closeSSH]\n    sequence = 9000,8000,7000\n    seq_timeout = 5\n    tcpflags = syn\n\
+             \x20   command = /sbin/iptables -D INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\n",
+            dir.path().join("state").display()
+        ),
+    );
+    let conf = conf.to_str().expect("utf-8");
+    let out = run(&["-c", conf, "firewall-setup"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(commands(&stdout(&out)), BASELINE_22);
+
+    if !can_use_netns() {
+        eprintln!("namespace half skipped: needs root, ip, iptables and ip6tables");
+        return;
+    }
+    let ns = Netns::create().expect("ip netns add");
+    let before = ns.exec(&[BIN, "check", "-c", conf]);
+    assert!(before.status.success(), "{}", stderr(&before));
+    for tool in ["iptables", "ip6tables"] {
+        let warning =
+            format!("warning: 22/tcp is open in the current {tool} INPUT chain (policy ACCEPT)");
+        assert!(stderr(&before).contains(&warning), "{}", stderr(&before));
+    }
+    let apply = ns.exec(&[BIN, "-c", conf, "firewall-setup", "--apply"]);
+    assert!(apply.status.success(), "{}", stderr(&apply));
+    let after = ns.exec(&[BIN, "check", "-c", conf]);
+    assert!(after.status.success(), "{}", stderr(&after));
+    assert!(
+        !stderr(&after).contains("is open in the current"),
+        "{}",
+        stderr(&after)
+    );
+    // The other warning is right too: 7000,8000,9000 is what a port scan sends.
+    assert!(
+        stderr(&after).contains("is ascending"),
+        "{}",
+        stderr(&after)
+    );
+}
