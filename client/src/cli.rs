@@ -343,7 +343,7 @@ pub struct KnockArgs {
     #[arg(short = 'd', long = "delay", value_name = "MS", default_value_t = 0)]
     pub delay_ms: u64,
 
-    /// Ports without :tcp or :udp use UDP (default: TCP).
+    /// Every hit uses UDP, even PORT:tcp, as knock -u does (default: TCP unless PORT:udp).
     #[arg(short = 'u', long = "udp")]
     pub udp: bool,
 

@@ -49,10 +49,24 @@ pub fn parse_hit(text: &str, default: Proto) -> Result<PortSpec, InputError> {
     Ok(PortSpec { proto, port })
 }
 
-/// Parses the whole sequence (duplicates kept: a sequence may hit a port twice).
-pub fn parse_sequence(ports: &[String], udp_default: bool) -> Result<Vec<PortSpec>, InputError> {
-    let default = if udp_default { Proto::Udp } else { Proto::Tcp };
-    ports.iter().map(|p| parse_hit(p, default)).collect()
+/// Parses the whole sequence (duplicates kept: a sequence may hit a port twice). With
+/// `all_udp` (`-u`) every hit is UDP, an explicit `:tcp` included: that is what knock's `-u`
+/// ("make all port hits use UDP") does, observed with Debian's knock.
+pub fn parse_sequence(ports: &[String], all_udp: bool) -> Result<Vec<PortSpec>, InputError> {
+    ports
+        .iter()
+        .map(|p| {
+            let hit = parse_hit(p, Proto::Tcp)?;
+            Ok(if all_udp {
+                PortSpec {
+                    proto: Proto::Udp,
+                    ..hit
+                }
+            } else {
+                hit
+            })
+        })
+        .collect()
 }
 
 /// The `-v` line, exactly as knock prints it (`hitting tcp 10.0.0.1:7000`; IPv6 addresses
@@ -144,13 +158,13 @@ mod tests {
                 spec("53/udp"),
             ])
         );
-        // -u changes the default only; an explicit :tcp stays TCP.
+        // -u makes every hit UDP, an explicit :tcp included, as knock -u does.
         assert_eq!(
             parse_sequence(&seq, true),
             Ok(vec![
                 spec("7000/udp"),
                 spec("8000/udp"),
-                spec("9000/tcp"),
+                spec("9000/udp"),
                 spec("7000/udp"),
                 spec("53/udp"),
             ])

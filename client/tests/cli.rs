@@ -511,7 +511,7 @@ fn knock_hits_tcp_then_udp_in_order_with_the_delay() {
 }
 
 #[test]
-fn knock_udp_default_and_refused_tcp_port_are_fine() {
+fn knock_refused_tcp_port_is_still_a_hit() {
     let env = Env::new();
     let udp = UdpSocket::bind((LOOPBACK, 0)).expect("bind udp");
     let port = udp.local_addr().expect("addr").port();
@@ -522,15 +522,41 @@ fn knock_udp_default_and_refused_tcp_port_are_fine() {
     let u = std::thread::spawn(move || recv_time(udp));
     let out = env.run(&[
         "knock",
-        "-u",
         "127.0.0.1",
         &format!("{closed_port}:tcp"),
-        &port.to_string(),
+        &format!("{port}:udp"),
     ]);
     assert_ok(&out);
     assert!(out.stdout.is_empty(), "quiet without -v");
     let (_, payload, _) = u.join().expect("udp thread");
     assert_eq!(payload, [0u8]);
+}
+
+/// `-u` makes every hit UDP, an explicit `:tcp` included, as Debian's `knock -u` does.
+#[test]
+fn knock_u_sends_every_hit_over_udp() {
+    let env = Env::new();
+    let first = UdpSocket::bind((LOOPBACK, 0)).expect("bind udp");
+    let second = UdpSocket::bind((LOOPBACK, 0)).expect("bind udp");
+    let p1 = first.local_addr().expect("addr").port();
+    let p2 = second.local_addr().expect("addr").port();
+    let a = std::thread::spawn(move || recv_time(first));
+    let b = std::thread::spawn(move || recv_time(second));
+    let out = env.run(&[
+        "knock",
+        "-u",
+        "-v",
+        "127.0.0.1",
+        &format!("{p1}:tcp"),
+        &p2.to_string(),
+    ]);
+    assert_ok(&out);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("hitting udp 127.0.0.1:{p1}\nhitting udp 127.0.0.1:{p2}\n")
+    );
+    assert_eq!(a.join().expect("udp thread").1, [0u8]);
+    assert_eq!(b.join().expect("udp thread").1, [0u8]);
 }
 
 #[test]
