@@ -22,18 +22,18 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use arbitrary::Arbitrary;
 use knock_shared::sequence::{
-    Event, Hit, SeqDoorSpec, SequenceTracker, TcpFlagsSpec, TrackerLimits,
+    Event, Hit, SeqDoorSpec, SequenceTracker, TcpFlags, TrackerLimits,
 };
 use knock_shared::types::{PortSpec, Proto};
 use libfuzzer_sys::fuzz_target;
 
-const SYN: u8 = TcpFlagsSpec::SYN;
-const ACK: u8 = TcpFlagsSpec::ACK;
+const SYN: u8 = TcpFlags::SYN;
+const ACK: u8 = TcpFlags::ACK;
 const SERVER: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1));
 const OTHER_DST: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 99));
 /// Ports hits go to: 0 (never a knock), 1..=3 (used by sequences), 4 (in no sequence).
 const HIT_PORTS: [u16; 5] = [0, 1, 2, 3, 4];
-const FLAGS: [u8; 5] = [SYN, ACK, SYN | ACK, 0, TcpFlagsSpec::FIN];
+const FLAGS: [u8; 5] = [SYN, ACK, SYN | ACK, 0, TcpFlags::FIN];
 
 #[derive(Arbitrary, Debug)]
 enum TimeoutIn {
@@ -102,12 +102,12 @@ fn door(d: &DoorIn) -> SeqDoorSpec {
             TimeoutIn::Huge => u64::MAX,
         },
         tcp_flags: if d.syn_not_ack {
-            TcpFlagsSpec {
+            TcpFlags {
                 must_set: SYN,
                 must_clear: ACK,
             }
         } else {
-            TcpFlagsSpec::ANY
+            TcpFlags::ANY
         },
         target: d.target.then_some(SERVER),
     }

@@ -16,9 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use knock_shared::frame::{self, Packet};
 use knock_shared::replay::ReplayCache;
-use knock_shared::sequence::{
-    Event, Hit, SeqDoorSpec, SequenceTracker, TcpFlagsSpec, TrackerLimits,
-};
+use knock_shared::sequence::{Event, Hit, SeqDoorSpec, SequenceTracker, TcpFlags, TrackerLimits};
 use knock_shared::types::{PortSpec, Proto};
 use knock_shared::verify::{Reject, RejectKind};
 use knock_shared::wire::Action as SpaAction;
@@ -318,16 +316,7 @@ fn tracker_for(rt: &Runtime) -> SequenceTracker {
                 name: door.name.clone(),
                 sequence: s.sequence.clone(),
                 seq_timeout_ms: seq.map_or(25, |q| q.seq_timeout).saturating_mul(1000),
-                tcp_flags: seq.map_or(
-                    TcpFlagsSpec {
-                        must_set: 0,
-                        must_clear: 0,
-                    },
-                    |q| TcpFlagsSpec {
-                        must_set: q.tcp_flags.must_set,
-                        must_clear: q.tcp_flags.must_clear,
-                    },
-                ),
+                tcp_flags: seq.map_or(TcpFlags::ANY, |q| q.tcp_flags),
                 target: seq.and_then(|q| q.target),
             }
         })

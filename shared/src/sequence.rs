@@ -69,42 +69,8 @@ use std::fmt;
 use std::net::IpAddr;
 
 use crate::frame::Packet;
+pub use crate::types::TcpFlags;
 use crate::types::{PortSpec, Proto};
-
-/// Which TCP flags a door's knocks must have set and must have clear (knockd's `TCPFlags`,
-/// with `!` for "must be clear"). Flags of UDP hits are never checked.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct TcpFlagsSpec {
-    /// Bits that must all be set.
-    pub must_set: u8,
-    /// Bits that must all be clear.
-    pub must_clear: u8,
-}
-
-impl TcpFlagsSpec {
-    /// FIN.
-    pub const FIN: u8 = 0x01;
-    /// SYN.
-    pub const SYN: u8 = 0x02;
-    /// RST.
-    pub const RST: u8 = 0x04;
-    /// PSH.
-    pub const PSH: u8 = 0x08;
-    /// ACK.
-    pub const ACK: u8 = 0x10;
-    /// URG.
-    pub const URG: u8 = 0x20;
-    /// No requirement: every TCP packet matches (knockd's default).
-    pub const ANY: Self = Self {
-        must_set: 0,
-        must_clear: 0,
-    };
-
-    /// Whether a packet's flags byte satisfies this spec.
-    pub const fn matches(self, flags: u8) -> bool {
-        flags & self.must_set == self.must_set && flags & self.must_clear == 0
-    }
-}
 
 /// One knock door, as the tracker needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,7 +82,7 @@ pub struct SeqDoorSpec {
     /// The whole sequence must arrive within this many milliseconds of its first knock.
     pub seq_timeout_ms: u64,
     /// Flags TCP knocks must carry; others are ignored for this door.
-    pub tcp_flags: TcpFlagsSpec,
+    pub tcp_flags: TcpFlags,
     /// If set, knocks must be addressed to this address; others are ignored for this door.
     pub target: Option<IpAddr>,
 }
@@ -706,8 +672,8 @@ mod tests {
     use proptest::prelude::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
-    const SYN: u8 = TcpFlagsSpec::SYN;
-    const ACK: u8 = TcpFlagsSpec::ACK;
+    const SYN: u8 = TcpFlags::SYN;
+    const ACK: u8 = TcpFlags::ACK;
     const SERVER: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1));
     const ALICE: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10));
     const BOB: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 20));
@@ -726,7 +692,7 @@ mod tests {
             name: name.into(),
             sequence: sequence.to_vec(),
             seq_timeout_ms: timeout_s * 1000,
-            tcp_flags: TcpFlagsSpec {
+            tcp_flags: TcpFlags {
                 must_set: SYN,
                 must_clear: 0,
             },
@@ -786,16 +752,16 @@ mod tests {
 
     #[test]
     fn flags_spec() {
-        let syn_not_ack = TcpFlagsSpec {
+        let syn_not_ack = TcpFlags {
             must_set: SYN,
             must_clear: ACK,
         };
         assert!(syn_not_ack.matches(SYN));
-        assert!(syn_not_ack.matches(SYN | TcpFlagsSpec::PSH));
+        assert!(syn_not_ack.matches(SYN | TcpFlags::PSH));
         assert!(!syn_not_ack.matches(SYN | ACK));
         assert!(!syn_not_ack.matches(0));
-        assert!(TcpFlagsSpec::ANY.matches(0xff));
-        assert!(TcpFlagsSpec::default().matches(0));
+        assert!(TcpFlags::ANY.matches(0xff));
+        assert!(TcpFlags::default().matches(0));
     }
 
     #[test]
@@ -1149,7 +1115,7 @@ mod tests {
     fn non_matching_flags_are_ignored_in_between() {
         let mut doors = walkthrough();
         doors.push(SeqDoorSpec {
-            tcp_flags: TcpFlagsSpec::ANY,
+            tcp_flags: TcpFlags::ANY,
             ..door("anyflags", &[tcp(5555), tcp(6666)], 15)
         });
         let mut t = tracker(doors);
@@ -1172,7 +1138,7 @@ mod tests {
                 (10, syn(ALICE, tcp(7000))),
                 (11, hit_flags(ALICE, tcp(8000), ACK)),
                 (12, hit_flags(ALICE, tcp(5555), ACK)), // visible (anyflags door), not SYN for openSSH
-                (13, hit_flags(ALICE, tcp(9000), TcpFlagsSpec::RST)),
+                (13, hit_flags(ALICE, tcp(9000), TcpFlags::RST)),
                 (14, syn(ALICE, tcp(8000))),
                 (15, syn(ALICE, tcp(9000))),
             ],
@@ -1591,8 +1557,8 @@ mod tests {
             prop::collection::vec(port_spec(), 1..5),
             1u64..40,
             prop::sample::select(vec![
-                TcpFlagsSpec::ANY,
-                TcpFlagsSpec {
+                TcpFlags::ANY,
+                TcpFlags {
                     must_set: SYN,
                     must_clear: ACK,
                 },

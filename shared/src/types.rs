@@ -124,6 +124,127 @@ impl FromStr for PortSpec {
     }
 }
 
+/// A door's `TCPFlags`: bits that must be set and bits that must be clear (knockd's
+/// `syn,!ack`). Empty matches every packet. Flags of UDP hits are never checked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TcpFlags {
+    /// Bits that must all be set.
+    pub must_set: u8,
+    /// Bits that must all be clear.
+    pub must_clear: u8,
+}
+
+/// Why a `TCPFlags` value was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TcpFlagsError {
+    /// No flag given.
+    #[error("no flag given (use fin, syn, rst, psh, ack, urg, each optionally with !)")]
+    Empty,
+    /// A word that is not a flag.
+    #[error("unknown flag {0:?} (use fin, syn, rst, psh, ack, urg, each optionally with !)")]
+    Unknown(String),
+    /// A flag both required and excluded.
+    #[error("flag {0} is both required and excluded")]
+    Conflict(&'static str),
+}
+
+impl TcpFlags {
+    /// FIN bit of the TCP header's flags byte.
+    pub const FIN: u8 = 0x01;
+    /// SYN.
+    pub const SYN: u8 = 0x02;
+    /// RST.
+    pub const RST: u8 = 0x04;
+    /// PSH.
+    pub const PSH: u8 = 0x08;
+    /// ACK.
+    pub const ACK: u8 = 0x10;
+    /// URG.
+    pub const URG: u8 = 0x20;
+
+    const NAMES: [(&'static str, u8); 6] = [
+        ("fin", Self::FIN),
+        ("syn", Self::SYN),
+        ("rst", Self::RST),
+        ("psh", Self::PSH),
+        ("ack", Self::ACK),
+        ("urg", Self::URG),
+    ];
+
+    /// No requirement: every TCP packet matches (knockd's default).
+    pub const ANY: Self = Self {
+        must_set: 0,
+        must_clear: 0,
+    };
+
+    /// Whether a packet with these header flags counts for the door.
+    pub const fn matches(self, flags: u8) -> bool {
+        flags & self.must_set == self.must_set && flags & self.must_clear == 0
+    }
+
+    /// No constraint at all.
+    pub const fn is_empty(self) -> bool {
+        self.must_set == 0 && self.must_clear == 0
+    }
+}
+
+impl FromStr for TcpFlags {
+    type Err = TcpFlagsError;
+
+    /// Parses knockd's comma list (`syn,!ack`), case-insensitive, blanks around words allowed.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim().is_empty() {
+            return Err(TcpFlagsError::Empty);
+        }
+        let mut out = TcpFlags::default();
+        for word in s.split(',') {
+            let word = word.trim();
+            let (negated, name) = match word.strip_prefix('!') {
+                Some(rest) => (true, rest.trim()),
+                None => (false, word),
+            };
+            let Some(&(canonical, bit)) = Self::NAMES
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            else {
+                return Err(TcpFlagsError::Unknown(word.to_owned()));
+            };
+            if negated {
+                out.must_clear |= bit;
+            } else {
+                out.must_set |= bit;
+            }
+            if out.must_set & out.must_clear != 0 {
+                return Err(TcpFlagsError::Conflict(canonical));
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl fmt::Display for TcpFlags {
+    /// knockd's notation, e.g. `syn,!ack`; empty when there is no constraint.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for (name, bit) in Self::NAMES {
+            let prefix = if self.must_set & bit != 0 {
+                ""
+            } else if self.must_clear & bit != 0 {
+                "!"
+            } else {
+                continue;
+            };
+            if !first {
+                f.write_str(",")?;
+            }
+            first = false;
+            write!(f, "{prefix}{name}")?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
