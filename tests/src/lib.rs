@@ -41,7 +41,10 @@
 //!   thread that entered the namespace).
 //! * [`tcp_connect`] / [`wait_for`]: in-process TCP probes from inside a namespace.
 //! * [`send_udp`], [`send_udp_spoofed`], [`send_udp_spoofed_batch`]: raw datagrams, optionally
-//!   with a forged source address (raw socket, `IP_HDRINCL`).
+//!   with a forged source address (raw socket, `IP_HDRINCL`); [`udp_packet`] / [`tcp_packet`]
+//!   build whole IP packets (any flags), [`send_ip_packet`] sends one.
+//! * [`Tun`]: a TUN interface in a namespace that the test feeds with whole IP packets (raw-IP
+//!   capture, as on WireGuard or OpenVPN links).
 //! * [`TempDir`]: a per-test directory for configs, state and logs.
 //! * [`workspace_bin`]: path of a binary built by `cargo build --workspace`.
 //!
@@ -77,14 +80,15 @@ mod netns;
 mod sys;
 mod tempdir;
 mod topology;
+mod tun;
 
 pub use bins::workspace_bin;
 pub use daemon::{dry_run_packet, knock_spa, knock_spa_ok, ClientKey, Daemon, DAEMON_READY};
 pub use flood::{rss_kib, Flood, FloodReport, FLOOD_TIME_CEILING};
 pub use libc::{SIGHUP, SIGKILL, SIGTERM};
 pub use net::{
-    send_udp, send_udp_spoofed, send_udp_spoofed_batch, tcp_connect, wait_for, wait_for_with,
-    ConnectResult, BATCH_TIME_LIMIT, MAX_BATCH, PROBE_TIMEOUT,
+    send_ip_packet, send_udp, send_udp_spoofed, send_udp_spoofed_batch, tcp_connect, tcp_packet,
+    udp_packet, wait_for, wait_for_with, ConnectResult, BATCH_TIME_LIMIT, MAX_BATCH, PROBE_TIMEOUT,
 };
 pub use netns::{ChildGuard, Netns};
 pub use tempdir::TempDir;
@@ -92,6 +96,7 @@ pub use topology::{
     ip6tables_rules, iptables_rules, Reject, Topology, ATTACKER_V4, ATTACKER_V6, CLIENT_V4,
     CLIENT_V6, IFACE, SERVER_V4, SERVER_V6,
 };
+pub use tun::Tun;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

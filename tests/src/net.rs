@@ -9,6 +9,8 @@ use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
+use knock_shared::types::TcpFlags;
+
 use crate::sys::RawIpSocket;
 use crate::Netns;
 
@@ -28,6 +30,7 @@ const IPV4_HEADER_LEN: usize = 20;
 const IPV6_HEADER_LEN: usize = 40;
 const UDP_HEADER_LEN: usize = 8;
 const IPPROTO_UDP: u8 = 17;
+const IPPROTO_TCP: u8 = 6;
 const HOP_LIMIT: u8 = 64;
 
 /// What a TCP connect attempt saw.
@@ -173,7 +176,35 @@ pub fn send_udp_spoofed_batch<P: AsRef<[u8]>>(
         .iter()
         .map(|p| udp_packet(src, to, p.as_ref()))
         .collect::<io::Result<Vec<_>>>()?;
-    let dst = to.ip();
+    send_raw(ns, to.ip(), packets)
+}
+
+/// Sends one whole IP packet (from [`udp_packet`] or [`tcp_packet`]; source address and all)
+/// from inside `ns` on a raw socket, to the destination its header names.
+///
+/// # Errors
+/// When the packet is not a whole IPv4 or IPv6 header's worth, or as [`send_udp_spoofed`].
+pub fn send_ip_packet(ns: &Netns, packet: Vec<u8>) -> io::Result<()> {
+    let dst = match packet.first().map(|b| b >> 4) {
+        Some(4) if packet.len() >= IPV4_HEADER_LEN => {
+            IpAddr::from(<[u8; 4]>::try_from(&packet[16..20]).map_err(io::Error::other)?)
+        }
+        Some(6) if packet.len() >= IPV6_HEADER_LEN => {
+            IpAddr::from(<[u8; 16]>::try_from(&packet[24..40]).map_err(io::Error::other)?)
+        }
+        _ => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not an IPv4 or IPv6 packet",
+            ))
+        }
+    };
+    send_raw(ns, dst, vec![packet]).map(|_| ())
+}
+
+/// Sends `packets` (whole IP packets to `dst`) on one raw socket in `ns`, within
+/// [`BATCH_TIME_LIMIT`]; returns how many were sent.
+fn send_raw(ns: &Netns, dst: IpAddr, packets: Vec<Vec<u8>>) -> io::Result<usize> {
     ns.run_in(move || -> io::Result<usize> {
         let sock = RawIpSocket::new(dst.is_ipv6())?;
         let start = Instant::now();
@@ -190,57 +221,96 @@ pub fn send_udp_spoofed_batch<P: AsRef<[u8]>>(
     })?
 }
 
-/// Builds a whole IPv4 or IPv6 packet carrying one UDP datagram from `src` to `dst`.
-fn udp_packet(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> io::Result<Vec<u8>> {
-    let udp_len = UDP_HEADER_LEN + payload.len();
-    let too_big = || {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "payload of {} bytes does not fit one datagram",
-                payload.len()
-            ),
-        )
-    };
-    let udp_len16 = u16::try_from(udp_len).map_err(|_| too_big())?;
-    let mut udp = Vec::with_capacity(udp_len);
+/// Builds a whole IPv4 or IPv6 packet carrying one UDP datagram from `src` to `dst`, every
+/// checksum filled in (as a packet injected into a TUN interface must be).
+///
+/// # Errors
+/// When the families differ or the payload does not fit one datagram.
+pub fn udp_packet(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> io::Result<Vec<u8>> {
+    let udp_len = u16::try_from(UDP_HEADER_LEN + payload.len())
+        .ok()
+        .filter(|&n| usize::from(n) + IPV6_HEADER_LEN <= usize::from(u16::MAX))
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "payload of {} bytes does not fit one datagram",
+                    payload.len()
+                ),
+            )
+        })?;
+    let mut udp = Vec::with_capacity(usize::from(udp_len));
     udp.extend_from_slice(&src.port().to_be_bytes());
     udp.extend_from_slice(&dst.port().to_be_bytes());
-    udp.extend_from_slice(&udp_len16.to_be_bytes());
-    udp.extend_from_slice(&[0, 0]); // checksum, filled below
+    udp.extend_from_slice(&udp_len.to_be_bytes());
+    udp.extend_from_slice(&[0, 0]); // checksum, filled in by ip_packet
     udp.extend_from_slice(payload);
+    ip_packet(src.ip(), dst.ip(), IPPROTO_UDP, udp, 6)
+}
 
+/// Builds a whole IPv4 or IPv6 packet carrying one 20-byte TCP header (no payload) from `src`
+/// to `dst` with `flags` (bits as in [`TcpFlags`]: `TcpFlags::SYN | TcpFlags::ACK`), every
+/// checksum filled in.
+///
+/// # Errors
+/// When the families differ.
+pub fn tcp_packet(src: SocketAddr, dst: SocketAddr, flags: u8) -> io::Result<Vec<u8>> {
+    let mut seg = Vec::with_capacity(20);
+    seg.extend_from_slice(&src.port().to_be_bytes());
+    seg.extend_from_slice(&dst.port().to_be_bytes());
+    seg.extend_from_slice(&0x1234_5678u32.to_be_bytes()); // sequence number
+    let ack_no: u32 = if flags & TcpFlags::ACK != 0 {
+        0x0bad_f00d
+    } else {
+        0
+    };
+    seg.extend_from_slice(&ack_no.to_be_bytes());
+    seg.extend_from_slice(&[5 << 4, flags]); // data offset 5 words; flags
+    seg.extend_from_slice(&64240u16.to_be_bytes()); // window
+    seg.extend_from_slice(&[0, 0, 0, 0]); // checksum (filled in by ip_packet), urgent pointer
+    ip_packet(src.ip(), dst.ip(), IPPROTO_TCP, seg, 16)
+}
+
+/// Wraps the transport segment `l4` (at most 65 495 bytes, as the callers check) in an IPv4
+/// or IPv6 header from `src` to `dst`, after writing its checksum (pseudo-header included) at
+/// byte `checksum_at`. Both IPv4 checksums are filled in: raw sockets overwrite the header's,
+/// a TUN interface does not.
+fn ip_packet(
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    mut l4: Vec<u8>,
+    checksum_at: usize,
+) -> io::Result<Vec<u8>> {
+    let l4_len = u16::try_from(l4.len()).map_err(io::Error::other)?;
+    let mut pseudo = Vec::with_capacity(40);
     let mut packet;
-    let pseudo: Vec<u8>;
-    match (src.ip(), dst.ip()) {
+    match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let total = u16::try_from(IPV4_HEADER_LEN + udp_len).map_err(|_| too_big())?;
-            let mut p = Vec::with_capacity(12);
-            p.extend_from_slice(&s.octets());
-            p.extend_from_slice(&d.octets());
-            p.extend_from_slice(&[0, IPPROTO_UDP]);
-            p.extend_from_slice(&udp_len16.to_be_bytes());
-            pseudo = p;
-            packet = Vec::with_capacity(IPV4_HEADER_LEN + udp_len);
+            pseudo.extend_from_slice(&s.octets());
+            pseudo.extend_from_slice(&d.octets());
+            pseudo.extend_from_slice(&[0, proto]);
+            pseudo.extend_from_slice(&l4_len.to_be_bytes());
+            let total = u16::try_from(IPV4_HEADER_LEN + l4.len()).map_err(io::Error::other)?;
+            packet = Vec::with_capacity(IPV4_HEADER_LEN + l4.len());
             packet.extend_from_slice(&[0x45, 0]); // version 4, IHL 5; TOS 0
             packet.extend_from_slice(&total.to_be_bytes());
-            // id 0 (the kernel picks one), DF, TTL, protocol, header checksum 0 (the kernel
-            // always fills it in for IP_HDRINCL)
-            packet.extend_from_slice(&[0, 0, 0x40, 0, HOP_LIMIT, IPPROTO_UDP, 0, 0]);
+            // id 0, DF, TTL, protocol, header checksum (below)
+            packet.extend_from_slice(&[0, 0, 0x40, 0, HOP_LIMIT, proto, 0, 0]);
             packet.extend_from_slice(&s.octets());
             packet.extend_from_slice(&d.octets());
+            let check = !fold(ones_complement_sum(&packet, 0));
+            packet[10..12].copy_from_slice(&check.to_be_bytes());
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
-            let mut p = Vec::with_capacity(40);
-            p.extend_from_slice(&s.octets());
-            p.extend_from_slice(&d.octets());
-            p.extend_from_slice(&u32::from(udp_len16).to_be_bytes());
-            p.extend_from_slice(&[0, 0, 0, IPPROTO_UDP]);
-            pseudo = p;
-            packet = Vec::with_capacity(IPV6_HEADER_LEN + udp_len);
+            pseudo.extend_from_slice(&s.octets());
+            pseudo.extend_from_slice(&d.octets());
+            pseudo.extend_from_slice(&u32::from(l4_len).to_be_bytes());
+            pseudo.extend_from_slice(&[0, 0, 0, proto]);
+            packet = Vec::with_capacity(IPV6_HEADER_LEN + l4.len());
             packet.extend_from_slice(&[0x60, 0, 0, 0]); // version 6, class 0, flow 0
-            packet.extend_from_slice(&udp_len16.to_be_bytes());
-            packet.extend_from_slice(&[IPPROTO_UDP, HOP_LIMIT]);
+            packet.extend_from_slice(&l4_len.to_be_bytes());
+            packet.extend_from_slice(&[proto, HOP_LIMIT]);
             packet.extend_from_slice(&s.octets());
             packet.extend_from_slice(&d.octets());
         }
@@ -251,15 +321,14 @@ fn udp_packet(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> io::Result<Ve
             ))
         }
     }
-    let mut sum = ones_complement_sum(&pseudo, 0);
-    sum = ones_complement_sum(&udp, sum);
-    // A computed 0 is sent as 0xffff (RFC 768; 0 means "no checksum" in IPv4).
-    let check = match !fold(sum) {
+    let check = match !fold(ones_complement_sum(&l4, ones_complement_sum(&pseudo, 0))) {
+        // A computed 0 is sent as 0xffff (RFC 768: 0 means "no checksum" in IPv4 UDP; the
+        // same value in one's complement for TCP).
         0 => 0xffff,
         c => c,
     };
-    udp[6..8].copy_from_slice(&check.to_be_bytes());
-    packet.extend_from_slice(&udp);
+    l4[checksum_at..checksum_at + 2].copy_from_slice(&check.to_be_bytes());
+    packet.extend_from_slice(&l4);
     Ok(packet)
 }
 
@@ -310,6 +379,35 @@ mod tests {
         let mut pseudo = vec![10, 99, 0, 2, 10, 99, 0, 1, 0, 17, 0, 11];
         pseudo.extend_from_slice(&p[20..]);
         assert_eq!(fold(ones_complement_sum(&pseudo, 0)), 0xffff);
+    }
+
+    #[test]
+    fn ipv4_header_checksum_verifies() {
+        let src: SocketAddr = "10.99.0.2:40000".parse().expect("literal");
+        let dst: SocketAddr = "10.99.0.1:7000".parse().expect("literal");
+        for p in [
+            udp_packet(src, dst, b"abc").expect("fits"),
+            tcp_packet(src, dst, TcpFlags::SYN).expect("same family"),
+        ] {
+            assert_ne!(&p[10..12], &[0, 0]);
+            assert_eq!(fold(ones_complement_sum(&p[..20], 0)), 0xffff);
+        }
+    }
+
+    #[test]
+    fn tcp_packet_layout_and_checksum() {
+        let src: SocketAddr = "[fd99::2]:40000".parse().expect("literal");
+        let dst: SocketAddr = "[fd99::1]:7000".parse().expect("literal");
+        let p = tcp_packet(src, dst, TcpFlags::SYN).expect("same family");
+        assert_eq!(p.len(), 40 + 20);
+        assert_eq!(p[6], 6, "next header TCP");
+        assert_eq!(&p[42..44], &7000u16.to_be_bytes());
+        assert_eq!(p[40 + 13], TcpFlags::SYN);
+        let mut pseudo = p[8..40].to_vec();
+        pseudo.extend_from_slice(&[0, 0, 0, 20, 0, 0, 0, 6]);
+        pseudo.extend_from_slice(&p[40..]);
+        assert_eq!(fold(ones_complement_sum(&pseudo, 0)), 0xffff);
+        assert!(tcp_packet("10.0.0.1:1".parse().expect("literal"), dst, 0).is_err());
     }
 
     #[test]

@@ -160,3 +160,36 @@ fn check_sent(n: isize, want: usize) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Attaches to the existing TUN interface `name` (made with `ip tuntap add dev NAME mode
+/// tun` in the calling thread's namespace) as its packet source, without the 4-byte packet
+/// information prefix: each `write` on the returned file is one IP packet the interface
+/// receives. The interface has a carrier while the file is open.
+pub(crate) fn tun_attach(name: &str) -> io::Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")?;
+    // SAFETY: ifreq is plain old data (a name array and a union of integers and arrays) for
+    // which all-zero bytes are a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() >= req.ifr_name.len() || bytes.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad interface name {name:?}"),
+        ));
+    }
+    for (dst, &b) in req.ifr_name.iter_mut().zip(bytes) {
+        *dst = b as libc::c_char;
+    }
+    // The name is NUL-terminated: the array was zeroed and the name is shorter than it.
+    req.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
+    // SAFETY: TUNSETIFF reads and writes one `struct ifreq`, and `req` is a live, properly
+    // aligned ifreq for the whole call; the descriptor is open (owned by `file`).
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut req) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(file)
+}

@@ -18,14 +18,15 @@
 //! not a race.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use knock_shared::types::TcpFlags;
+
 use knock_e2e::{
-    ip6tables_rules, iptables_rules, knock_spa, knock_spa_ok, send_udp, tcp_connect, wait_for,
-    workspace_bin, ChildGuard, ClientKey, ConnectResult, Daemon, Netns, Topology, ATTACKER_V4,
-    CLIENT_V4, CLIENT_V6, IFACE, SERVER_V4, SERVER_V6,
+    ip6tables_rules, iptables_rules, knock_spa, knock_spa_ok, send_ip_packet, send_udp,
+    tcp_connect, tcp_packet, wait_for, workspace_bin, ChildGuard, ClientKey, ConnectResult, Daemon,
+    Netns, Topology, ATTACKER_V4, CLIENT_V4, CLIENT_V6, IFACE, SERVER_V4, SERVER_V6,
 };
 
 /// The guarded port (sshd's).
@@ -39,11 +40,11 @@ const SYNC_DEADLINE: Duration = Duration::from_secs(3);
 /// Timeout of single connect probes.
 const PROBE: Duration = Duration::from_secs(1);
 
-const SYN: u8 = 0x02;
-const FIN: u8 = 0x01;
-const RST: u8 = 0x04;
-const PSH: u8 = 0x08;
-const ACK: u8 = 0x10;
+const SYN: u8 = TcpFlags::SYN;
+const FIN: u8 = TcpFlags::FIN;
+const RST: u8 = TcpFlags::RST;
+const PSH: u8 = TcpFlags::PSH;
+const ACK: u8 = TcpFlags::ACK;
 
 /// The `[openSSH]`/`[closeSSH]` doors of knockd's walkthrough (knockd.conf(5)), with IPv6
 /// commands, `seq_timeout` as given.
@@ -247,90 +248,15 @@ fn rules_for(rules: &str, addr: IpAddr) -> usize {
 // ---------------------------------------------------------------------------------------------
 // Raw TCP segments with chosen flags (for TCPFlags tests; `knock` only sends SYNs).
 
-/// Builds a 20-byte TCP header from `src` to `dst:dport` with `flags`, checksum included.
-fn tcp_segment(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8) -> Vec<u8> {
-    let mut seg = Vec::with_capacity(20);
-    seg.extend_from_slice(&sport.to_be_bytes());
-    seg.extend_from_slice(&dport.to_be_bytes());
-    seg.extend_from_slice(&0x1234_5678u32.to_be_bytes()); // sequence number
-    let ack_no: u32 = if flags & ACK != 0 { 0x0bad_f00d } else { 0 };
-    seg.extend_from_slice(&ack_no.to_be_bytes());
-    seg.extend_from_slice(&[5 << 4, flags]); // data offset 5 words; flags
-    seg.extend_from_slice(&64240u16.to_be_bytes()); // window
-    seg.extend_from_slice(&[0, 0, 0, 0]); // checksum (below), urgent pointer
-    let mut sum: u32 = 0;
-    let mut add = |bytes: &[u8]| {
-        for w in bytes.chunks(2) {
-            let hi = u32::from(w[0]) << 8;
-            let lo = w.get(1).copied().map_or(0, u32::from);
-            sum += hi | lo;
-        }
-    };
-    add(&src.octets());
-    add(&dst.octets());
-    add(&[0, 6, 0, 20]); // zero, protocol TCP, TCP length
-    add(&seg);
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    let check = !(u16::try_from(sum).unwrap_or(u16::MAX));
-    seg[16..18].copy_from_slice(&check.to_be_bytes());
-    seg
-}
-
 /// Sends one TCP segment with `flags` from `ns` (whose address is `src`) to the server's
-/// `dport`, through a raw socket: the kernel adds the IPv4 header.
+/// `dport`, through a raw socket.
 fn tcp_hit(ns: &Netns, src: Ipv4Addr, dport: u16, flags: u8) {
     // A fixed, unused source port per destination port: nothing in `ns` owns it.
-    let seg = tcp_segment(src, SERVER_V4, 40000 + dport % 20000, dport, flags);
-    ns.run_in(move || raw_tcp_send(&seg, SERVER_V4))
-        .unwrap_or_else(|e| panic!("cannot enter {}: {e}", ns.name()))
+    let from = SocketAddr::from((src, 40000 + dport % 20000));
+    let packet = tcp_packet(from, SocketAddr::from((SERVER_V4, dport)), flags)
+        .unwrap_or_else(|e| panic!("TCP packet: {e}"));
+    send_ip_packet(ns, packet)
         .unwrap_or_else(|e| panic!("raw TCP send to port {dport} from {}: {e}", ns.name()));
-}
-
-/// `socket(AF_INET, SOCK_RAW, IPPROTO_TCP)` + `sendto(segment, dst)`.
-fn raw_tcp_send(segment: &[u8], dst: Ipv4Addr) -> std::io::Result<()> {
-    // SAFETY: socket(2) takes integers only; it returns a new descriptor or -1.
-    let raw = unsafe {
-        libc::socket(
-            libc::AF_INET,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::IPPROTO_TCP,
-        )
-    };
-    if raw < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `raw` was just returned by socket(2), is open and owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    // SAFETY: sockaddr_in is plain old data for which all-zero bytes are a valid value.
-    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-    sa.sin_family = libc::AF_INET as libc::sa_family_t;
-    sa.sin_addr.s_addr = u32::from_ne_bytes(dst.octets());
-    let sa_len = libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_in>())
-        .unwrap_or(libc::socklen_t::MAX);
-    // SAFETY: `segment` and `sa` are live for the call and the lengths passed are theirs; the
-    // kernel only reads them.
-    let n = unsafe {
-        libc::sendto(
-            fd.as_raw_fd(),
-            segment.as_ptr().cast(),
-            segment.len(),
-            0,
-            (&sa as *const libc::sockaddr_in).cast(),
-            sa_len,
-        )
-    };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    if n.unsigned_abs() != segment.len() {
-        return Err(std::io::Error::other(format!(
-            "short raw send: {n} of {}",
-            segment.len()
-        )));
-    }
-    Ok(())
 }
 
 /// SYNs from `ns` (address `src`) to each of `ports`, in order.
