@@ -21,9 +21,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use arbitrary::Arbitrary;
-use knock_shared::sequence::{
-    Event, Hit, SeqDoorSpec, SequenceTracker, TcpFlags, TrackerLimits,
-};
+use knock_shared::sequence::{Event, Hit, SeqDoorSpec, SequenceTracker, TcpFlags, TrackerLimits};
 use knock_shared::types::{PortSpec, Proto};
 use libfuzzer_sys::fuzz_target;
 
