@@ -23,7 +23,7 @@ use knock_shared::wire::Action as SpaAction;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::runtime::Runtime;
-use crate::state::Store;
+use crate::state::{ReplayJournal, Store, JOURNAL_COMPACT_AFTER};
 use crate::{error, info, verbose};
 
 /// How often suppressed rejects are summarised, and the period of the per-reason budget of
@@ -280,6 +280,7 @@ pub struct Engine {
     /// The knock doors in force (one-time doors move on after each use).
     slots: Vec<crate::runtime::SequenceSlot>,
     cache: ReplayCache,
+    journal: ReplayJournal,
     tracker: SequenceTracker,
     events: Vec<Event>,
     store: Store,
@@ -324,23 +325,34 @@ fn tracker_for(rt: &Runtime) -> SequenceTracker {
     SequenceTracker::new(specs, TrackerLimits::new(TRACKER_CAP))
 }
 
+/// The replay state the engine starts with.
+#[derive(Debug)]
+pub struct Replay {
+    /// The persisted cache (empty if it was lost).
+    pub cache: ReplayCache,
+    /// Packets stamped before this are refused: non-zero when the cache was lost.
+    pub not_before: u64,
+    /// The open journal, started afresh from `cache` ([`Store::open_journal`]).
+    pub journal: ReplayJournal,
+}
+
 impl Engine {
-    /// Builds the loop state. `cache` is the persisted replay cache, or `None` if it was lost
-    /// (then packets stamped before now are refused).
+    /// Builds the loop state.
     pub fn new(
         rt: Arc<Runtime>,
-        cache: Option<ReplayCache>,
+        replay: Replay,
         store: Store,
         tx: UnboundedSender<Action>,
         stats: Arc<Stats>,
         only_v4: bool,
     ) -> Self {
-        let capacity = rt.config.options.replay_cache_size;
-        let (cache, not_before) = match cache {
-            Some(c) => (c, 0),
-            None => (ReplayCache::new(capacity), unix_now() + 1),
-        };
+        let Replay {
+            cache,
+            not_before,
+            journal,
+        } = replay;
         Self {
+            journal,
             tracker: tracker_for(&rt),
             slots: rt.sequences.clone(),
             rt,
@@ -451,7 +463,7 @@ impl Engine {
                 self.reload(rt);
             }
         }
-        if let Err(e) = self.store.save_replay(&self.cache) {
+        if let Err(e) = self.store.save_replay(&self.cache, &mut self.journal) {
             error!("cannot save the replay cache: {e}");
         }
     }
@@ -605,7 +617,7 @@ impl Engine {
             return;
         }
         // Persist before acting: after a crash the packet must still be a replay.
-        if let Err(e) = self.store.save_replay(&self.cache) {
+        if let Err(e) = self.journal.append(accepted.digest(), accepted.expiry()) {
             error!(
                 "spa: refusing packet from {src} (key {key}): cannot save the replay cache: {e}"
             );
@@ -629,6 +641,12 @@ impl Engine {
             },
         };
         let _ = self.tx.send(action);
+        // The rule is on its way; now is the time for the occasional full snapshot.
+        if self.journal.records() >= JOURNAL_COMPACT_AFTER {
+            if let Err(e) = self.store.save_replay(&self.cache, &mut self.journal) {
+                error!("cannot snapshot the replay cache (the journal keeps growing): {e}");
+            }
+        }
     }
 }
 

@@ -585,8 +585,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| PathBuf::from(&opts.state_dir));
     let store = state::Store::open(&state_dir).context("state directory")?;
     debug!("state directory {}", store.dir().display());
-    let replay = match store.load_replay(opts.replay_cache_size) {
-        Ok(Some(c)) => Some(c),
+    let replay = match store.load_replay(opts.replay_cache_size, status::unix_now()) {
+        Ok(Some(state::LoadedReplay {
+            cache,
+            tail_lost: false,
+        })) => Some(cache),
+        // The last journal record is incomplete: almost surely an append a crash cut short
+        // (its packet was never acted on), but a damaged record looks the same, so its packet
+        // may have been: fail closed for packets stamped before now.
+        Ok(Some(state::LoadedReplay {
+            tail_lost: true, ..
+        })) => {
+            error!(
+                "state: {}: the replay journal ends in an incomplete record (a crash during a \
+                 write?); refusing every SPA packet stamped before now",
+                store.dir().join("replay.journal").display()
+            );
+            None
+        }
         // No replay cache but a grants file: the daemon ran here before and the cache was
         // deleted, so nothing says which packets it accepted: fail closed as for a corrupt
         // file. Neither file: a first start, nothing was ever accepted.
@@ -608,6 +624,34 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             None
         }
     };
+    // A lost cache: start an empty one, and refuse packets stamped before now (the engine's
+    // `not_before`), so none accepted before the loss gets in again.
+    let (replay, not_before) = match replay {
+        Some(c) => (c, 0),
+        None => (
+            knock_shared::replay::ReplayCache::new(opts.replay_cache_size),
+            status::unix_now() + 1,
+        ),
+    };
+    // The instant before which packets are refused outlives this run (`replay.not-before`),
+    // and is written before the fresh cache replaces the lost one on disk, so that a restart
+    // soon after (a crash, say) still refuses what this start refuses.
+    let (persisted, damaged) = match store.load_not_before(status::unix_now() + 1) {
+        Ok(t) => (t, false),
+        Err((fallback, e)) => {
+            error!("state: {e}; refusing every SPA packet stamped before now");
+            (fallback, true)
+        }
+    };
+    let not_before = not_before.max(persisted);
+    if not_before != 0 && (not_before != persisted || damaged) {
+        store
+            .save_not_before(not_before)
+            .context("state directory: cannot record the replay cache loss")?;
+    }
+    let journal = store
+        .open_journal(&replay)
+        .context("state directory: cannot start the replay journal")?;
     let capture = match cli.capture.as_deref() {
         Some("udp") => Capture::Udp,
         Some(_) => Capture::Pcap,
@@ -691,7 +735,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         std::thread::Builder::new()
             .name("packets".into())
             .spawn(move || {
-                let mut e = engine::Engine::new(rt, replay, store, tx, stats, only_v4);
+                let mut e = engine::Engine::new(
+                    rt,
+                    engine::Replay {
+                        cache: replay,
+                        not_before,
+                        journal,
+                    },
+                    store,
+                    tx,
+                    stats,
+                    only_v4,
+                );
                 e.run(source, reload_rx, &stop);
             })
             .context("cannot start the packet thread")?

@@ -104,7 +104,8 @@ The configuration (knockd.conf syntax plus SPA directives). Keep it mode 0600: i
 \fI/var/lib/knock\-spa/\fR
 The state directory (\fBStateDir\fR): \fIgrants.json\fR (the open grants; after a restart or a
 crash, those whose time passed are closed at once and the others re\-armed), \fIreplay.bin\fR
-(the replay cache) and \fIstatus.json\fR (what \fBknock\-spad status\fR reads; removed at a
+and \fIreplay.journal\fR (the replay cache: a snapshot and the packets accepted since;
+\fIreplay.not\-before\fR when it was ever lost) and \fIstatus.json\fR (what \fBknock\-spad status\fR reads; removed at a
 clean exit).
 .SH SIGNALS
 .TP

@@ -12,7 +12,10 @@
 //! authenticated packets are ever inserted, so filling it takes a key.
 //!
 //! No I/O here: [`ReplayCache::encode`] and [`ReplayCache::decode`] turn the cache into bytes
-//! and back; the server writes them to disk atomically.
+//! and back (a snapshot the server writes atomically); [`journal_record`] and
+//! [`decode_journal`] are the append-only journal the server adds one accepted packet to at a
+//! time between snapshots, so an accept costs one 48-byte append and one `fdatasync`, not a
+//! rewrite of the whole cache.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -29,6 +32,12 @@ pub const MAGIC: &[u8; 8] = b"KSPARC01";
 const ENTRY_LEN: usize = 32 + 8;
 const HEADER_LEN: usize = 8 + 8;
 const CHECKSUM_LEN: usize = 32;
+
+/// Magic and format version at the start of a replay journal.
+pub const JOURNAL_MAGIC: &[u8; 8] = b"KSPARJ01";
+/// Bytes of one journal record: digest, expiry (u64, big-endian), then the first 8 bytes of
+/// SHA-256 over those 40 bytes.
+pub const JOURNAL_RECORD_LEN: usize = ENTRY_LEN + 8;
 
 /// Why an entry was not inserted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -61,6 +70,70 @@ pub enum DecodeError {
     /// The same digest twice.
     #[error("duplicate entry")]
     Duplicate,
+    /// A journal record before the last one fails its check.
+    #[error("journal record {0} is corrupt")]
+    Record(usize),
+}
+
+/// One journal record for `digest`, kept until `expiry`.
+pub fn journal_record(digest: &Digest, expiry: u64) -> [u8; JOURNAL_RECORD_LEN] {
+    let mut rec = [0u8; JOURNAL_RECORD_LEN];
+    rec[..32].copy_from_slice(digest);
+    rec[32..ENTRY_LEN].copy_from_slice(&expiry.to_be_bytes());
+    let sum = Sha256::digest(&rec[..ENTRY_LEN]);
+    rec[ENTRY_LEN..].copy_from_slice(&sum[..8]);
+    rec
+}
+
+/// What a journal file held.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Journal {
+    /// The records, in the order they were appended: (digest, expiry).
+    pub entries: Vec<(Digest, u64)>,
+    /// Whether the file ended in an incomplete or failing record, which was dropped.
+    pub torn_tail: bool,
+}
+
+/// Parses a journal: [`JOURNAL_MAGIC`], then [`journal_record`]s.
+///
+/// A bad *last* record (short, or failing its check) is an append that a crash cut short. It
+/// is dropped and reported in [`Journal::torn_tail`]: the server acts on a packet only after
+/// its record is on disk, so that packet was never acted on. A bad record *before* the last
+/// cannot come from a crash and is refused as corruption ([`DecodeError::Record`]), as is a
+/// wrong magic. An empty file (created, crash before the magic reached the disk) is an empty
+/// journal with a torn tail.
+pub fn decode_journal(bytes: &[u8]) -> Result<Journal, DecodeError> {
+    let mut out = Journal::default();
+    if bytes.len() < JOURNAL_MAGIC.len() {
+        if JOURNAL_MAGIC.starts_with(bytes) {
+            out.torn_tail = true;
+            return Ok(out);
+        }
+        return Err(DecodeError::Magic);
+    }
+    if &bytes[..JOURNAL_MAGIC.len()] != JOURNAL_MAGIC {
+        return Err(DecodeError::Magic);
+    }
+    let body = &bytes[JOURNAL_MAGIC.len()..];
+    let records = body.chunks(JOURNAL_RECORD_LEN);
+    let n = records.len();
+    for (i, rec) in records.enumerate() {
+        let good = rec.len() == JOURNAL_RECORD_LEN
+            && Sha256::digest(&rec[..ENTRY_LEN])[..8] == rec[ENTRY_LEN..];
+        if !good {
+            if i + 1 == n {
+                out.torn_tail = true;
+                break;
+            }
+            return Err(DecodeError::Record(i));
+        }
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(&rec[..32]);
+        let mut expiry = [0u8; 8];
+        expiry.copy_from_slice(&rec[32..ENTRY_LEN]);
+        out.entries.push((digest, u64::from_be_bytes(expiry)));
+    }
+    Ok(out)
 }
 
 /// Digest → expiry (Unix seconds), with time-ordered eviction.
@@ -129,6 +202,29 @@ impl ReplayCache {
         Ok(())
     }
 
+    /// Puts back an entry read from a journal: an expired one (`expiry < now`) is skipped,
+    /// one already present keeps the later of the two expiries (a snapshot and the journal
+    /// may both hold it after a crash during compaction), anything else is inserted as by
+    /// [`insert`](Self::insert).
+    ///
+    /// # Errors
+    /// [`InsertError::Full`] when the live entries exceed the capacity (the configured
+    /// `ReplayCacheSize` shrank); the caller must not trust the cache then.
+    pub fn restore(&mut self, now: u64, digest: Digest, expiry: u64) -> Result<(), InsertError> {
+        if expiry < now {
+            return Ok(());
+        }
+        if let Some(old) = self.map.get_mut(&digest) {
+            if expiry > *old {
+                self.by_expiry.remove(&(*old, digest));
+                *old = expiry;
+                self.by_expiry.insert((expiry, digest));
+            }
+            return Ok(());
+        }
+        self.insert(now, digest, expiry)
+    }
+
     /// Serialises: magic, entry count (u64), entries (digest, expiry u64) in expiry order,
     /// then SHA-256 of everything before it.
     pub fn encode(&self) -> Vec<u8> {
@@ -187,6 +283,76 @@ impl ReplayCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn journal(records: &[(Digest, u64)]) -> Vec<u8> {
+        let mut out = JOURNAL_MAGIC.to_vec();
+        for (d, e) in records {
+            out.extend_from_slice(&journal_record(d, *e));
+        }
+        out
+    }
+
+    #[test]
+    fn journal_round_trip() {
+        let bytes = journal(&[(d(1), 100), (d(2), 200), (d(1), 300)]);
+        assert_eq!(bytes.len(), 8 + 3 * JOURNAL_RECORD_LEN);
+        let j = decode_journal(&bytes).expect("valid");
+        assert_eq!(j.entries, vec![(d(1), 100), (d(2), 200), (d(1), 300)]);
+        assert!(!j.torn_tail);
+        assert_eq!(decode_journal(JOURNAL_MAGIC), Ok(Journal::default()));
+    }
+
+    #[test]
+    fn journal_torn_tail_is_dropped_but_damage_before_it_is_corruption() {
+        let bytes = journal(&[(d(1), 100), (d(2), 200)]);
+        // Every truncation: the complete records before the cut survive, the cut one is a
+        // torn tail; nothing is an error.
+        for cut in 0..bytes.len() {
+            let j = decode_journal(&bytes[..cut]).expect("a truncation is a torn tail");
+            let whole = cut.saturating_sub(8) / JOURNAL_RECORD_LEN;
+            assert_eq!(j.entries.len(), whole, "cut {cut}");
+            let on_boundary = cut >= 8 && (cut - 8) % JOURNAL_RECORD_LEN == 0;
+            assert_eq!(j.torn_tail, !on_boundary, "cut {cut}");
+        }
+        // Every single-bit flip: in the magic, refused; in the last record, a torn tail (the
+        // record is dropped); in an earlier record, refused.
+        for byte in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut b = bytes.clone();
+                b[byte] ^= 1 << bit;
+                let r = decode_journal(&b);
+                if byte < 8 {
+                    assert_eq!(r, Err(DecodeError::Magic), "byte {byte}");
+                } else if byte < 8 + JOURNAL_RECORD_LEN {
+                    assert_eq!(r, Err(DecodeError::Record(0)), "byte {byte}");
+                } else {
+                    let j = r.expect("last record damaged: torn tail");
+                    assert_eq!(j.entries, vec![(d(1), 100)]);
+                    assert!(j.torn_tail);
+                }
+            }
+        }
+        assert_eq!(decode_journal(b"garbage!"), Err(DecodeError::Magic));
+        assert_eq!(decode_journal(b"xx"), Err(DecodeError::Magic));
+    }
+
+    #[test]
+    fn restore_keeps_the_later_expiry_and_skips_the_expired() {
+        let mut c = ReplayCache::new(2);
+        assert_eq!(c.restore(100, d(1), 150), Ok(()));
+        assert_eq!(c.restore(100, d(1), 120), Ok(()));
+        assert_eq!(c.restore(100, d(1), 180), Ok(()));
+        assert_eq!(c.restore(100, d(2), 99), Ok(()), "expired: skipped");
+        assert_eq!(c.len(), 1);
+        // Only the later expiry is left: the entry outlives 150 and goes after 180.
+        c.purge(170);
+        assert!(c.contains(&d(1)));
+        c.purge(181);
+        assert!(!c.contains(&d(1)));
+        assert_eq!(c.restore(100, d(3), 200), Ok(()));
+        assert_eq!(c.restore(100, d(4), 200), Ok(()));
+        assert_eq!(c.restore(100, d(5), 200), Err(InsertError::Full));
+    }
 
     fn d(n: u8) -> Digest {
         [n; 32]

@@ -215,6 +215,7 @@ pub struct Accepted {
     request: Request,
     addr: IpAddr,
     digest: Digest,
+    expiry: u64,
 }
 
 impl Accepted {
@@ -241,6 +242,10 @@ impl Accepted {
     /// The packet digest now in the replay cache.
     pub fn digest(&self) -> &Digest {
         &self.digest
+    }
+    /// Until when (Unix seconds) the replay cache keeps the digest.
+    pub fn expiry(&self) -> u64 {
+        self.expiry
     }
 }
 
@@ -421,6 +426,7 @@ impl Verifier {
             request,
             addr,
             digest,
+            expiry,
         })
     }
 }

@@ -47,6 +47,16 @@ fn conf(topo: &Topology, key: &ClientKey) -> PathBuf {
     path
 }
 
+/// The classic firewall and listener, a client key and its configuration.
+fn setup() -> (Topology, ClientKey, PathBuf) {
+    let mut topo = Topology::new();
+    topo.classic_firewall(SSH);
+    topo.listen(SSH);
+    let key = ClientKey::generate(&topo, "laptop");
+    let conf = conf(&topo, &key);
+    (topo, key, conf)
+}
+
 fn state_dir(topo: &Topology) -> PathBuf {
     topo.dir().join("state")
 }
@@ -91,11 +101,7 @@ fn no_corruption_reported(logs: &[String]) {
 
 #[test]
 fn kill_9_at_random_moments_loses_nothing() {
-    let mut topo = Topology::new();
-    topo.classic_firewall(SSH);
-    topo.listen(SSH);
-    let key = ClientKey::generate(&topo, "laptop");
-    let conf = conf(&topo, &key);
+    let (topo, key, conf) = setup();
     let seed = seed();
     eprintln!("KS_CRASH_SEED={seed}");
     let mut rng = Rng(seed);
@@ -213,16 +219,68 @@ fn damage(path: &Path, how: &str) {
     std::fs::write(path, damaged).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
 
+/// A crash leaves the accepted packets in the replay journal only (no snapshot is written
+/// at a kill -9). A journal then truncated, garbled or emptied is reported, and the packet
+/// it recorded stays refused after the restart.
+#[test]
+fn damaged_replay_journal_after_a_crash_fails_closed() {
+    let (topo, key, conf) = setup();
+    let journal = state_dir(&topo).join("replay.journal");
+
+    for how in ["truncate", "garble", "empty"] {
+        let mut d = Daemon::start_args(&topo.server, &conf, &[]);
+        std::thread::sleep(Duration::from_millis(1100));
+        let p = dry_run_packet(&topo.client, &key, &["open", "ssh", "10.99.0.1"]);
+        send_udp(&topo.client, None, spa(), &p).expect("send");
+        d.expect_log("OPEN SESAME", Duration::from_secs(3));
+        d.crash();
+        let len = std::fs::metadata(&journal).map_or(0, |m| m.len());
+        assert_eq!(
+            len,
+            8 + 48,
+            "{how}: one record in the journal after the crash"
+        );
+        damage(&journal, how);
+
+        let mut d = Daemon::start_args(&topo.server, &conf, &[]);
+        d.expect_log("replay.journal", Duration::from_secs(3));
+        d.expect_log(
+            "refusing every SPA packet stamped before now",
+            Duration::from_secs(3),
+        );
+        send_udp(&topo.client, None, spa(), &p).expect("send");
+        d.expect_log("stamped before the daemon started", Duration::from_secs(3));
+        assert!(
+            !d.log().contains("OPEN SESAME"),
+            "{how}: the recorded packet was accepted again:\n{}",
+            d.log()
+        );
+        // The loss is remembered: a crash and a restart right after (the cache on disk is
+        // now the fresh, empty one) still refuse the packet.
+        d.crash();
+        let mut d = Daemon::start_args(&topo.server, &conf, &[]);
+        send_udp(&topo.client, None, spa(), &p).expect("send");
+        d.expect_log("stamped before the daemon started", Duration::from_secs(3));
+        assert!(
+            !d.log().contains("OPEN SESAME"),
+            "{how}: accepted again after a second restart:\n{}",
+            d.log()
+        );
+        assert!(d.stop(), "clean exit");
+        assert_eq!(
+            rules_for_client(&topo),
+            0,
+            "{how}: the re-armed grant was closed"
+        );
+    }
+}
+
 /// Truncated, garbled or emptied state files: reported, moved aside, and nothing opens
 /// because of them: an earlier packet stays refused. A damaged grants file loses its records;
 /// the log says the rules it listed must be checked by hand.
 #[test]
 fn damaged_state_files_are_reported_and_fail_closed() {
-    let mut topo = Topology::new();
-    topo.classic_firewall(SSH);
-    topo.listen(SSH);
-    let key = ClientKey::generate(&topo, "laptop");
-    let conf = conf(&topo, &key);
+    let (topo, key, conf) = setup();
 
     for how in ["truncate", "garble", "empty"] {
         let mut d = Daemon::start_args(&topo.server, &conf, &[]);
