@@ -57,6 +57,18 @@ fn setup() -> (Topology, ClientKey, PathBuf) {
     (topo, key, conf)
 }
 
+/// Starts the daemon and has it accept one SPA open; returns it and the packet.
+fn start_and_open(topo: &Topology, conf: &Path, key: &ClientKey) -> (Daemon, Vec<u8>) {
+    let mut d = Daemon::start_args(&topo.server, conf, &[]);
+    // After a start with no (or a lost) replay cache, packets stamped before the next second
+    // are refused: wait for it.
+    std::thread::sleep(Duration::from_millis(1100));
+    let p = dry_run_packet(&topo.client, key, &["open", "ssh", "10.99.0.1"]);
+    send_udp(&topo.client, None, spa(), &p).expect("send");
+    d.expect_log("OPEN SESAME", Duration::from_secs(3));
+    (d, p)
+}
+
 fn state_dir(topo: &Topology) -> PathBuf {
     topo.dir().join("state")
 }
@@ -228,11 +240,7 @@ fn damaged_replay_journal_after_a_crash_fails_closed() {
     let journal = state_dir(&topo).join("replay.journal");
 
     for how in ["truncate", "garble", "empty"] {
-        let mut d = Daemon::start_args(&topo.server, &conf, &[]);
-        std::thread::sleep(Duration::from_millis(1100));
-        let p = dry_run_packet(&topo.client, &key, &["open", "ssh", "10.99.0.1"]);
-        send_udp(&topo.client, None, spa(), &p).expect("send");
-        d.expect_log("OPEN SESAME", Duration::from_secs(3));
+        let (mut d, p) = start_and_open(&topo, &conf, &key);
         d.crash();
         let len = std::fs::metadata(&journal).map_or(0, |m| m.len());
         assert_eq!(
@@ -283,13 +291,7 @@ fn damaged_state_files_are_reported_and_fail_closed() {
     let (topo, key, conf) = setup();
 
     for how in ["truncate", "garble", "empty"] {
-        let mut d = Daemon::start_args(&topo.server, &conf, &[]);
-        // After a start with no (or a lost) replay cache, packets stamped before the next
-        // second are refused: wait for it.
-        std::thread::sleep(Duration::from_millis(1100));
-        let p = dry_run_packet(&topo.client, &key, &["open", "ssh", "10.99.0.1"]);
-        send_udp(&topo.client, None, spa(), &p).expect("send");
-        d.expect_log("OPEN SESAME", Duration::from_secs(3));
+        let (mut d, p) = start_and_open(&topo, &conf, &key);
         assert!(d.stop());
         assert_eq!(rules_for_client(&topo), 0);
 
