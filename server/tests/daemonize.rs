@@ -1,0 +1,131 @@
+//! `-d` (daemonize), `-p PIDFILE` and `-g LOGFILE`, as knockd has them: the command returns at
+//! once, the daemon goes on in the background with its PID in the PID file and its lines in
+//! the log file (knockd's `[YYYY-MM-DD HH:MM]` format), and SIGTERM ends it and removes the
+//! PID file.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use knock_shared::wire::Action;
+
+const SERVER: &str = "daemon-test.example";
+
+/// The daemonized process, killed on drop unless it ended. It is not this test's child (its
+/// parent exited at the fork), so its PID comes from the PID file it wrote; this test started
+/// it.
+struct Background(libc::pid_t);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if alive(self.0) {
+            // SAFETY: kill() takes two integers; the PID is the daemon this test started,
+            // still running (checked just above), so it names no other process.
+            unsafe {
+                libc::kill(self.0, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Whether `pid` is a live process (a zombie waiting for a reaper counts as ended).
+fn alive(pid: libc::pid_t) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let after = s.rsplit_once(')')?.1;
+            after.split_whitespace().next().map(|st| st != "Z")
+        })
+        .unwrap_or(false)
+}
+
+fn config(dir: &Path, port: u16) -> std::path::PathBuf {
+    write_private(
+        dir,
+        "knockd.conf",
+        &format!(
+            "[options]\n    StateDir   = {state}\n    ServerName = {SERVER}\n    SpaPort    = {port}\n    Capture    = udp\n\n\
+             [spaSSH]\n    Keys          = {alice}\n    Allow_Ports   = 22/tcp\n    Cmd_Timeout   = 30\n    \
+             Start_Command = /bin/true %IP% %PORT%\n    Stop_Command  = /bin/true %IP% %PORT%\n",
+            state = dir.join("state").display(),
+            alice = key("alice", 1).to_inline().as_str(),
+        ),
+    )
+}
+
+#[test]
+fn daemonize_with_pid_file_and_log_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_udp_port();
+    let conf = config(dir.path(), port);
+    let pidfile = dir.path().join("knock-spad.pid");
+    let logfile = dir.path().join("knock-spad.log");
+    let path = |p: &Path| p.to_str().expect("utf-8").to_owned();
+
+    let out = Command::new(BIN)
+        .args(["-c", &path(&conf), "-d", "-p", &path(&pidfile)])
+        .args(["-g", &path(&logfile)])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run knock-spad -d");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "",
+        "the background daemon writes nothing to the terminal"
+    );
+    assert_eq!(stderr(&out), "");
+
+    let pid: libc::pid_t = wait_for(Duration::from_secs(10), "the PID file", || {
+        std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+    });
+    let _guard = Background(pid);
+    assert!(alive(pid), "PID {pid} from the PID file is not running");
+    let log = || std::fs::read_to_string(&logfile).unwrap_or_default();
+    wait_for(Duration::from_secs(10), "the starting line", || {
+        log().contains(" starting: ").then_some(())
+    });
+    // knockd's LogFile format: `[YYYY-MM-DD HH:MM] message`.
+    let first = log().lines().next().unwrap_or_default().to_owned();
+    let b = first.as_bytes();
+    assert!(
+        b.len() > 19
+            && b[0] == b'['
+            && b[5] == b'-'
+            && b[11] == b' '
+            && b[14] == b':'
+            && b[17] == b']',
+        "not knockd's log line format: {first}"
+    );
+
+    // It works from the background: an SPA open is accepted and logged.
+    send(
+        port,
+        &spa_packet(&key("alice", 1), SERVER, &["22/tcp"], Action::Open),
+    );
+    wait_for(Duration::from_secs(10), "the open in the log file", || {
+        log().contains("OPEN SESAME").then_some(())
+    });
+
+    // SIGTERM: the grant is closed, the PID file removed, the process gone.
+    // SAFETY: kill() takes two integers; `pid` is the live daemon this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    wait_for(Duration::from_secs(10), "the daemon to exit", || {
+        (!alive(pid)).then_some(())
+    });
+    assert!(!pidfile.exists(), "PID file left behind");
+    let text = log();
+    assert!(text.contains("exiting: closing 1 open grant(s)"), "{text}");
+    assert_eq!(
+        text.matches("spaSSH: running command: /bin/true 127.0.0.1 22")
+            .count(),
+        2,
+        "start and stop command: {text}"
+    );
+    assert!(text.trim_end().ends_with("] exiting"), "{text}");
+}
