@@ -125,7 +125,12 @@ impl Manager {
     /// is opened because of it).
     pub fn new(rt: Arc<Runtime>, store: Store) -> Self {
         let records = match store.load_grants() {
-            Ok(r) => r,
+            Ok(loaded) => {
+                if let Some(w) = loaded.warning {
+                    error!("state: {w}");
+                }
+                loaded.records
+            }
             Err(e) => {
                 error!("state: {e}; rules it listed (if any) must be checked by hand");
                 Vec::new()

@@ -606,7 +606,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         // No replay cache but a grants file: the daemon ran here before and the cache was
         // deleted, so nothing says which packets it accepted: fail closed as for a corrupt
         // file. Neither file: a first start, nothing was ever accepted.
-        Ok(None) if store.dir().join("grants.json").exists() => {
+        Ok(None) if store.has_grants() => {
             error!(
                 "state: {}: replay cache missing; refusing every SPA packet stamped before now",
                 store.dir().display()

@@ -102,7 +102,7 @@ const TAIL: &str = r#".SH FILES
 The configuration (knockd.conf syntax plus SPA directives). Keep it mode 0600: it holds keys.
 .TP
 \fI/var/lib/knock\-spa/\fR
-The state directory (\fBStateDir\fR): \fIgrants.json\fR (the open grants; after a restart or a
+The state directory (\fBStateDir\fR): \fIgrants.0\fR and \fIgrants.1\fR (the open grants, double\-buffered; after a restart or a
 crash, those whose time passed are closed at once and the others re\-armed), \fIreplay.bin\fR
 and \fIreplay.journal\fR (the replay cache: a snapshot and the packets accepted since;
 \fIreplay.not\-before\fR when it was ever lost) and \fIstatus.json\fR (what \fBknock\-spad status\fR reads; removed at a

@@ -226,6 +226,12 @@ fn damage(path: &Path, how: &str) {
             b
         }
         "empty" => Vec::new(),
+        // A grants slot is padded: flip a byte of its header's checksum, not of the padding.
+        "garble-record" => {
+            let mut b = bytes;
+            b[40] ^= 0x01;
+            b
+        }
         other => panic!("unknown damage {other}"),
     };
     std::fs::write(path, damaged).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
@@ -318,9 +324,10 @@ fn damaged_state_files_are_reported_and_fail_closed() {
         assert!(d.stop());
     }
 
-    // A damaged grants file while a grant is open: reported; the grant's record is lost, so
-    // its rule is not closed by the daemon and the log says to check by hand. Nothing new is
-    // opened because of it.
+    // A damaged grants slot while a grant is open: the newest slot (the one recording the
+    // grant) garbled, the daemon falls back to the other slot, the state before the open,
+    // and says so: the grant's record is lost, so its rule is not closed by the daemon and
+    // the log says to check by hand. Nothing new is opened because of it.
     let mut d = Daemon::start_args(&topo.server, &conf, &[]);
     std::thread::sleep(Duration::from_millis(1100));
     knock_spa_ok(
@@ -330,10 +337,45 @@ fn damaged_state_files_are_reported_and_fail_closed() {
     );
     d.expect_log("OPEN SESAME", Duration::from_secs(3));
     d.crash();
-    damage(&state_dir(&topo).join("grants.json"), "garble");
+    let (newest, _) = grants_slots(&topo)
+        .into_iter()
+        .max_by_key(|(_, seq)| *seq)
+        .expect("a grants slot");
+    damage(&newest, "garble-record");
     let mut d = Daemon::start_args(&topo.server, &conf, &[]);
-    d.expect_log("grants.json: corrupt", Duration::from_secs(3));
+    d.expect_log(": corrupt", Duration::from_secs(3));
+    d.expect_log("may need checking by hand", Duration::from_secs(3));
+    assert!(rules_for_client(&topo) <= 1, "a damaged file added rules");
+    d.crash();
+
+    // Both slots damaged: nothing is known about the open rules; reported, nothing opened.
+    let slots = grants_slots(&topo);
+    assert!(!slots.is_empty());
+    for (path, _) in &slots {
+        damage(path, "garble-record");
+    }
+    let mut d = Daemon::start_args(&topo.server, &conf, &[]);
+    d.expect_log(": corrupt", Duration::from_secs(3));
     d.expect_log("must be checked by hand", Duration::from_secs(3));
     assert!(rules_for_client(&topo) <= 1, "a damaged file added rules");
     assert!(d.stop());
+}
+
+/// The grants slots in the state directory (`grants.0`, `grants.1`), with the save number
+/// their header gives (0 when unreadable).
+fn grants_slots(topo: &Topology) -> Vec<(PathBuf, u64)> {
+    ["grants.0", "grants.1"]
+        .iter()
+        .map(|n| state_dir(topo).join(n))
+        .filter_map(|p| {
+            let text = std::fs::read(&p).ok()?;
+            let seq = String::from_utf8_lossy(&text)
+                .lines()
+                .next()
+                .and_then(|l| l.strip_prefix("knock-spa-grants v2 "))
+                .and_then(|r| r.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0);
+            Some((p, seq))
+        })
+        .collect()
 }
