@@ -1,7 +1,8 @@
 //! Writes the hand-made seeds of `fuzz/corpus/`: the protocol vector packets (spa_verify),
 //! frames of every supported link type (frame), keyfile and inline-key texts (keyfile), and
 //! configuration texts (config: the examples of docs/CONFIG.md, knockd's shipped
-//! `/etc/knockd.conf` when present, keys and one-time sequence files).
+//! `/etc/knockd.conf` when present, keys and one-time sequence files), and replay cache
+//! snapshots and journals (replay_state).
 //!
 //! Run from `fuzz/`: `cargo +nightly run --example gen_corpus`. The seeds of `spa_structured`
 //! and `sequence` (structured inputs) and the `min-*` files of the other targets come from
@@ -304,9 +305,34 @@ fn configs(root: &Path, repo: &Path) {
     );
 }
 
+/// Replay cache snapshots and journals (replay_state).
+fn replay_state(root: &Path) {
+    use knock_shared::replay::{journal_record, ReplayCache, JOURNAL_MAGIC};
+    let dir = root.join("replay_state");
+    let mut cache = ReplayCache::new(64);
+    write(&dir, "snapshot-empty", &cache.encode());
+    for i in 0..3u8 {
+        cache
+            .insert(1_700_000_000, [i; 32], 1_700_000_060 + u64::from(i))
+            .expect("insert");
+    }
+    write(&dir, "snapshot-3", &cache.encode());
+    write(&dir, "journal-empty", JOURNAL_MAGIC);
+    let mut journal = JOURNAL_MAGIC.to_vec();
+    for (i, expiry) in [1_700_000_060u64, 1_699_999_000, 1_700_000_090]
+        .into_iter()
+        .enumerate()
+    {
+        journal.extend_from_slice(&journal_record(&[i as u8 + 7; 32], expiry));
+    }
+    write(&dir, "journal-3", &journal);
+    write(&dir, "journal-torn", &journal[..journal.len() - 20]);
+}
+
 fn main() {
     let fuzz = Path::new(env!("CARGO_MANIFEST_DIR"));
     let root = fuzz.join("corpus");
+    replay_state(&root);
     spa_verify(&root);
     frames(&root);
     keyfiles(&root);
