@@ -42,25 +42,11 @@ fn alive(pid: libc::pid_t) -> bool {
         .unwrap_or(false)
 }
 
-fn config(dir: &Path, port: u16) -> std::path::PathBuf {
-    write_private(
-        dir,
-        "knockd.conf",
-        &format!(
-            "[options]\n    StateDir   = {state}\n    ServerName = {SERVER}\n    SpaPort    = {port}\n    Capture    = udp\n\n\
-             [spaSSH]\n    Keys          = {alice}\n    Allow_Ports   = 22/tcp\n    Cmd_Timeout   = 30\n    \
-             Start_Command = /bin/true %IP% %PORT%\n    Stop_Command  = /bin/true %IP% %PORT%\n",
-            state = dir.join("state").display(),
-            alice = key("alice", 1).to_inline().as_str(),
-        ),
-    )
-}
-
 #[test]
 fn daemonize_with_pid_file_and_log_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_udp_port();
-    let conf = config(dir.path(), port);
+    let conf = spa_config(dir.path(), SERVER, port, "22/tcp", "/bin/true %IP% %PORT%");
     let pidfile = dir.path().join("knock-spad.pid");
     let logfile = dir.path().join("knock-spad.log");
     let path = |p: &Path| p.to_str().expect("utf-8").to_owned();

@@ -5,7 +5,6 @@ mod common;
 
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -116,14 +115,7 @@ fn log_file_has_knockd_line_format() {
 
 #[test]
 fn use_syslog_sends_daemon_facility_lines_to_dev_log() {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let unshare = Command::new("unshare")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !root || !unshare {
-        eprintln!("skipped: needs root and unshare (a private mount namespace)");
+    if !can_unshare_mounts(&[]) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -145,11 +137,7 @@ fn use_syslog_sends_daemon_facility_lines_to_dev_log() {
         bin = BIN,
         c = conf.display()
     );
-    let mut daemon = Daemon::start_program(
-        "unshare",
-        &["--mount", "--propagation", "private", "sh", "-c", &script],
-        &dir.path().join("err"),
-    );
+    let mut daemon = start_in_private_mounts(&script, &dir.path().join("err"));
     let mut got = Vec::new();
     let mut buf = [0u8; 2048];
     daemon.wait_for(Duration::from_secs(10), "a syslog line", || {

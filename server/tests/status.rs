@@ -14,16 +14,12 @@ use serde_json::Value;
 const SERVER: &str = "status-test.example";
 
 fn config(dir: &Path, port: u16) -> std::path::PathBuf {
-    write_private(
+    spa_config(
         dir,
-        "knockd.conf",
-        &format!(
-            "[options]\n    StateDir   = {state}\n    ServerName = {SERVER}\n    SpaPort    = {port}\n    Capture    = udp\n\n\
-             [spaSSH]\n    Keys          = {alice}\n    Allow_Ports   = 22/tcp, 443/tcp\n    Cmd_Timeout   = 30\n    \
-             Start_Command = /bin/true %IP% %PORT%\n    Stop_Command  = /bin/true %IP% %PORT%\n",
-            state = dir.join("state").display(),
-            alice = key("alice", 1).to_inline().as_str(),
-        ),
+        SERVER,
+        port,
+        "22/tcp, 443/tcp",
+        "/bin/true %IP% %PORT%",
     )
 }
 

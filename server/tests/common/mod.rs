@@ -54,6 +54,51 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Writes `dir/knockd.conf`: options for a UDP-socket daemon on `port` answering to
+/// `server`, its state in `dir/state`, and one SPA door `[spaSSH]` for alice's key (byte 1)
+/// allowing `allow_ports`, with `Cmd_Timeout = 30`, `start` as its start command and a
+/// harmless stop command.
+pub fn spa_config(dir: &Path, server: &str, port: u16, allow_ports: &str, start: &str) -> PathBuf {
+    write_private(
+        dir,
+        "knockd.conf",
+        &format!(
+            "[options]\n    StateDir   = {state}\n    ServerName = {server}\n    SpaPort    = {port}\n    Capture    = udp\n\n\
+             [spaSSH]\n    Keys          = {alice}\n    Allow_Ports   = {allow_ports}\n    Cmd_Timeout   = 30\n    \
+             Start_Command = {start}\n    Stop_Command  = /bin/true %IP% %PORT%\n",
+            state = dir.join("state").display(),
+            alice = key("alice", 1).to_inline().as_str(),
+        ),
+    )
+}
+
+/// Whether this test may make a private mount namespace (root, `unshare` installed); says
+/// why not on stderr.
+pub fn can_unshare_mounts(also: &[&str]) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let tools = ["unshare"].iter().chain(also).all(|t| {
+        Command::new(t)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if !(root && tools) {
+        eprintln!("skipped: needs root and unshare {also:?} (a private mount namespace)");
+    }
+    root && tools
+}
+
+/// Starts `sh -c SCRIPT` (which sets up mounts, then execs the daemon) in a private mount
+/// namespace: its mounts never reach the host's. The daemon keeps the shell's PID.
+pub fn start_in_private_mounts(script: &str, log: &Path) -> Daemon {
+    Daemon::start_program(
+        "unshare",
+        &["--mount", "--propagation", "private", "sh", "-c", script],
+        log,
+    )
+}
+
 /// A key with a fixed secret of `byte`s.
 pub fn key(name: &str, byte: u8) -> NamedKey {
     NamedKey::new(name, MasterKey::from_bytes([byte; 32])).expect("valid name")
