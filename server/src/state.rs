@@ -273,7 +273,19 @@ impl Store {
             newest.as_ref().map_or(0, |(s, _)| *s) + 1,
             Ordering::Relaxed,
         );
-        match (newest, bad.into_iter().next()) {
+        // Both slots damaged: one error that names both.
+        let mut bad = bad.into_iter();
+        let bad = match (bad.next(), bad.next()) {
+            (Some(StateError::Corrupt { path, why, moved }), Some(other)) => {
+                Some(StateError::Corrupt {
+                    path,
+                    why: format!("{why}; and {other}"),
+                    moved,
+                })
+            }
+            (first, _) => first,
+        };
+        match (newest, bad) {
             (Some((_, records)), None) => Ok(LoadedGrants {
                 records,
                 warning: None,
@@ -624,6 +636,23 @@ mod tests {
             .expect("read")
             .starts_with(b"knock-spa-grants v2 4 "));
         assert_eq!(again.load_grants().expect("load").records, vec![]);
+
+        // Both slots damaged (in a copy of the directory): one error naming both.
+        let both = tempfile::tempdir().expect("tempdir");
+        for n in GRANT_SLOTS {
+            let mut b = fs::read(dir.path().join(n)).expect("read");
+            b[40] ^= 0x01;
+            fs::write(both.path().join(n), b).expect("write");
+        }
+        let err = Store::open(both.path())
+            .expect("open")
+            .load_grants()
+            .expect_err("both damaged");
+        let text = err.to_string();
+        assert!(
+            text.contains("grants.0: corrupt") && text.contains("grants.1: corrupt"),
+            "{text}"
+        );
 
         // Save 5 torn (grants.1 half written): the state of save 4 is used, with a warning;
         // the torn slot is moved aside, and the next save goes to it again.
