@@ -573,21 +573,6 @@ pub fn add(config: &Path, door: Option<&str>, key: &NamedKey) -> Result<Outcome,
             key.name(),
             path.display()
         ));
-        for other in &cfg.doors {
-            let shares = other.name != door
-                && other.spa().is_some_and(|s| {
-                    s.key_files
-                        .iter()
-                        .any(|(_, f)| same_file(&resolve(config, f), &path))
-                });
-            if shares {
-                out.notes.push(format!(
-                    "{} is also a KeyFile of door [{}]: the key opens that door too",
-                    path.display(),
-                    other.name
-                ));
-            }
-        }
     } else {
         let mut lines = Lines::new(&text);
         let range = door_range(&lines, d.line);
@@ -657,21 +642,6 @@ pub fn revoke(config: &Path, door: Option<&str>, name: &str) -> Result<Outcome, 
                 path.display(),
                 d.name
             ));
-            for other in &cfg.doors {
-                let shares = other.name != d.name
-                    && other.spa().is_some_and(|s| {
-                        s.key_files
-                            .iter()
-                            .any(|(_, f)| same_file(&resolve(config, f), &path))
-                    });
-                if shares {
-                    out.notes.push(format!(
-                        "{} is also a KeyFile of door [{}]: the key is revoked there too",
-                        path.display(),
-                        other.name
-                    ));
-                }
-            }
             edits.push(FileEdit {
                 path,
                 old: kold,

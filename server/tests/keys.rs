@@ -315,3 +315,47 @@ fn keys_refuses_an_invalid_result_and_leaves_the_files_unchanged() {
     );
     unchanged("usage errors");
 }
+
+/// A keys file read by two doors would give each of its keys two doors, which the loader
+/// refuses (one key id, one door), so `check` reports it and `keys add` to such a file is
+/// refused and changes nothing.
+#[test]
+fn a_keys_file_shared_by_two_doors_is_refused() {
+    let (dir, conf, text) = setup();
+    let web_keys = dir.path().join("web.keys");
+    let before = fs::read_to_string(&web_keys).expect("read");
+    let shared = format!(
+        "{text}\n[spaMail]\n    KeyFile       = web.keys\n    Allow_Ports   = 993/tcp\n    \
+         Start_Command = /bin/true %IP%\n"
+    );
+    fs::write(&conf, &shared).expect("write");
+    let c = conf.to_str().expect("utf-8");
+    let check = run(&["-c", c, "check"]);
+    assert_eq!(check.status.code(), Some(2));
+    assert!(
+        stderr(&check).contains("door [spaMail]: key `carol` has the same key id as key `carol`"),
+        "{}",
+        stderr(&check)
+    );
+    let dave = key("dave", 4);
+    let line = format!("Keys = {}", dave.to_inline().as_str());
+    let out = run(&[
+        "-c",
+        c,
+        "keys",
+        "add",
+        "dave",
+        "--door",
+        "spaWeb",
+        "--from-line",
+        &line,
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("nothing was changed"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(fs::read_to_string(&web_keys).expect("read"), before);
+    assert_eq!(fs::read_to_string(&conf).expect("read"), shared);
+}
