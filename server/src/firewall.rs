@@ -118,25 +118,24 @@ pub fn command_ports(argv: &[String]) -> Vec<PortSpec> {
     let tokens: Vec<&str> = argv.iter().flat_map(|w| w.split_whitespace()).collect();
     let mut proto = Proto::Tcp;
     let mut out = Vec::new();
-    let mut i = 0;
-    while i < tokens.len() {
-        let value = tokens.get(i + 1).copied().unwrap_or("");
-        match tokens[i] {
-            "-p" | "--protocol" | "--proto" => match value.to_ascii_lowercase().as_str() {
-                "udp" => proto = Proto::Udp,
-                _ => proto = Proto::Tcp,
-            },
-            "--dport" | "--destination-port" | "--dports" | "--destination-ports" => {
-                out.extend(
-                    value
-                        .split(',')
-                        .filter_map(|n| n.parse::<u16>().ok())
-                        .filter_map(|n| PortSpec::new(proto, n)),
-                );
+    for pair in tokens.windows(2) {
+        let (flag, value) = (pair[0], pair[1]);
+        match flag {
+            "-p" | "--protocol" | "--proto" => {
+                proto = if value.eq_ignore_ascii_case("udp") {
+                    Proto::Udp
+                } else {
+                    Proto::Tcp
+                };
             }
+            "--dport" | "--destination-port" | "--dports" | "--destination-ports" => out.extend(
+                value
+                    .split(',')
+                    .filter_map(|n| n.parse::<u16>().ok())
+                    .filter_map(|n| PortSpec::new(proto, n)),
+            ),
             _ => {}
         }
-        i += 1;
     }
     out
 }
