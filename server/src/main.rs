@@ -585,73 +585,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| PathBuf::from(&opts.state_dir));
     let store = state::Store::open(&state_dir).context("state directory")?;
     debug!("state directory {}", store.dir().display());
-    let replay = match store.load_replay(opts.replay_cache_size, status::unix_now()) {
-        Ok(Some(state::LoadedReplay {
-            cache,
-            tail_lost: false,
-        })) => Some(cache),
-        // The last journal record is incomplete: almost surely an append a crash cut short
-        // (its packet was never acted on), but a damaged record looks the same, so its packet
-        // may have been: fail closed for packets stamped before now.
-        Ok(Some(state::LoadedReplay {
-            tail_lost: true, ..
-        })) => {
-            error!(
-                "state: {}: the replay journal ends in an incomplete record (a crash during a \
-                 write?); refusing every SPA packet stamped before now",
-                store.dir().join("replay.journal").display()
-            );
-            None
-        }
-        // No replay cache but a grants file: the daemon ran here before and the cache was
-        // deleted, so nothing says which packets it accepted: fail closed as for a corrupt
-        // file. Neither file: a first start, nothing was ever accepted.
-        Ok(None) if store.has_grants() => {
-            error!(
-                "state: {}: replay cache missing; refusing every SPA packet stamped before now",
-                store.dir().display()
-            );
-            None
-        }
-        Ok(None) => Some(knock_shared::replay::ReplayCache::new(
-            opts.replay_cache_size,
-        )),
-        Err(e) => {
-            error!(
-                "state: {e}; refusing every SPA packet stamped before now (a lost replay cache \
-                 must not let an old packet in)"
-            );
-            None
-        }
-    };
-    // A lost cache: start an empty one, and refuse packets stamped before now (the engine's
-    // `not_before`), so none accepted before the loss gets in again.
-    let (replay, not_before) = match replay {
-        Some(c) => (c, 0),
-        None => (
-            knock_shared::replay::ReplayCache::new(opts.replay_cache_size),
-            status::unix_now() + 1,
-        ),
-    };
-    // The instant before which packets are refused outlives this run (`replay.not-before`),
-    // and is written before the fresh cache replaces the lost one on disk, so that a restart
-    // soon after (a crash, say) still refuses what this start refuses.
-    let (persisted, damaged) = match store.load_not_before(status::unix_now() + 1) {
-        Ok(t) => (t, false),
-        Err((fallback, e)) => {
-            error!("state: {e}; refusing every SPA packet stamped before now");
-            (fallback, true)
-        }
-    };
-    let not_before = not_before.max(persisted);
-    if not_before != 0 && (not_before != persisted || damaged) {
-        store
-            .save_not_before(not_before)
-            .context("state directory: cannot record the replay cache loss")?;
-    }
-    let journal = store
-        .open_journal(&replay)
-        .context("state directory: cannot start the replay journal")?;
+    let replay = load_replay_state(&store, opts.replay_cache_size)?;
     let capture = match cli.capture.as_deref() {
         Some("udp") => Capture::Udp,
         Some(_) => Capture::Pcap,
@@ -735,18 +669,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         std::thread::Builder::new()
             .name("packets".into())
             .spawn(move || {
-                let mut e = engine::Engine::new(
-                    rt,
-                    engine::Replay {
-                        cache: replay,
-                        not_before,
-                        journal,
-                    },
-                    store,
-                    tx,
-                    stats,
-                    only_v4,
-                );
+                let mut e = engine::Engine::new(rt, replay, store, tx, stats, only_v4);
                 e.run(source, reload_rx, &stop);
             })
             .context("cannot start the packet thread")?
@@ -791,6 +714,82 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     info!("exiting");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The replay cache the daemon starts with: loaded from the state directory, or, when it was
+/// lost, damaged or cut short, an empty one with the instant before which packets are refused
+/// (kept in the state directory across restarts); its journal opened afresh.
+fn load_replay_state(store: &state::Store, capacity: usize) -> anyhow::Result<engine::Replay> {
+    let replay = match store.load_replay(capacity, status::unix_now()) {
+        Ok(Some(state::LoadedReplay {
+            cache,
+            tail_lost: false,
+        })) => Some(cache),
+        // The last journal record is incomplete: almost surely an append a crash cut short
+        // (its packet was never acted on), but a damaged record looks the same, so its packet
+        // may have been: fail closed for packets stamped before now.
+        Ok(Some(state::LoadedReplay {
+            tail_lost: true, ..
+        })) => {
+            error!(
+                "state: {}: the replay journal ends in an incomplete record (a crash during a \
+                 write?); refusing every SPA packet stamped before now",
+                store.dir().join("replay.journal").display()
+            );
+            None
+        }
+        // No replay cache but a grants file: the daemon ran here before and the cache was
+        // deleted, so nothing says which packets it accepted: fail closed as for a corrupt
+        // file. Neither file: a first start, nothing was ever accepted.
+        Ok(None) if store.has_grants() => {
+            error!(
+                "state: {}: replay cache missing; refusing every SPA packet stamped before now",
+                store.dir().display()
+            );
+            None
+        }
+        Ok(None) => Some(knock_shared::replay::ReplayCache::new(capacity)),
+        Err(e) => {
+            error!(
+                "state: {e}; refusing every SPA packet stamped before now (a lost replay cache \
+                 must not let an old packet in)"
+            );
+            None
+        }
+    };
+    // A lost cache: start an empty one, and refuse packets stamped before now (the engine's
+    // `not_before`), so none accepted before the loss gets in again.
+    let (replay, not_before) = match replay {
+        Some(c) => (c, 0),
+        None => (
+            knock_shared::replay::ReplayCache::new(capacity),
+            status::unix_now() + 1,
+        ),
+    };
+    // The instant before which packets are refused outlives this run (`replay.not-before`),
+    // and is written before the fresh cache replaces the lost one on disk, so that a restart
+    // soon after (a crash, say) still refuses what this start refuses.
+    let (persisted, damaged) = match store.load_not_before(status::unix_now() + 1) {
+        Ok(t) => (t, false),
+        Err((fallback, e)) => {
+            error!("state: {e}; refusing every SPA packet stamped before now");
+            (fallback, true)
+        }
+    };
+    let not_before = not_before.max(persisted);
+    if not_before != 0 && (not_before != persisted || damaged) {
+        store
+            .save_not_before(not_before)
+            .context("state directory: cannot record the replay cache loss")?;
+    }
+    let journal = store
+        .open_journal(&replay)
+        .context("state directory: cannot start the replay journal")?;
+    Ok(engine::Replay {
+        cache: replay,
+        not_before,
+        journal,
+    })
 }
 
 /// Forks into the background: the parent exits, the child starts a new session with its
