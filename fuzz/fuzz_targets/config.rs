@@ -5,7 +5,8 @@
 //!
 //! - every error and warning has a 1-based line number within the text's line count, and
 //!   errors and warnings come in line order; parsing is deterministic;
-//! - an error never shows the secret part of a `NAME:SECRET` key entry on its line;
+//! - an error never shows the secret part of a `NAME:SECRET` key entry on its line (unless
+//!   the same text is also written where it is public: a door name, a key name);
 //! - an accepted configuration keeps the documented ranges (window, cache size, interface
 //!   name, timeouts, sequence length, non-empty and duplicate-free `Allow_Ports`, SPA doors
 //!   with keys and a start command, no `%PORT%`/`%PROTO%` in knock doors, unique door names)
@@ -59,10 +60,9 @@ fn looks_secret(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
 }
 
-/// Secrets of the `NAME:SECRET` entries of a line (a `Keys = ...` line of a configuration,
-/// or any line of a keys file): the text after the first `:` of each comma-separated entry,
-/// when it looks like key material and does not also appear in the entry's name.
-fn secrets_on_line(line: &str, keys_file: bool) -> Vec<&str> {
+/// The `NAME:SECRET` entries of a line (a `Keys = ...` line of a configuration, or any line
+/// of a keys file), split at the first `:` of each comma-separated entry.
+fn entries_on_line(line: &str, keys_file: bool) -> Vec<(&str, &str)> {
     let value = if keys_file {
         line
     } else {
@@ -79,25 +79,42 @@ fn secrets_on_line(line: &str, keys_file: bool) -> Vec<&str> {
     entries
         .into_iter()
         .filter_map(|entry| entry.split_once(':'))
-        .filter_map(|(name, secret)| {
-            let secret = secret.trim();
-            (looks_secret(secret) && !name.contains(secret)).then_some(secret)
-        })
         .collect()
 }
 
+/// The text with the secret part of every entry cut out: what a message may quote (door
+/// names, key names, directives, comments).
+fn public_text(text: &str, keys_file: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let entries = entries_on_line(line, keys_file);
+        if entries.is_empty() {
+            out.push_str(line);
+        } else {
+            for (name, _) in entries {
+                out.push_str(name);
+                out.push('\0');
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Checks that no error quotes the secret of an entry on its line. A secret counts only when
+/// it looks like key material and its text appears nowhere else in the file: written also as
+/// a door name or inside a key name (of that line or another), it is public, and messages
+/// name their door and their key.
 fn check_errors_hide_secrets(text: &str, errors: &[ConfigError], keys_file: bool) {
     let lines: Vec<&str> = text.lines().collect();
+    let public = public_text(text, keys_file);
     for e in errors {
         let Some(line) = lines.get(e.line.wrapping_sub(1)) else {
             continue;
         };
-        for secret in secrets_on_line(line, keys_file) {
-            // The same text written as a door name is a name, and messages name their door.
-            if text
-                .lines()
-                .any(|l| l.trim_start().starts_with('[') && l.contains(secret))
-            {
+        for (_, secret) in entries_on_line(line, keys_file) {
+            let secret = secret.trim();
+            if !looks_secret(secret) || public.contains(secret) {
                 continue;
             }
             assert!(
