@@ -65,17 +65,19 @@ fn daemonize_with_pid_file_and_log_file() {
     );
     assert_eq!(stderr(&out), "");
 
-    let pid: libc::pid_t = wait_for(Duration::from_secs(10), "the PID file", || {
-        std::fs::read_to_string(&pidfile)
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-    });
+    // `-d` returns once the daemon runs: its PID file and its starting line are already there.
+    let pid: libc::pid_t = std::fs::read_to_string(&pidfile)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .expect("-d returned before the daemon wrote its PID file");
     let _guard = Background(pid);
     assert!(alive(pid), "PID {pid} from the PID file is not running");
     let log = || std::fs::read_to_string(&logfile).unwrap_or_default();
-    wait_for(Duration::from_secs(10), "the starting line", || {
-        log().contains(" starting: ").then_some(())
-    });
+    assert!(
+        log().contains(" starting: "),
+        "-d returned before the daemon started: {}",
+        log()
+    );
     // knockd's LogFile format: `[YYYY-MM-DD HH:MM] message`.
     let first = log().lines().next().unwrap_or_default().to_owned();
     let b = first.as_bytes();
@@ -114,4 +116,38 @@ fn daemonize_with_pid_file_and_log_file() {
         "start and stop command: {text}"
     );
     assert!(text.trim_end().ends_with("] exiting"), "{text}");
+}
+
+/// A daemon that cannot start (here: its UDP port is taken) fails `-d` itself: the error is
+/// printed on the terminal, the exit code is 1, and no PID file is left behind, instead of a
+/// silent exit 0 and a daemon dying in the background.
+#[test]
+fn daemonize_reports_a_failed_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_udp_port();
+    let _taken = std::net::UdpSocket::bind(("0.0.0.0", port)).expect("bind the port first");
+    let conf = spa_config(dir.path(), SERVER, port, "22/tcp", "/bin/true %IP% %PORT%");
+    let pidfile = dir.path().join("knock-spad.pid");
+    let logfile = dir.path().join("knock-spad.log");
+    let path = |p: &Path| p.to_str().expect("utf-8").to_owned();
+
+    let out = Command::new(BIN)
+        .args(["-c", &path(&conf), "-d", "-p", &path(&pidfile)])
+        .args(["-g", &path(&logfile)])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run knock-spad -d");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("knock-spad: error: ")
+            && err.contains(&format!("cannot bind UDP port {port}")),
+        "{err}"
+    );
+    assert!(!pidfile.exists(), "PID file left by a failed start");
+    let log = std::fs::read_to_string(&logfile).unwrap_or_default();
+    assert!(
+        log.contains("cannot bind UDP port"),
+        "not in the log file: {log}"
+    );
 }
