@@ -5,8 +5,8 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -42,21 +42,27 @@ fn alive(pid: libc::pid_t) -> bool {
         .unwrap_or(false)
 }
 
-#[test]
-fn daemonize_with_pid_file_and_log_file() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_udp_port();
-    let conf = spa_config(dir.path(), SERVER, port, "22/tcp", "/bin/true %IP% %PORT%");
-    let pidfile = dir.path().join("knock-spad.pid");
-    let logfile = dir.path().join("knock-spad.log");
+/// Runs `knock-spad -d -p PIDFILE -g LOGFILE` with an SPA configuration on UDP `port` in
+/// `dir`; returns what the command printed and the paths of the PID and log files.
+fn start_daemonized(dir: &Path, port: u16) -> (Output, PathBuf, PathBuf) {
+    let conf = spa_config(dir, SERVER, port, "22/tcp", "/bin/true %IP% %PORT%");
+    let pidfile = dir.join("knock-spad.pid");
+    let logfile = dir.join("knock-spad.log");
     let path = |p: &Path| p.to_str().expect("utf-8").to_owned();
-
     let out = Command::new(BIN)
         .args(["-c", &path(&conf), "-d", "-p", &path(&pidfile)])
         .args(["-g", &path(&logfile)])
         .stdin(Stdio::null())
         .output()
         .expect("run knock-spad -d");
+    (out, pidfile, logfile)
+}
+
+#[test]
+fn daemonize_with_pid_file_and_log_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_udp_port();
+    let (out, pidfile, logfile) = start_daemonized(dir.path(), port);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         stdout(&out),
@@ -126,17 +132,7 @@ fn daemonize_reports_a_failed_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_udp_port();
     let _taken = std::net::UdpSocket::bind(("0.0.0.0", port)).expect("bind the port first");
-    let conf = spa_config(dir.path(), SERVER, port, "22/tcp", "/bin/true %IP% %PORT%");
-    let pidfile = dir.path().join("knock-spad.pid");
-    let logfile = dir.path().join("knock-spad.log");
-    let path = |p: &Path| p.to_str().expect("utf-8").to_owned();
-
-    let out = Command::new(BIN)
-        .args(["-c", &path(&conf), "-d", "-p", &path(&pidfile)])
-        .args(["-g", &path(&logfile)])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run knock-spad -d");
+    let (out, pidfile, logfile) = start_daemonized(dir.path(), port);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
