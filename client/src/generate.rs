@@ -110,4 +110,22 @@ mod tests {
         assert!(man_page(Some("frobnicate")).is_none());
         assert!(man_page(Some("help")).is_none());
     }
+
+    /// dist/install.sh (and so the Debian package) installs knock-spa-COMMAND(1) for the
+    /// commands it lists, which must be exactly the commands knock-spa(1) refers to.
+    #[test]
+    fn install_sh_installs_a_page_per_command() {
+        let script = include_str!("../../dist/install.sh");
+        let listed: Vec<&str> = script
+            .lines()
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix("for command in ")
+                    .and_then(|l| l.strip_suffix("; do"))
+            })
+            .expect("install.sh has a `for command in ...; do` line")
+            .split_whitespace()
+            .collect();
+        assert_eq!(listed, man_commands());
+    }
 }
