@@ -12,6 +12,7 @@ mod grants;
 mod keys_cmd;
 mod log;
 mod manpage;
+mod notify;
 mod runtime;
 mod state;
 mod status;
@@ -568,6 +569,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     } else {
         log::Level::Info
     };
+    // Before any thread exists: it changes the environment.
+    let notify_problem = notify::init();
     if cli.daemon {
         daemonize()?;
     }
@@ -579,6 +582,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         syslog: opts.use_syslog,
     })
     .context("cannot open the log")?;
+    if let Some(problem) = notify_problem {
+        error!("{problem}");
+    }
     let pidfile = cli
         .pidfile
         .clone()
@@ -689,6 +695,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     report_started();
+    notify::send("READY=1");
 
     let config_path = cli.config.clone();
     tokio_rt.block_on(async move {
@@ -717,6 +724,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        notify::send("STOPPING=1");
         let _ = shutdown_tx.send(true);
         let _ = manager.await;
         anyhow::Ok(())

@@ -99,7 +99,8 @@ fn systemd_unit_has_the_expected_settings() {
         .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('['))
         .collect();
     for want in [
-        "Type=simple",
+        "Type=notify",
+        "NotifyAccess=main",
         "ExecStart=/usr/sbin/knock-spad -c /etc/knockd.conf",
         "ExecReload=/usr/sbin/knock-spad -c /etc/knockd.conf check",
         "ExecReload=/bin/kill -HUP $MAINPID",
