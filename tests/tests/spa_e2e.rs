@@ -109,6 +109,18 @@ fn expect_state(
     }
 }
 
+/// [`expect_state`]: `to` accepts connections from `ns` within [`OPEN_DEADLINE`].
+#[track_caller]
+fn expect_open(topo: &Topology, ns: &Netns, to: SocketAddr, d: &Daemon) {
+    expect_state(topo, ns, to, ConnectResult::Accepted, OPEN_DEADLINE, d);
+}
+
+/// [`expect_state`]: `to` refuses connections from `ns` within [`CLOSE_DEADLINE`].
+#[track_caller]
+fn expect_closed(topo: &Topology, ns: &Netns, to: SocketAddr, d: &Daemon) {
+    expect_state(topo, ns, to, ConnectResult::Refused, CLOSE_DEADLINE, d);
+}
+
 /// No ACCEPT rule for anyone is left in the server's INPUT chains.
 #[track_caller]
 fn assert_no_grant_rules(topo: &Topology) {
@@ -159,14 +171,7 @@ fn open_timeout_and_close(extra_args: &[&str]) {
 
     let sent = Instant::now();
     knock_spa_ok(&topo.client, Some(&key), &["open", "ssh", "10.99.0.1"]);
-    expect_state(
-        &topo,
-        &topo.client,
-        ssh4(),
-        ConnectResult::Accepted,
-        OPEN_DEADLINE,
-        &d,
-    );
+    expect_open(&topo, &topo.client, ssh4(), &d);
     let admitted = sent.elapsed();
     d.expect_log(
         "10.99.0.2: spaSSH: OPEN SESAME (spa key laptop, 22/tcp, 2 s)",
@@ -202,24 +207,10 @@ fn open_timeout_and_close(extra_args: &[&str]) {
         Some(&key),
         &["open", "ssh", "10.99.0.1", "--for", "2"],
     );
-    expect_state(
-        &topo,
-        &topo.client,
-        ssh4(),
-        ConnectResult::Accepted,
-        OPEN_DEADLINE,
-        &d,
-    );
+    expect_open(&topo, &topo.client, ssh4(), &d);
     knock_spa_ok(&topo.client, Some(&key), &["close", "ssh", "10.99.0.1"]);
     let closing = Instant::now();
-    expect_state(
-        &topo,
-        &topo.client,
-        ssh4(),
-        ConnectResult::Refused,
-        CLOSE_DEADLINE,
-        &d,
-    );
+    expect_closed(&topo, &topo.client, ssh4(), &d);
     assert!(
         closing.elapsed() < Duration::from_millis(1500),
         "closed only after {:?}: by the timeout, not by the close request",
@@ -255,14 +246,7 @@ fn ipv6_uses_the_6_commands() {
         ConnectResult::Refused
     );
     knock_spa_ok(&topo.client, Some(&key), &["open", "ssh", "fd99::1"]);
-    expect_state(
-        &topo,
-        &topo.client,
-        ssh6(),
-        ConnectResult::Accepted,
-        OPEN_DEADLINE,
-        &d,
-    );
+    expect_open(&topo, &topo.client, ssh6(), &d);
     let rules6 = ip6tables_rules(&topo.server);
     assert!(
         rules6.contains(&format!("-s {CLIENT_V6}/128")),
@@ -282,14 +266,7 @@ fn ipv6_uses_the_6_commands() {
         ConnectResult::Refused
     );
     knock_spa_ok(&topo.client, Some(&key), &["close", "ssh", "fd99::1"]);
-    expect_state(
-        &topo,
-        &topo.client,
-        ssh6(),
-        ConnectResult::Refused,
-        CLOSE_DEADLINE,
-        &d,
-    );
+    expect_closed(&topo, &topo.client, ssh6(), &d);
     assert_no_grant_rules(&topo);
     assert!(d.stop());
 }
@@ -323,14 +300,7 @@ fn captured_packets_never_open_for_the_attacker_and_stay_spent_across_restarts()
 
     // The client's copy of the same packet still works: the rejected copy did not spend it.
     send_udp(&topo.client, None, spa_to(SERVER_V4.into()), &raced).expect("send");
-    expect_state(
-        &topo,
-        &topo.client,
-        ssh4(),
-        ConnectResult::Accepted,
-        OPEN_DEADLINE,
-        &d,
-    );
+    expect_open(&topo, &topo.client, ssh4(), &d);
 
     // Replays, from the attacker's own address and with the client's address forged.
     send_udp(&topo.attacker, None, spa_to(SERVER_V4.into()), &raced).expect("send");
@@ -346,14 +316,7 @@ fn captured_packets_never_open_for_the_attacker_and_stay_spent_across_restarts()
 
     // Restart (SIGTERM closes the grant), then the same replay.
     assert!(d.stop(), "knock-spad did not exit 0:\n{}", d.log());
-    expect_state(
-        &topo,
-        &topo.client,
-        ssh4(),
-        ConnectResult::Refused,
-        CLOSE_DEADLINE,
-        &d,
-    );
+    expect_closed(&topo, &topo.client, ssh4(), &d);
     assert_no_grant_rules(&topo);
     let mut d = Daemon::start(&topo.server, &conf, &[]);
     send_udp_spoofed(&topo.attacker, forged_src, spa_to(SERVER_V4.into()), &raced)
@@ -415,14 +378,7 @@ fn grants_survive_a_crash_and_close_on_time() {
     // Crash, restart at once: re-armed.
     let mut d = Daemon::start(&topo.server, &conf, &[]);
     knock_spa_ok(&topo.client, Some(&key), &["open", "ssh", "10.99.0.1"]);
-    expect_state(
-        &topo,
-        &topo.client,
-        ssh4(),
-        ConnectResult::Accepted,
-        OPEN_DEADLINE,
-        &d,
-    );
+    expect_open(&topo, &topo.client, ssh4(), &d);
     let opened = Instant::now();
     d.crash();
     let mut d = Daemon::start(&topo.server, &conf, &[]);
@@ -450,14 +406,7 @@ fn grants_survive_a_crash_and_close_on_time() {
 
     // Crash, stay down past the grant's time, restart: closed at once.
     knock_spa_ok(&topo.client, Some(&key), &["open", "ssh", "10.99.0.1"]);
-    expect_state(
-        &topo,
-        &topo.client,
-        ssh4(),
-        ConnectResult::Accepted,
-        OPEN_DEADLINE,
-        &d,
-    );
+    expect_open(&topo, &topo.client, ssh4(), &d);
     d.crash();
     std::thread::sleep(Duration::from_millis(3500));
     assert!(
@@ -466,14 +415,7 @@ fn grants_survive_a_crash_and_close_on_time() {
     );
     let restarted = Instant::now();
     let d = Daemon::start(&topo.server, &conf, &[]);
-    expect_state(
-        &topo,
-        &topo.client,
-        ssh4(),
-        ConnectResult::Refused,
-        CLOSE_DEADLINE,
-        &d,
-    );
+    expect_closed(&topo, &topo.client, ssh4(), &d);
     eprintln!(
         "expired grant closed {:?} after restart",
         restarted.elapsed()
@@ -495,14 +437,7 @@ fn sighup_reloads_and_keeps_the_old_config_when_the_new_one_is_broken() {
     d.signal(SIGHUP);
     d.expect_log("keeping the old one", LOG_WAIT);
     knock_spa_ok(&topo.client, Some(&key), &["open", "ssh", "10.99.0.1"]);
-    expect_state(
-        &topo,
-        &topo.client,
-        ssh4(),
-        ConnectResult::Accepted,
-        OPEN_DEADLINE,
-        &d,
-    );
+    expect_open(&topo, &topo.client, ssh4(), &d);
 
     // A second key added to the door: it works after SIGHUP, for the attacker namespace
     // (standing in for a second user).
@@ -518,14 +453,7 @@ fn sighup_reloads_and_keeps_the_old_config_when_the_new_one_is_broken() {
     d.signal(SIGHUP);
     d.expect_log("configuration reloaded", LOG_WAIT);
     knock_spa_ok(&topo.attacker, Some(&second), &["open", "ssh", "10.99.0.1"]);
-    expect_state(
-        &topo,
-        &topo.attacker,
-        ssh4(),
-        ConnectResult::Accepted,
-        OPEN_DEADLINE,
-        &d,
-    );
+    expect_open(&topo, &topo.attacker, ssh4(), &d);
     // The first grant is still there.
     assert_eq!(
         tcp_connect(&topo.client, ssh4(), PROBE),
@@ -594,36 +522,15 @@ fn capture_on_any_interface() {
     d.expect_log("on any", LOG_WAIT);
 
     knock_spa_ok(&topo.client, Some(&key), &["open", "ssh", "10.99.0.1"]);
-    expect_state(
-        &topo,
-        &topo.client,
-        ssh4(),
-        ConnectResult::Accepted,
-        OPEN_DEADLINE,
-        &d,
-    );
+    expect_open(&topo, &topo.client, ssh4(), &d);
     knock_spa_ok(&topo.client, Some(&key), &["close", "ssh", "10.99.0.1"]);
-    expect_state(
-        &topo,
-        &topo.client,
-        ssh4(),
-        ConnectResult::Refused,
-        CLOSE_DEADLINE,
-        &d,
-    );
+    expect_closed(&topo, &topo.client, ssh4(), &d);
 
     // The knock door, over IPv6, with the real `knock` client.
     topo.client.exec_ok([
         "knock", "-6", "-d", "0", "fd99::1", "7000:udp", "9000", "8000",
     ]);
-    expect_state(
-        &topo,
-        &topo.client,
-        ssh6(),
-        ConnectResult::Accepted,
-        OPEN_DEADLINE,
-        &d,
-    );
+    expect_open(&topo, &topo.client, ssh6(), &d);
     d.expect_log("fd99::2: openSSH: OPEN SESAME", LOG_WAIT);
     assert_eq!(
         tcp_connect(&topo.attacker, ssh6(), PROBE),
