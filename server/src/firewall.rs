@@ -84,12 +84,43 @@ pub fn baseline(ports: &[PortSpec], ipv6: bool) -> Vec<Rule> {
     rules
 }
 
+/// Firewall tools other than iptables whose rules `check` and `firewall-setup` cannot read or
+/// write.
+const OTHER_FIREWALLS: [&str; 3] = ["nft", "ufw", "firewall-cmd"];
+
+/// The other firewall tool a door's start commands run (directly, or inside `sh -c '...'`),
+/// when they run one and no iptables/ip6tables: such a door's ports are not in the iptables
+/// INPUT chains, so [`ports_of`] leaves them out.
+pub fn other_firewall(door: &knock_shared::config::Door) -> Option<&'static str> {
+    let mut other = None;
+    for cmd in [&door.start_command, &door.start_command_6]
+        .into_iter()
+        .flatten()
+    {
+        for word in cmd.as_str().split_whitespace() {
+            let base = word.rsplit('/').next().unwrap_or(word);
+            let base = base.trim_matches(|c| c == '\'' || c == '"');
+            if base.starts_with("iptables") || base.starts_with("ip6tables") {
+                return None;
+            }
+            if let Some(tool) = OTHER_FIREWALLS.iter().find(|t| **t == base) {
+                other = Some(*tool);
+            }
+        }
+    }
+    other
+}
+
 /// The guarded ports of a configuration, sorted, once each: every SPA door's `Allow_Ports`,
 /// and the ports a knock-sequence door's start commands name with `--dport` (see
-/// [`command_ports`]).
+/// [`command_ports`]). Doors whose commands run another firewall tool ([`other_firewall`])
+/// are left out.
 pub fn ports_of(config: &knock_shared::config::Config) -> Vec<PortSpec> {
     let mut ports = Vec::new();
     for door in &config.doors {
+        if other_firewall(door).is_some() {
+            continue;
+        }
         match door.spa() {
             Some(spa) => ports.extend(spa.allow_ports.iter().copied()),
             None => {
@@ -416,6 +447,22 @@ mod tests {
              [none]\nsequence = 4,5,6\ncommand = /usr/local/bin/notify %IP%\n";
         let cfg = knock_shared::config::parse_str(text).expect("valid");
         assert_eq!(ports_of(&cfg), vec![p("22"), p("2222"), p("53/udp")]);
+    }
+
+    #[test]
+    fn doors_on_nftables_are_left_out() {
+        let text = "[nftSSH]\nsequence = 7000,8000,9000\n\
+             start_command = /usr/sbin/nft add element inet knock allowed4 { %IP% . tcp . 22 }\n\
+             [wrapped]\nsequence = 7001,8001,9001\n\
+             command = /bin/sh -c 'nft add element inet knock allowed4 { %IP% . tcp . 80 }'\n\
+             [both]\nsequence = 7002,8002,9002\n\
+             command = /bin/sh -c 'nft list ruleset; iptables -I INPUT -s %IP% --dport 443 -j ACCEPT'\n\
+             [ipt]\nsequence = 1,2,3\n\
+             command = /sbin/iptables-legacy -I INPUT -s %IP% -p udp --dport 53 -j ACCEPT\n";
+        let cfg = knock_shared::config::parse_str(text).expect("valid");
+        let tools: Vec<Option<&str>> = cfg.doors.iter().map(other_firewall).collect();
+        assert_eq!(tools, vec![Some("nft"), Some("nft"), None, None]);
+        assert_eq!(ports_of(&cfg), vec![p("443"), p("53/udp")]);
     }
 
     #[test]

@@ -234,6 +234,7 @@ fn check(cli: &Cli) -> ExitCode {
 /// protects nothing). Only when the firewall can be read (root, the tool
 /// installed); anything else is said once, not treated as an error.
 fn warn_open_ports(rt: &runtime::Runtime) {
+    note_other_firewalls(&rt.config);
     let ports = firewall::ports_of(&rt.config);
     for family in [firewall::Family::V4, firewall::Family::V6] {
         let out = std::process::Command::new(family.tool())
@@ -266,6 +267,20 @@ fn warn_open_ports(rt: &runtime::Runtime) {
                     family.tool()
                 ),
             }
+        }
+    }
+}
+
+/// Says which doors run another firewall tool than iptables: `check` and `firewall-setup`
+/// read and write only the iptables INPUT chains, so those doors' ports are left to the
+/// administrator.
+fn note_other_firewalls(config: &knock_shared::config::Config) {
+    for door in &config.doors {
+        if let Some(tool) = firewall::other_firewall(door) {
+            eprintln!(
+                "knock-spad: note: [{}] runs {tool}, not iptables: its ports are not checked                  or baselined here; make sure the {tool} ruleset closes them",
+                door.name
+            );
         }
     }
 }
@@ -499,6 +514,7 @@ fn firewall_cmd(
                 return Ok(code);
             }
         };
+        note_other_firewalls(&cfg);
         let p = firewall::ports_of(&cfg);
         if p.is_empty() {
             eprintln!(
