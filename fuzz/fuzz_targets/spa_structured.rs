@@ -11,8 +11,8 @@
 //! - `Request::decode_body` refuses exactly the bodies that break §5, with the first broken
 //!   rule, and what it accepts re-encodes to the same bytes;
 //! - an unmutated packet gets exactly the outcome the rules of §7 give (unknown key, malformed
-//!   body, wrong server, stale/future with the right age, address mismatch, the first port not
-//!   allowed), and when accepted, exactly the fields that were sealed, the resolved address
+//!   body, wrong server, stale/future with the right age, address mismatch, an address that
+//!   cannot be admitted, the first port not allowed), and when accepted, exactly the fields that were sealed, the resolved address
 //!   and the key's door; a second verify is `Replay`;
 //! - any change to the sealed bytes (bit flips, byte writes, truncation, extension, another
 //!   key's id) is rejected by steps 1–3 with the documented reason;
@@ -23,7 +23,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;
-use knock_fuzz::{canonical, named_key, RawBody, Sealer, NOW, PACKET, WINDOW};
+use knock_fuzz::{admissible, canonical, named_key, RawBody, Sealer, NOW, PACKET, WINDOW};
 use knock_keys::{DerivedKeys, MasterKey};
 use knock_shared::replay::ReplayCache;
 use knock_shared::types::{PortSpec, Proto};
@@ -304,6 +304,9 @@ fn model(
             canonical(a)
         }
     };
+    if !admissible(addr) {
+        return Err(Reject::Unadmissible(addr));
+    }
     if let Some(p) = request.ports.iter().find(|p| !f.policy.contains(p)) {
         return Err(Reject::PortNotAllowed(p));
     }

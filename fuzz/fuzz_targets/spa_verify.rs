@@ -20,8 +20,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::OnceLock;
 
 use knock_fuzz::{
-    canonical, named_key, sha256, vector_master, RawBody, Sealer, HEADER, MACED, NOW, PACKET,
-    PADDING_AT, SERVER_NAME, WINDOW,
+    admissible, canonical, named_key, sha256, vector_master, RawBody, Sealer, HEADER, MACED, NOW,
+    PACKET, PADDING_AT, SERVER_NAME, WINDOW,
 };
 use knock_shared::replay::ReplayCache;
 use knock_shared::types::PortSpec;
@@ -157,6 +157,11 @@ fn check_accepted(
         assert!(f.policy.contains(&p), "accepted port {p} not in the policy");
     }
     assert!((1..=16).contains(&req.ports.len()));
+    assert!(
+        admissible(acc.addr()),
+        "accepted {} for admission",
+        acc.addr()
+    );
     match req.admit {
         Admit::Source => assert_eq!(acc.addr(), canonical(src)),
         Admit::Addr(a) => {

@@ -59,6 +59,21 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Whether an address may be admitted (PROTOCOL.md §7, step 8b), from its octets: not
+/// unspecified, multicast or the IPv4 limited broadcast, judged after [`canonical`].
+pub fn admissible(ip: IpAddr) -> bool {
+    match canonical(ip) {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            o != [0; 4] && !(224..=239).contains(&o[0]) && o != [255; 4]
+        }
+        IpAddr::V6(a) => {
+            let o = a.octets();
+            o != [0; 16] && o[0] != 0xff
+        }
+    }
+}
+
 /// SHA-256 of a packet: the replay-cache key (PROTOCOL.md §8).
 pub fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()

@@ -497,7 +497,9 @@ impl Engine {
             self.handle_spa(pkt.src, pkt.payload);
             return;
         }
-        if self.slots.is_empty() {
+        // No knock sequence admits "any", multicast or broadcast (a spoofed source
+        // like that could only fill the tracker); the SPA verifier refuses them the same way.
+        if self.slots.is_empty() || !knock_shared::types::admissible(pkt.src) {
             return;
         }
         let hit = Hit {

@@ -3,8 +3,25 @@
 //! Nothing here allocates or does I/O.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::num::NonZeroU16;
 use std::str::FromStr;
+
+/// Whether `ip` may be admitted: an address a rule for one host makes sense for. Refused: the
+/// unspecified address (`0.0.0.0`, `::`), which some firewall front ends and scripts read as
+/// "any"; multicast; and the IPv4 limited broadcast `255.255.255.255`. No client has any of
+/// them as its address. Loopback is allowed (a knock from the host itself, when trying a
+/// configuration out). An IPv4-mapped IPv6 address is judged as the IPv4 address it maps.
+pub fn admissible(ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    match ip {
+        IpAddr::V4(a) => !(a.is_unspecified() || a.is_multicast() || a.is_broadcast()),
+        IpAddr::V6(a) => !(a.is_unspecified() || a.is_multicast()),
+    }
+}
 
 /// A transport protocol a door can guard or a knock can use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -248,6 +265,35 @@ impl fmt::Display for TcpFlags {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn admissible_addresses_are_host_addresses() {
+        let yes = [
+            "192.0.2.10",
+            "10.0.0.1",
+            "127.0.0.1",
+            "::1",
+            "2001:db8::7",
+            "fe80::1",
+            "::ffff:192.0.2.10",
+        ];
+        let no = [
+            "0.0.0.0",
+            "::",
+            "224.0.0.1",
+            "239.1.2.3",
+            "ff02::1",
+            "255.255.255.255",
+            "::ffff:224.0.0.9",
+            "::ffff:0.0.0.0",
+        ];
+        for a in yes {
+            assert!(admissible(a.parse().expect("ip")), "{a}");
+        }
+        for a in no {
+            assert!(!admissible(a.parse().expect("ip")), "{a}");
+        }
+    }
 
     #[test]
     fn port_specs() {

@@ -13,8 +13,8 @@
 //! 5. XChaCha20-Poly1305 decryption with the header as associated data ([`Reject::BadAead`]);
 //! 6. body decoding ([`Reject::Malformed`]) and the server identity ([`Reject::WrongServer`]);
 //! 7. timestamp window ([`Reject::Stale`], [`Reject::Future`]);
-//! 8. policy: admitted address vs. source ([`Reject::AddressMismatch`]), ports
-//!    ([`Reject::PortNotAllowed`]);
+//! 8. policy: admitted address vs. source ([`Reject::AddressMismatch`]), an address that can
+//!    be admitted ([`Reject::Unadmissible`]), ports ([`Reject::PortNotAllowed`]);
 //! 9. the digest is remembered ([`Reject::ReplayCacheFull`] if it cannot be).
 //!
 //! Nothing is written to the replay cache before step 9, so an attacker without a key cannot
@@ -81,6 +81,10 @@ pub enum Reject {
     /// The packet asks to admit an address other than its source, and the key may not.
     #[error("address mismatch (packet asks for another address than its source)")]
     AddressMismatch,
+    /// The address to admit (requested, or the source) is one no rule should be made for:
+    /// unspecified, multicast or broadcast ([`crate::types::admissible`]).
+    #[error("address {0} cannot be admitted (unspecified, multicast or broadcast)")]
+    Unadmissible(IpAddr),
     /// A requested port is not allowed for this key.
     #[error("port {0} not allowed for this key")]
     PortNotAllowed(PortSpec),
@@ -107,7 +111,7 @@ pub enum RejectKind {
     Clock,
     /// [`Reject::Replay`].
     Replay,
-    /// [`Reject::AddressMismatch`].
+    /// [`Reject::AddressMismatch`] and [`Reject::Unadmissible`].
     Address,
     /// [`Reject::PortNotAllowed`].
     Port,
@@ -140,7 +144,7 @@ impl RejectKind {
             RejectKind::WrongServer => "wrong server",
             RejectKind::Clock => "clock",
             RejectKind::Replay => "replay",
-            RejectKind::Address => "address mismatch",
+            RejectKind::Address => "address",
             RejectKind::Port => "port not allowed",
             RejectKind::CacheFull => "replay cache full",
         }
@@ -163,7 +167,7 @@ impl Reject {
             Reject::WrongServer => RejectKind::WrongServer,
             Reject::Stale { .. } | Reject::Future { .. } => RejectKind::Clock,
             Reject::Replay => RejectKind::Replay,
-            Reject::AddressMismatch => RejectKind::Address,
+            Reject::AddressMismatch | Reject::Unadmissible(_) => RejectKind::Address,
             Reject::PortNotAllowed(_) => RejectKind::Port,
             Reject::ReplayCacheFull => RejectKind::CacheFull,
         }
@@ -405,6 +409,9 @@ impl Verifier {
                 a
             }
         };
+        if !crate::types::admissible(addr) {
+            return Err(Reject::Unadmissible(addr));
+        }
         if let Some(p) = request
             .ports
             .iter()
@@ -598,6 +605,37 @@ mod tests {
             check(&p, src(), &mut cache).expect("nat ok").addr(),
             elsewhere
         );
+        // Even a key allowed NAT cannot have a rule made for "any", multicast or broadcast;
+        // nor can a packet whose own source is one of them. The cache is untouched.
+        for (n, bad) in [
+            "0.0.0.0",
+            "::",
+            "224.0.0.1",
+            "ff02::1",
+            "255.255.255.255",
+            "::ffff:0.0.0.0",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let bad: IpAddr = bad.parse().expect("ip");
+            let entries = cache.len();
+            let p = packet(
+                &key(2, "nat"),
+                &request(Admit::Addr(bad), &["22"], NOW),
+                20 + n as u8,
+            );
+            assert!(
+                matches!(check(&p, src(), &mut cache), Err(Reject::Unadmissible(_))),
+                "{bad}"
+            );
+            let p = packet(&alice, &request(Admit::Source, &["22"], NOW), 40 + n as u8);
+            assert!(
+                matches!(check(&p, bad, &mut cache), Err(Reject::Unadmissible(_))),
+                "source {bad}"
+            );
+            assert_eq!(cache.len(), entries);
+        }
 
         let p = packet(&alice, &request(Admit::Addr(src()), &["22", "80"], NOW), 7);
         assert_eq!(

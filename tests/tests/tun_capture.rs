@@ -86,14 +86,42 @@ fn expect_rule(topo: &Topology, d: &Daemon, from: IpAddr, port: u16) {
     );
 }
 
-#[test]
-fn spa_and_knock_captured_on_a_tun_interface() {
+/// The `openAlt` sequence from `src`: 7000 (SYN), 8000/udp, 9000 (SYN), as whole IP packets.
+fn knock_sequence(src: IpAddr, server: IpAddr) -> [std::io::Result<Vec<u8>>; 3] {
+    [
+        tcp_packet(
+            SocketAddr::new(src, 41000),
+            SocketAddr::new(server, 7000),
+            TcpFlags::SYN,
+        ),
+        udp_packet(
+            SocketAddr::new(src, 41001),
+            SocketAddr::new(server, 8000),
+            &[0],
+        ),
+        tcp_packet(
+            SocketAddr::new(src, 41002),
+            SocketAddr::new(server, 9000),
+            TcpFlags::SYN,
+        ),
+    ]
+}
+
+/// The topology with `tun0` in the server namespace, a client key, and the daemon capturing
+/// on `tun0` (bind the result in this order: the daemon is dropped first).
+fn start() -> (Topology, Tun, ClientKey, Daemon) {
     knock_e2e::require_root();
     let topo = Topology::new();
     let tun = Tun::create(&topo.server, "tun0", &["10.77.0.1/24", "fd77::1/64"]);
     let key = ClientKey::generate(&topo, "laptop");
     let conf = conf(&topo, &key);
-    let mut d = Daemon::start_on(&topo.server, &conf, tun.name(), &["-v"]);
+    let d = Daemon::start_on(&topo.server, &conf, tun.name(), &["-v"]);
+    (topo, tun, key, d)
+}
+
+#[test]
+fn spa_and_knock_captured_on_a_tun_interface() {
+    let (topo, tun, key, mut d) = start();
 
     for (peer, server) in [
         (IpAddr::V4(PEER_V4), IpAddr::V4(TUN_V4)),
@@ -125,28 +153,61 @@ fn spa_and_knock_captured_on_a_tun_interface() {
         expect_rule(&topo, &d, peer, 22);
 
         // The knock sequence 7000 (SYN), 8000/udp, 9000 (SYN).
-        let hits = [
-            tcp_packet(
-                SocketAddr::new(peer, 41000),
-                SocketAddr::new(server, 7000),
-                TcpFlags::SYN,
-            ),
-            udp_packet(
-                SocketAddr::new(peer, 41001),
-                SocketAddr::new(server, 8000),
-                &[0],
-            ),
-            tcp_packet(
-                SocketAddr::new(peer, 41002),
-                SocketAddr::new(server, 9000),
-                TcpFlags::SYN,
-            ),
-        ];
+        let hits = knock_sequence(peer, server);
         for hit in hits {
             tun.inject(&hit.expect("packet")).expect("inject");
         }
         expect_rule(&topo, &d, peer, 2222);
         d.expect_log(&format!("{peer}: openAlt: OPEN SESAME"), RULE_WAIT);
+    }
+    assert!(d.stop(), "clean exit:\n{}", d.log());
+}
+
+/// Sources no rule should be made for (unspecified, multicast), which only a spoofer sends:
+/// an authentic SPA packet admitting its source is rejected with its reason, and a knock
+/// sequence from them reaches no stage. The same sequence from a real address then opens
+/// (so the spoofed packets were captured and looked at, in order, before it).
+#[test]
+fn spoofed_unadmissible_sources_open_nothing() {
+    let (topo, tun, key, mut d) = start();
+
+    let spa = dry_run_packet(
+        &topo.client,
+        &key,
+        &["open", "ssh", &TUN_V4.to_string(), "--use-source"],
+    );
+    let to_spa = SocketAddr::new(TUN_V4.into(), SPA_PORT);
+    let from_any = udp_packet(
+        SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 40000),
+        to_spa,
+        &spa,
+    )
+    .expect("packet");
+    tun.inject(&from_any).expect("inject");
+    d.expect_log(
+        "spa: rejected packet from 0.0.0.0: address 0.0.0.0 cannot be admitted",
+        RULE_WAIT,
+    );
+
+    let spoofed: [(IpAddr, IpAddr); 2] = [
+        (Ipv4Addr::UNSPECIFIED.into(), TUN_V4.into()),
+        ("ff02::1".parse().expect("ip"), TUN_V6.into()),
+    ];
+    for (src, server) in spoofed {
+        for hit in knock_sequence(src, server) {
+            tun.inject(&hit.expect("packet")).expect("inject");
+        }
+    }
+    for hit in knock_sequence(PEER_V6.into(), TUN_V6.into()) {
+        tun.inject(&hit.expect("packet")).expect("inject");
+    }
+    expect_rule(&topo, &d, PEER_V6.into(), 2222);
+    let log = d.log();
+    for (src, _) in spoofed {
+        assert!(
+            !log.contains(&format!("{src}: openAlt:")),
+            "a knock from {src} reached the tracker:\n{log}"
+        );
     }
     assert!(d.stop(), "clean exit:\n{}", d.log());
 }
