@@ -106,8 +106,10 @@ pub enum InputError {
         /// The limit.
         max: usize,
     },
-    /// An address that cannot be admitted (unspecified or multicast).
-    #[error("--allow-ip {0}: not an address a host can have (unspecified or multicast)")]
+    /// An address the server refuses to admit (unspecified, multicast or broadcast).
+    #[error(
+        "--allow-ip {0}: not an address a host can have (unspecified, multicast or broadcast)"
+    )]
     BadAdmit(std::net::IpAddr),
     /// A key name outside `[A-Za-z0-9._@-]{1,64}`.
     #[error("invalid key name `{0}`: use 1 to 64 of A-Z a-z 0-9 . _ @ -")]

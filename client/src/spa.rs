@@ -54,8 +54,8 @@ impl FromStr for AdmitChoice {
             "route" => Ok(Self::Route),
             "source" => Ok(Self::Source),
             other => match other.parse::<IpAddr>() {
-                Ok(ip) if ip.is_unspecified() || ip.is_multicast() => Err(format!(
-                    "{ip}: not an address a host can have (unspecified or multicast)"
+                Ok(ip) if !knock_shared::types::admissible(ip) => Err(format!(
+                    "{ip}: not an address a host can have (unspecified, multicast or broadcast)"
                 )),
                 Ok(ip) => Ok(Self::Addr(ip)),
                 Err(_) => Err(format!("`{other}` is not route, source or an IP address")),
@@ -130,7 +130,7 @@ pub fn resolve(
         }
     };
     let admit = match (args.allow_ip, args.use_source, args.admit) {
-        (Some(ip), _, _) if ip.is_unspecified() || ip.is_multicast() => {
+        (Some(ip), _, _) if !knock_shared::types::admissible(ip) => {
             return Err(InputError::BadAdmit(ip))
         }
         (Some(ip), _, _) => AdmitChoice::Addr(ip),
@@ -593,14 +593,30 @@ host = 192.0.2.2
             "2001:db8::7".parse(),
             Ok(AdmitChoice::Addr(ip("2001:db8::7")))
         );
-        for bad in ["Route", "nat", "", "1.2.3", "::", "239.1.1.1"] {
+        for bad in [
+            "Route",
+            "nat",
+            "",
+            "1.2.3",
+            "::",
+            "239.1.1.1",
+            "255.255.255.255",
+        ] {
             assert!(bad.parse::<AdmitChoice>().is_err(), "{bad}");
         }
     }
 
     #[test]
     fn unusable_allow_ip() {
-        for bad in ["0.0.0.0", "::", "224.0.0.1", "ff02::1"] {
+        // The server's rule (PROTOCOL.md §7, step 8b), said before anything is sent.
+        for bad in [
+            "0.0.0.0",
+            "::",
+            "224.0.0.1",
+            "ff02::1",
+            "255.255.255.255",
+            "::ffff:0.0.0.0",
+        ] {
             let mut a = args("ssh");
             a.allow_ip = Some(ip(bad));
             assert_eq!(
