@@ -278,7 +278,8 @@ fn note_other_firewalls(config: &knock_shared::config::Config) {
     for door in &config.doors {
         if let Some(tool) = firewall::other_firewall(door) {
             eprintln!(
-                "knock-spad: note: [{}] runs {tool}, not iptables: its ports are not checked                  or baselined here; make sure the {tool} ruleset closes them",
+                "knock-spad: note: [{}] runs {tool}, not iptables: its ports are not checked \
+                 or baselined here; make sure the {tool} ruleset closes them",
                 door.name
             );
         }

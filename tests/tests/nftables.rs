@@ -129,6 +129,10 @@ fn the_nftables_example_opens_and_closes_with_set_elements() {
     assert!(check.status.success(), "{err}");
     assert!(err.contains("note: [spaSSH] runs nft"), "{err}");
     assert!(err.contains("note: [openSSH] runs nft"), "{err}");
+    assert!(
+        err.contains("not iptables: its ports are not checked or baselined here"),
+        "{err}"
+    );
     assert!(!err.contains("is open in the current"), "{err}");
 
     let d = Daemon::start(&topo.server, &conf, &[]);
