@@ -722,6 +722,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 _ = term.recv() => { info!("SIGTERM received"); break; }
                 _ = int.recv() => { info!("SIGINT received"); break; }
                 _ = hup.recv() => {
+                    notify::send("RELOADING=1");
                     match runtime::load(&config_path) {
                         Ok(new) => {
                             // The packet thread logs "configuration reloaded" once it
@@ -730,12 +731,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             let new = Arc::new(new);
                             let _ = reload_tx.send(new.clone());
                             let _ = tx.send(engine::Action::Reload(new));
+                            notify::send("READY=1\nSTATUS=configuration reloaded");
                         }
                         Err(errors) => {
                             for e in errors {
                                 error!("SIGHUP: {e}");
                             }
                             error!("SIGHUP: the new configuration is invalid; keeping the old one");
+                            notify::send(
+                                "READY=1\nSTATUS=the new configuration is invalid; running the old one",
+                            );
                         }
                     }
                 }

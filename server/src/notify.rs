@@ -1,8 +1,10 @@
 //! systemd's readiness protocol (sd_notify(3)) without libsystemd. Under `Type=notify`,
 //! systemd puts the address of a unix datagram socket in `NOTIFY_SOCKET`; the daemon sends
 //! `READY=1` once it runs (capture open, signal handlers installed, PID file written), so
-//! `systemctl start` returns only then, and fails when the daemon exits before. `STOPPING=1`
-//! says the daemon is closing its grants. Without `NOTIFY_SOCKET` every call does nothing.
+//! `systemctl start` returns only then, and fails when the daemon exits before. At SIGHUP it
+//! sends `RELOADING=1`, then `READY=1` with a `STATUS=` line saying whether the new
+//! configuration was taken. `STOPPING=1` says the daemon is closing its grants. Without
+//! `NOTIFY_SOCKET` every call does nothing.
 
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::sync::OnceLock;

@@ -1,6 +1,7 @@
 //! `Type=notify` (sd_notify(3)): with `NOTIFY_SOCKET` set, the daemon sends `READY=1` once it
-//! runs (an SPA packet sent right after it is handled) and `STOPPING=1` at SIGTERM, to a path
-//! or to an abstract socket; the commands it runs do not inherit `NOTIFY_SOCKET`.
+//! runs (an SPA packet sent right after it is handled), `RELOADING=1` and `READY=1` around a
+//! SIGHUP, and `STOPPING=1` at SIGTERM, to a path or to an abstract socket; the commands it
+//! runs do not inherit `NOTIFY_SOCKET`.
 
 mod common;
 
@@ -63,6 +64,15 @@ fn notify_round_trip(dir: &Path, sock: &UnixDatagram, notify_socket: &str) {
         !env.contains("NOTIFY_SOCKET"),
         "a command inherited NOTIFY_SOCKET:\n{env}"
     );
+
+    // SIGHUP: reloading, then ready again, saying what became of the file.
+    // SAFETY: kill() takes two integers; the PID is the daemon this test started, running.
+    assert_eq!(
+        unsafe { libc::kill(daemon.pid() as libc::pid_t, libc::SIGHUP) },
+        0
+    );
+    assert_eq!(next_message(sock), "RELOADING=1");
+    assert_eq!(next_message(sock), "READY=1\nSTATUS=configuration reloaded");
 
     let status = daemon.signal_and_wait(libc::SIGTERM).expect("exit status");
     assert!(status.success(), "{status:?}");
