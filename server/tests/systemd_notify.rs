@@ -22,8 +22,15 @@ fn next_message(sock: &UnixDatagram) -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
+fn sighup(daemon: &Daemon) {
+    // SAFETY: kill() takes two integers; the PID is the daemon this test started, running.
+    let rc = unsafe { libc::kill(daemon.pid() as libc::pid_t, libc::SIGHUP) };
+    assert_eq!(rc, 0, "SIGHUP");
+}
+
 /// Starts the daemon with `NOTIFY_SOCKET=notify_socket`, its start command a script that
-/// writes the environment it got to `dir/env.txt`; checks READY=1, an open, STOPPING=1.
+/// writes the environment it got to `dir/env.txt`; checks READY=1, an open, two SIGHUPs,
+/// STOPPING=1.
 fn notify_round_trip(dir: &Path, sock: &UnixDatagram, notify_socket: &str) {
     sock.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
@@ -66,13 +73,18 @@ fn notify_round_trip(dir: &Path, sock: &UnixDatagram, notify_socket: &str) {
     );
 
     // SIGHUP: reloading, then ready again, saying what became of the file.
-    // SAFETY: kill() takes two integers; the PID is the daemon this test started, running.
-    assert_eq!(
-        unsafe { libc::kill(daemon.pid() as libc::pid_t, libc::SIGHUP) },
-        0
-    );
+    sighup(&daemon);
     assert_eq!(next_message(sock), "RELOADING=1");
     assert_eq!(next_message(sock), "READY=1\nSTATUS=configuration reloaded");
+    // A broken file: still ready (with the old configuration), and the status says so.
+    let text = std::fs::read_to_string(&conf).expect("read config");
+    std::fs::write(&conf, format!("{text}    No_Such_Directive = 1\n")).expect("break config");
+    sighup(&daemon);
+    assert_eq!(next_message(sock), "RELOADING=1");
+    assert_eq!(
+        next_message(sock),
+        "READY=1\nSTATUS=the new configuration is invalid; running the old one"
+    );
 
     let status = daemon.signal_and_wait(libc::SIGTERM).expect("exit status");
     assert!(status.success(), "{status:?}");
