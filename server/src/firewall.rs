@@ -111,14 +111,29 @@ pub fn other_firewall(door: &knock_shared::config::Door) -> Option<&'static str>
     other
 }
 
-/// The guarded ports of a configuration, sorted, once each: every SPA door's `Allow_Ports`,
-/// and the ports a knock-sequence door's start commands name with `--dport` (see
-/// [`command_ports`]). Doors whose commands run another firewall tool ([`other_firewall`])
-/// are left out.
-pub fn ports_of(config: &knock_shared::config::Config) -> Vec<PortSpec> {
+/// Which firewall a baseline is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// iptables and ip6tables: every door except those that run another tool
+    /// ([`other_firewall`]).
+    Iptables,
+    /// nftables: only the doors that run `nft`.
+    Nft,
+}
+
+/// The guarded ports of a configuration for `backend`, sorted, once each: every SPA door's
+/// `Allow_Ports`, and the ports a knock-sequence door's start commands name (`--dport`, see
+/// [`command_ports`]; for nft also `PROTO . PORT` in a set element, see
+/// [`nft_command_ports`]).
+pub fn ports_of(config: &knock_shared::config::Config, backend: Backend) -> Vec<PortSpec> {
     let mut ports = Vec::new();
     for door in &config.doors {
-        if other_firewall(door).is_some() {
+        let other = other_firewall(door);
+        let included = match backend {
+            Backend::Iptables => other.is_none(),
+            Backend::Nft => other == Some("nft"),
+        };
+        if !included {
             continue;
         }
         match door.spa() {
@@ -131,6 +146,9 @@ pub fn ports_of(config: &knock_shared::config::Config) -> Vec<PortSpec> {
                     // The address is irrelevant to which port is named; any will do.
                     let argv = cmd.render(std::net::Ipv4Addr::UNSPECIFIED.into(), None);
                     ports.extend(command_ports(&argv));
+                    if backend == Backend::Nft {
+                        ports.extend(nft_command_ports(&argv));
+                    }
                 }
             }
         }
@@ -138,6 +156,67 @@ pub fn ports_of(config: &knock_shared::config::Config) -> Vec<PortSpec> {
     ports.sort();
     ports.dedup();
     ports
+}
+
+/// The ports an nft command names as `tcp . 22` or `udp . 53` (the protocol and port of a set
+/// element such as `{ %IP% . tcp . 22 }`, CONFIG.md's nftables example). Words are also split
+/// at blanks, as in [`command_ports`].
+pub fn nft_command_ports(argv: &[String]) -> Vec<PortSpec> {
+    let tokens: Vec<&str> = argv.iter().flat_map(|w| w.split_whitespace()).collect();
+    tokens
+        .windows(3)
+        .filter(|w| w[1] == ".")
+        .filter_map(|w| {
+            let proto = match w[0] {
+                "tcp" => Proto::Tcp,
+                "udp" => Proto::Udp,
+                _ => return None,
+            };
+            PortSpec::new(proto, w[2].parse().ok()?)
+        })
+        .collect()
+}
+
+/// The nftables baseline `firewall-setup --nft` prints for `ports`: a table of its own with a
+/// set of admitted `address . protocol . port` per family (the doors add and delete
+/// elements), established connections accepted, then one reject per guarded port. The same
+/// ruleset as CONFIG.md's example (a test compares them).
+pub fn render_nft(ports: &[PortSpec], ipv6: bool) -> String {
+    let list: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
+    let mut out = format!(
+        "# knock-spad nftables baseline, guarded port(s): {}\n\
+         # Load it with `nft -f FILE`, or put it in /etc/nftables.conf (loaded at boot by\n\
+         # nftables.service). The doors add and delete elements of the sets; see CONFIG.md,\n\
+         # \"Example: nftables instead of iptables\".\n",
+        list.join(", ")
+    );
+    out.push_str("table inet knock {\n");
+    out.push_str("    set allowed4 {\n        type ipv4_addr . inet_proto . inet_service\n    }\n");
+    if ipv6 {
+        out.push_str(
+            "    set allowed6 {\n        type ipv6_addr . inet_proto . inet_service\n    }\n",
+        );
+    }
+    out.push_str("    chain input {\n");
+    out.push_str("        type filter hook input priority filter; policy accept;\n");
+    out.push_str("        ct state established,related accept\n");
+    out.push_str("        ip saddr . meta l4proto . th dport @allowed4 accept\n");
+    if ipv6 {
+        out.push_str("        ip6 saddr . meta l4proto . th dport @allowed6 accept\n");
+    }
+    for p in ports {
+        let family = if ipv6 { "" } else { "meta nfproto ipv4 " };
+        let reject = match p.proto {
+            Proto::Tcp => "reject with tcp reset",
+            Proto::Udp => "reject",
+        };
+        out.push_str(&format!(
+            "        {family}{} dport {} {reject}\n",
+            p.proto, p.port
+        ));
+    }
+    out.push_str("    }\n}\n");
+    out
 }
 
 /// The ports an iptables-style command opens: each `--dport N` / `--destination-port N`, and
@@ -432,7 +511,10 @@ mod tests {
             k = key.to_inline().as_str()
         );
         let cfg = knock_shared::config::parse_str(&text).expect("valid");
-        assert_eq!(ports_of(&cfg), vec![p("22"), p("443"), p("53/udp")]);
+        assert_eq!(
+            ports_of(&cfg, Backend::Iptables),
+            vec![p("22"), p("443"), p("53/udp")]
+        );
     }
 
     #[test]
@@ -446,7 +528,10 @@ mod tests {
              command = /bin/sh -c 'iptables -I INPUT -s %IP% -p udp --dport 53 -j ACCEPT'\n\
              [none]\nsequence = 4,5,6\ncommand = /usr/local/bin/notify %IP%\n";
         let cfg = knock_shared::config::parse_str(text).expect("valid");
-        assert_eq!(ports_of(&cfg), vec![p("22"), p("2222"), p("53/udp")]);
+        assert_eq!(
+            ports_of(&cfg, Backend::Iptables),
+            vec![p("22"), p("2222"), p("53/udp")]
+        );
     }
 
     #[test]
@@ -462,7 +547,64 @@ mod tests {
         let cfg = knock_shared::config::parse_str(text).expect("valid");
         let tools: Vec<Option<&str>> = cfg.doors.iter().map(other_firewall).collect();
         assert_eq!(tools, vec![Some("nft"), Some("nft"), None, None]);
-        assert_eq!(ports_of(&cfg), vec![p("443"), p("53/udp")]);
+        assert_eq!(
+            ports_of(&cfg, Backend::Iptables),
+            vec![p("443"), p("53/udp")]
+        );
+    }
+
+    #[test]
+    fn nft_ports_come_from_the_nft_doors() {
+        let argv = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
+        assert_eq!(
+            nft_command_ports(&argv(
+                "nft add element inet knock allowed4 { 192.0.2.1 . tcp . 22 , 192.0.2.1 . udp . 53 }"
+            )),
+            vec![p("22"), p("53/udp")]
+        );
+        assert_eq!(
+            nft_command_ports(&argv("nft add element x y { 1.2.3.4 . tcp . 0 }")),
+            vec![]
+        );
+        assert_eq!(nft_command_ports(&argv("nft list ruleset")), vec![]);
+
+        let key = knock_keys::NamedKey::new("a", knock_keys::MasterKey::from_bytes([1; 32]))
+            .expect("key");
+        let text = format!(
+            "[nftKnock]\nsequence = 7000,8000,9000\n\
+             start_command = /usr/sbin/nft add element inet knock allowed4 {{ %IP% . tcp . 2222 }}\n\
+             [nftSpa]\nkeys = {k}\nallow_ports = 443\n\
+             start_command = /usr/sbin/nft add element inet knock allowed4 {{ %IP% . %PROTO% . %PORT% }}\n\
+             [ipt]\nsequence = 1,2,3\n\
+             command = /sbin/iptables -I INPUT -s %IP% -p udp --dport 53 -j ACCEPT\n",
+            k = key.to_inline().as_str()
+        );
+        let cfg = knock_shared::config::parse_str(&text).expect("valid");
+        assert_eq!(ports_of(&cfg, Backend::Nft), vec![p("443"), p("2222")]);
+        assert_eq!(ports_of(&cfg, Backend::Iptables), vec![p("53/udp")]);
+    }
+
+    #[test]
+    fn nft_baseline_rejects_each_port_after_the_sets() {
+        let text = render_nft(&[p("22"), p("53/udp")], true);
+        let body: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        let at = |needle: &str| {
+            body.iter()
+                .position(|l| l.trim() == needle)
+                .unwrap_or_else(|| panic!("{needle:?} missing:\n{text}"))
+        };
+        assert!(
+            at("ct state established,related accept") < at("tcp dport 22 reject with tcp reset")
+        );
+        assert!(
+            at("ip6 saddr . meta l4proto . th dport @allowed6 accept") < at("udp dport 53 reject")
+        );
+        let v4 = render_nft(&[p("22")], false);
+        assert!(!v4.contains("allowed6"), "{v4}");
+        assert!(
+            v4.contains("meta nfproto ipv4 tcp dport 22 reject with tcp reset"),
+            "{v4}"
+        );
     }
 
     #[test]

@@ -116,6 +116,10 @@ enum Command {
         /// IPv4 only (also with -4).
         #[arg(long = "no-ipv6")]
         no_ipv6: bool,
+        /// Print an nftables ruleset instead (a table with a set of admitted addresses per
+        /// family, for doors whose commands run nft; see CONFIG.md). Load it with nft -f.
+        #[arg(long, conflicts_with = "apply")]
+        nft: bool,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
@@ -235,7 +239,7 @@ fn check(cli: &Cli) -> ExitCode {
 /// installed); anything else is said once, not treated as an error.
 fn warn_open_ports(rt: &runtime::Runtime) {
     note_other_firewalls(&rt.config);
-    let ports = firewall::ports_of(&rt.config);
+    let ports = firewall::ports_of(&rt.config, firewall::Backend::Iptables);
     for family in [firewall::Family::V4, firewall::Family::V6] {
         let out = std::process::Command::new(family.tool())
             .args(["-S", "INPUT"])
@@ -506,6 +510,7 @@ fn firewall_cmd(
     ports: &[PortSpec],
     apply: bool,
     no_ipv6: bool,
+    backend: firewall::Backend,
 ) -> anyhow::Result<ExitCode> {
     let ports = if ports.is_empty() {
         let cfg = match read_options(&cli.config) {
@@ -515,12 +520,19 @@ fn firewall_cmd(
                 return Ok(code);
             }
         };
-        note_other_firewalls(&cfg);
-        let p = firewall::ports_of(&cfg);
+        if backend == firewall::Backend::Iptables {
+            note_other_firewalls(&cfg);
+        }
+        let p = firewall::ports_of(&cfg, backend);
         if p.is_empty() {
+            let doors = match backend {
+                firewall::Backend::Iptables => {
+                    "no SPA door's Allow_Ports, no --dport in a knock door's start command"
+                }
+                firewall::Backend::Nft => "no door whose commands run nft",
+            };
             eprintln!(
-                "knock-spad: {} names no port to guard (no SPA door's Allow_Ports, no --dport \
-                 in a knock door's start command): name the ports with --port",
+                "knock-spad: {} names no port to guard ({doors}): name the ports with --port",
                 cli.config.display()
             );
             return Ok(ExitCode::from(2));
@@ -532,7 +544,11 @@ fn firewall_cmd(
         p.dedup();
         p
     };
-    let rules = firewall::baseline(&ports, !(no_ipv6 || cli.only_v4));
+    let ipv6 = !(no_ipv6 || cli.only_v4);
+    if backend == firewall::Backend::Nft {
+        return print_bytes(firewall::render_nft(&ports, ipv6).as_bytes());
+    }
+    let rules = firewall::baseline(&ports, ipv6);
     if !apply {
         return print_bytes(firewall::render(&ports, &rules).as_bytes());
     }
@@ -563,7 +579,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ports,
             apply,
             no_ipv6,
-        }) => return firewall_cmd(&cli, ports, *apply, *no_ipv6),
+            nft,
+        }) => {
+            let backend = if *nft {
+                firewall::Backend::Nft
+            } else {
+                firewall::Backend::Iptables
+            };
+            return firewall_cmd(&cli, ports, *apply, *no_ipv6, backend);
+        }
         Some(Command::Completions { shell }) => {
             return print_bytes(&manpage::completions(*shell, Cli::command()))
         }
