@@ -328,13 +328,15 @@ impl Manager {
     async fn run_once(&mut self, name: &str, argv: Vec<String>) -> bool {
         let op = rule_op(&argv);
         if let RuleOp::Insert(rule) = &op {
-            // This daemon inserted it, or (after a restart, where that memory is gone) the
-            // firewall itself says it is there: either way, one rule, not two.
-            let present = self.applied.contains(rule)
-                || match check_argv(&argv, rule) {
-                    Some(check) => exec::run(&check).await.is_ok(),
-                    None => false,
-                };
+            // One rule, not two. For iptables the firewall itself is asked (`-C`): it knows
+            // about a rule inserted before a restart, and about one deleted by hand since this
+            // daemon inserted it (memory alone would then skip the insert, and the knock
+            // would never open again). Other tools rely on what this daemon inserted and has
+            // not deleted since.
+            let present = match check_argv(&argv, rule) {
+                Some(check) => exec::run(&check).await.is_ok(),
+                None => self.applied.contains(rule),
+            };
             if present {
                 self.applied.insert(rule.clone());
                 info!(

@@ -1103,3 +1103,52 @@ fn one_rule_per_grant_across_a_restart() {
     );
     assert_eq!(rules_for(&iptables_rules(&topo.server), client), 0);
 }
+
+/// A rule deleted by hand (an administrator's `iptables -D`, a firewall reload) while the
+/// daemon runs: the next open knock inserts it again. The daemon asks the firewall (`-C`)
+/// instead of trusting its memory of having inserted it, which would skip the insert and
+/// leave the door shut until a restart.
+#[test]
+fn a_rule_deleted_by_hand_is_inserted_again() {
+    let topo = topology();
+    let conf = spad_conf(
+        &topo,
+        "",
+        &format!("{}{}", walkthrough_doors(15), marker_door()),
+    );
+    let client: IpAddr = CLIENT_V4.into();
+    let daemon = Daemon::start(&topo.server, &conf, &[]);
+    let open = ["-d", "0", "10.99.0.1", "7000", "8000", "9000"];
+    knock(&topo.client, &open);
+    expect_open(&topo, &daemon, &topo.client, "the open knock");
+
+    topo.server.exec_ok([
+        "iptables",
+        "-D",
+        "INPUT",
+        "-s",
+        "10.99.0.2",
+        "-p",
+        "tcp",
+        "--dport",
+        "22",
+        "-j",
+        "ACCEPT",
+    ]);
+    assert_eq!(rules_for(&iptables_rules(&topo.server), client), 0);
+    expect_refused(&topo, &daemon, &topo.client, "the rule deleted by hand");
+
+    knock(&topo.client, &open);
+    expect_open(
+        &topo,
+        &daemon,
+        &topo.client,
+        "the open knock after the deletion",
+    );
+    assert_eq!(
+        rules_for(&iptables_rules(&topo.server), client),
+        1,
+        "{}",
+        diag(&topo, &daemon)
+    );
+}
