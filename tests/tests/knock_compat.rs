@@ -67,6 +67,15 @@ fn walkthrough_doors(seq_timeout: u32) -> String {
     )
 }
 
+/// The walkthrough's doors and the marker door, with default options.
+fn walkthrough_conf(topo: &Topology) -> PathBuf {
+    spad_conf(
+        topo,
+        "",
+        &format!("{}{}", walkthrough_doors(15), marker_door()),
+    )
+}
+
 /// The synchronisation door (see the module docs).
 fn marker_door() -> String {
     format!(
@@ -1056,11 +1065,7 @@ fn legacy_and_spa_doors_in_one_daemon() {
 #[test]
 fn one_rule_per_grant_across_a_restart() {
     let topo = topology();
-    let conf = spad_conf(
-        &topo,
-        "",
-        &format!("{}{}", walkthrough_doors(15), marker_door()),
-    );
+    let conf = walkthrough_conf(&topo);
     let client: IpAddr = CLIENT_V4.into();
     let mut daemon = Daemon::start(&topo.server, &conf, &[]);
     knock(
@@ -1111,11 +1116,7 @@ fn one_rule_per_grant_across_a_restart() {
 #[test]
 fn a_rule_deleted_by_hand_is_inserted_again() {
     let topo = topology();
-    let conf = spad_conf(
-        &topo,
-        "",
-        &format!("{}{}", walkthrough_doors(15), marker_door()),
-    );
+    let conf = walkthrough_conf(&topo);
     let client: IpAddr = CLIENT_V4.into();
     let daemon = Daemon::start(&topo.server, &conf, &[]);
     let open = ["-d", "0", "10.99.0.1", "7000", "8000", "9000"];
