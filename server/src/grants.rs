@@ -100,8 +100,9 @@ fn rule_op(argv: &[String]) -> RuleOp {
     }
 }
 
-/// For an iptables/ip6tables insert, the same rule with `-C` (check): exits 0 when the rule
-/// is in the chain. Other tools (nft, scripts) get `None`: only the in-memory record applies.
+/// For an iptables/ip6tables insert or delete, the same rule with `-C` (check): exits 0 when
+/// the rule is in the chain, 1 when it is not. Other tools (nft, scripts) get `None`: only the
+/// in-memory record applies.
 fn check_argv(argv: &[String], rule: &[String]) -> Option<Vec<String>> {
     let tool = std::path::Path::new(argv.first()?).file_name()?.to_str()?;
     if !(tool.starts_with("iptables") || tool.starts_with("ip6tables")) {
@@ -118,6 +119,17 @@ fn check_argv(argv: &[String], rule: &[String]) -> Option<Vec<String>> {
             })
             .collect(),
     )
+}
+
+/// Runs an iptables `-C` check: `Some(true)` when the rule is in the chain, `Some(false)` when
+/// iptables says it is not (exit status 1), `None` when the answer is unknown (the xtables
+/// lock, a timeout, any other failure), which callers must not read as "absent".
+async fn rule_present(check: &[String]) -> Option<bool> {
+    match exec::run(check).await {
+        Ok(()) => Some(true),
+        Err(exec::ExecError::Failed { status, .. }) if status.code() == Some(1) => Some(false),
+        Err(_) => None,
+    }
 }
 
 impl Manager {
@@ -293,6 +305,20 @@ impl Manager {
                 l.rec.expires.saturating_sub(now / 1000)
             );
             self.save();
+            // The grant is live, but its rule may have been deleted by hand (or by a firewall
+            // reload) since: for iptables, ask the firewall, and put the rule back if it is gone.
+            if let RuleOp::Insert(rule) = rule_op(&start) {
+                if let Some(check) = check_argv(&start, &rule) {
+                    if rule_present(&check).await == Some(false) {
+                        info!("{name}: the rule of this grant is not in the firewall; inserting it again");
+                        info!("{name}: running command: {}", exec::display(&start));
+                        if let Err(e) = exec::run(&start).await {
+                            error!("{name}: command failed: {e}");
+                            return false;
+                        }
+                    }
+                }
+            }
             return true;
         }
         self.live.push(Live {
@@ -331,12 +357,13 @@ impl Manager {
             // One rule, not two. For iptables the firewall itself is asked (`-C`): it knows
             // about a rule inserted before a restart, and about one deleted by hand since this
             // daemon inserted it (memory alone would then skip the insert, and the knock
-            // would never open again). Other tools rely on what this daemon inserted and has
-            // not deleted since.
+            // would never open again). Other tools, and a check that cannot answer, fall back
+            // on what this daemon inserted and has not deleted since.
             let present = match check_argv(&argv, rule) {
-                Some(check) => exec::run(&check).await.is_ok(),
-                None => self.applied.contains(rule),
-            };
+                Some(check) => rule_present(&check).await,
+                None => None,
+            }
+            .unwrap_or_else(|| self.applied.contains(rule));
             if present {
                 self.applied.insert(rule.clone());
                 info!(
@@ -436,6 +463,14 @@ impl Manager {
                 self.live.remove(i);
                 true
             }
+            Err(_) if self.rule_already_gone(&rec.stop).await => {
+                info!(
+                    "{}: the rule for {} was already gone from the firewall (deleted by hand?)",
+                    rec.door, rec.addr
+                );
+                self.live.remove(i);
+                true
+            }
             Err(e) => {
                 let l = &mut self.live[i];
                 l.attempts += 1;
@@ -456,6 +491,18 @@ impl Manager {
                     false
                 }
             }
+        }
+    }
+
+    /// Whether a failed iptables delete failed because its rule is not in the firewall (asked
+    /// with `-C`): then the grant is closed all the same. Other tools cannot be asked.
+    async fn rule_already_gone(&self, stop: &[String]) -> bool {
+        let RuleOp::Delete(rule) = rule_op(stop) else {
+            return false;
+        };
+        match check_argv(stop, &rule) {
+            Some(check) => rule_present(&check).await == Some(false),
+            None => false,
         }
     }
 

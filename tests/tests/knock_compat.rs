@@ -1123,19 +1123,8 @@ fn a_rule_deleted_by_hand_is_inserted_again() {
     knock(&topo.client, &open);
     expect_open(&topo, &daemon, &topo.client, "the open knock");
 
-    topo.server.exec_ok([
-        "iptables",
-        "-D",
-        "INPUT",
-        "-s",
-        "10.99.0.2",
-        "-p",
-        "tcp",
-        "--dport",
-        "22",
-        "-j",
-        "ACCEPT",
-    ]);
+    topo.server
+        .exec_ok("iptables -D INPUT -s 10.99.0.2 -p tcp --dport 22 -j ACCEPT".split(' '));
     assert_eq!(rules_for(&iptables_rules(&topo.server), client), 0);
     expect_refused(&topo, &daemon, &topo.client, "the rule deleted by hand");
 

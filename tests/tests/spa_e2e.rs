@@ -539,3 +539,51 @@ fn capture_on_any_interface() {
     assert!(d.stop());
     assert_no_grant_rules(&topo);
 }
+
+/// A grant's rule deleted by hand (an administrator's `iptables -D`, a firewall reload) while
+/// the grant is live: the next open extends the grant and, finding the rule gone (`-C`),
+/// inserts it again; one rule, and one close closes. A close whose rule is already gone ends
+/// the grant without retries.
+#[test]
+fn the_next_open_restores_a_rule_deleted_by_hand() {
+    let (topo, key) = setup();
+    let conf = spa_conf(&topo, &key, 30, "");
+    let mut d = Daemon::start(&topo.server, &conf, &[]);
+    let delete_by_hand = || {
+        topo.server
+            .exec_ok("iptables -D INPUT -s 10.99.0.2 -p tcp --dport 22 -j ACCEPT".split(' '));
+    };
+    knock_spa_ok(&topo.client, Some(&key), &["open", "ssh", "10.99.0.1"]);
+    expect_open(&topo, &topo.client, ssh4(), &d);
+    delete_by_hand();
+    expect_closed(&topo, &topo.client, ssh4(), &d);
+
+    knock_spa_ok(&topo.client, Some(&key), &["open", "ssh", "10.99.0.1"]);
+    expect_open(&topo, &topo.client, ssh4(), &d);
+    d.expect_log(
+        "spaSSH: the rule of this grant is not in the firewall; inserting it again",
+        LOG_WAIT,
+    );
+    let rules = iptables_rules(&topo.server);
+    assert_eq!(
+        rules.matches(&format!("-s {CLIENT_V4}/32")).count(),
+        1,
+        "{rules}"
+    );
+    knock_spa_ok(&topo.client, Some(&key), &["close", "ssh", "10.99.0.1"]);
+    expect_closed(&topo, &topo.client, ssh4(), &d);
+    assert_no_grant_rules(&topo);
+
+    // Deleted by hand, then closed: the failed delete is checked (`-C`), and the grant ends
+    // at once instead of being retried and reported as a firewall to fix by hand.
+    knock_spa_ok(&topo.client, Some(&key), &["open", "ssh", "10.99.0.1"]);
+    expect_open(&topo, &topo.client, ssh4(), &d);
+    delete_by_hand();
+    knock_spa_ok(&topo.client, Some(&key), &["close", "ssh", "10.99.0.1"]);
+    d.expect_log(
+        "spaSSH: the rule for 10.99.0.2 was already gone from the firewall",
+        LOG_WAIT,
+    );
+    assert!(!d.log().contains("close command for"), "{}", d.log());
+    assert!(d.stop());
+}
