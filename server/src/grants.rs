@@ -387,6 +387,13 @@ impl Manager {
                 }
                 true
             }
+            Err(_) if self.rule_already_gone(&argv).await => {
+                if let RuleOp::Delete(rule) = op {
+                    self.applied.remove(&rule);
+                }
+                info!("{name}: the rule was already gone from the firewall; nothing to delete");
+                true
+            }
             Err(e) => {
                 error!("{name}: command failed: {e}");
                 false

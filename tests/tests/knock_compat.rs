@@ -1141,4 +1141,21 @@ fn a_rule_deleted_by_hand_is_inserted_again() {
         "{}",
         diag(&topo, &daemon)
     );
+
+    // Deleted by hand again, then the close knock: nothing to delete, said as such, not as
+    // a failed command.
+    topo.server
+        .exec_ok("iptables -D INPUT -s 10.99.0.2 -p tcp --dport 22 -j ACCEPT".split(' '));
+    knock(
+        &topo.client,
+        &["-d", "0", "10.99.0.1", "9000", "8000", "7000"],
+    );
+    wait_count(
+        &topo,
+        &daemon,
+        "closeSSH: the rule was already gone from the firewall; nothing to delete",
+        1,
+        GRANT_DEADLINE,
+    );
+    assert_eq!(count_msg(&file_log(&topo), "closeSSH: command failed"), 0);
 }
