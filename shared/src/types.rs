@@ -7,17 +7,22 @@ use std::net::IpAddr;
 use std::num::NonZeroU16;
 use std::str::FromStr;
 
+/// `ip` with an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) rewritten to plain IPv4: the
+/// form addresses are compared and admitted in (PROTOCOL.md §7, address policy).
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
 /// Whether `ip` may be admitted: an address a rule for one host makes sense for. Refused: the
 /// unspecified address (`0.0.0.0`, `::`), which some firewall front ends and scripts read as
 /// "any"; multicast; and the IPv4 limited broadcast `255.255.255.255`. No client has any of
 /// them as its address. Loopback is allowed (a knock from the host itself, when trying a
 /// configuration out). An IPv4-mapped IPv6 address is judged as the IPv4 address it maps.
 pub fn admissible(ip: IpAddr) -> bool {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
-    match ip {
+    match canonical(ip) {
         IpAddr::V4(a) => !(a.is_unspecified() || a.is_multicast() || a.is_broadcast()),
         IpAddr::V6(a) => !(a.is_unspecified() || a.is_multicast()),
     }

@@ -29,7 +29,7 @@ use hmac::Mac;
 use knock_keys::{KeyId, NamedKey, KEY_ID_LEN};
 
 use crate::replay::{Digest, InsertError, ReplayCache};
-use crate::types::PortSpec;
+use crate::types::{admissible, canonical, PortSpec};
 use crate::wire::{
     packet_digest, Action, Admit, BodyError, KeyState, Request, ServerId, BODY_LEN, HEADER_LEN,
     KEY_ID_OFFSET, MACED_LEN, NONCE_OFFSET, PACKET_LEN, VERSION,
@@ -262,14 +262,6 @@ pub struct Verifier {
     window: u64,
 }
 
-/// IPv4-mapped IPv6 addresses compare equal to their IPv4 form.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
 impl Verifier {
     /// A verifier answering to `servers` (at least one identity) with a timestamp window of
     /// `window` seconds either side.
@@ -409,7 +401,7 @@ impl Verifier {
                 a
             }
         };
-        if !crate::types::admissible(addr) {
+        if !admissible(addr) {
             return Err(Reject::Unadmissible(addr));
         }
         if let Some(p) = request
