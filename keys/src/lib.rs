@@ -17,10 +17,12 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod atomic;
+
 use std::fmt;
 use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -451,35 +453,17 @@ impl NamedKey {
             _ => {}
         }
         let text = self.to_keyfile_text();
-        let tmp = tmp_path(path);
-        let write = || -> io::Result<()> {
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            // The umask cannot widen 0600, but be explicit in case the file system ignores
-            // the creation mode.
-            f.set_permissions(fs::Permissions::from_mode(0o600))?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-            Ok(())
+        let opts = atomic::Options {
+            // Never overwrite without force: a hard link fails if the target appeared
+            // meanwhile.
+            replace: if force {
+                atomic::Replace::Always
+            } else {
+                atomic::Replace::Never
+            },
+            ..atomic::Options::PRIVATE
         };
-        if let Err(e) = write() {
-            let _ = fs::remove_file(&tmp);
-            return Err(io(e));
-        }
-        let result = if force {
-            fs::rename(&tmp, path)
-        } else {
-            // hard_link fails if the target appeared meanwhile: never overwrite without force.
-            fs::hard_link(&tmp, path)
-        };
-        if !force {
-            let _ = fs::remove_file(&tmp);
-        }
-        result.map_err(|e| {
-            let _ = fs::remove_file(&tmp);
+        atomic::write(path, text.as_bytes(), &opts).map_err(|e| {
             if e.kind() == io::ErrorKind::AlreadyExists {
                 KeyError::Exists {
                     path: path.to_owned(),
@@ -491,15 +475,10 @@ impl NamedKey {
     }
 }
 
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_owned()).unwrap_or_default();
-    name.push(format!(".tmp{}", std::process::id()));
-    path.with_file_name(name)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn sample() -> NamedKey {
         NamedKey::new("alice", MasterKey::from_bytes([7; 32])).expect("valid name")
