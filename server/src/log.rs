@@ -178,22 +178,21 @@ pub fn write(level: Level, msg: &str) {
 }
 
 /// Logs at info level.
-#[macro_export]
 macro_rules! info {
     ($($t:tt)*) => { $crate::log::write($crate::log::Level::Info, &format!($($t)*)) };
 }
 /// Logs at error level.
-#[macro_export]
 macro_rules! error {
     ($($t:tt)*) => { $crate::log::write($crate::log::Level::Error, &format!($($t)*)) };
 }
 /// Logs at verbose level.
-#[macro_export]
 macro_rules! verbose {
     ($($t:tt)*) => { $crate::log::write($crate::log::Level::Verbose, &format!($($t)*)) };
 }
 /// Logs at debug level.
-#[macro_export]
 macro_rules! debug {
     ($($t:tt)*) => { $crate::log::write($crate::log::Level::Debug, &format!($($t)*)) };
 }
+
+// Re-exported so that callers import them by path (`use crate::log::info;`), like any item.
+pub(crate) use {debug, error, info, verbose};

@@ -21,11 +21,11 @@ use knock_shared::types::PortSpec;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::watch;
 
-use crate::engine::Action;
-use crate::exec;
-use crate::runtime::Runtime;
-use crate::state::{GrantRecord, Store};
-use crate::{error, info};
+use crate::daemon::actions::Action;
+use crate::firewall::commands::{self, check_argv, rule_op, rule_present, RuleOp};
+use crate::load::LoadedConfig;
+use crate::log::{error, info};
+use crate::store::{GrantRecord, StateDir};
 
 /// Close attempts before a grant is given up (and reported).
 pub const MAX_CLOSE_ATTEMPTS: u32 = 3;
@@ -48,94 +48,19 @@ struct Live {
 
 /// Open grants and the commands that manage them.
 #[derive(Debug)]
-pub struct Manager {
-    rt: Arc<Runtime>,
-    store: Store,
+pub struct GrantKeeper {
+    rt: Arc<LoadedConfig>,
+    store: StateDir,
     live: Vec<Live>,
     applied: HashSet<Vec<String>>,
     /// Where `status` reads the open grants from (see [`crate::status`]).
-    board: Option<Arc<crate::status::Board>>,
+    board: Option<Arc<crate::store::status::StatusBoard>>,
 }
 
-/// How an argv changes a firewall: inserts a rule, deletes one, or something else.
-#[derive(Debug, PartialEq, Eq)]
-enum RuleOp {
-    Insert(Vec<String>),
-    Delete(Vec<String>),
-    Other,
-}
-
-/// Classifies an iptables-like argv and returns the rule with the operation (and an
-/// insert position) removed, so `-I INPUT 1 -s X -j ACCEPT` and `-D INPUT -s X -j ACCEPT`
-/// name the same rule.
-fn rule_op(argv: &[String]) -> RuleOp {
-    let mut op = None;
-    let mut rule = Vec::with_capacity(argv.len());
-    let mut i = 0;
-    while i < argv.len() {
-        let w = argv[i].as_str();
-        match w {
-            "-I" | "--insert" | "-A" | "--append" | "-D" | "--delete" if op.is_none() => {
-                op = Some(matches!(w, "-D" | "--delete"));
-                rule.push("<op>".to_owned());
-                if let Some(chain) = argv.get(i + 1) {
-                    rule.push(chain.clone());
-                    i += 1;
-                }
-                if argv
-                    .get(i + 1)
-                    .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
-                {
-                    i += 1; // rule position
-                }
-            }
-            _ => rule.push(w.to_owned()),
-        }
-        i += 1;
-    }
-    match op {
-        Some(false) => RuleOp::Insert(rule),
-        Some(true) => RuleOp::Delete(rule),
-        None => RuleOp::Other,
-    }
-}
-
-/// For an iptables/ip6tables insert or delete, the same rule with `-C` (check): exits 0 when
-/// the rule is in the chain, 1 when it is not. Other tools (nft, scripts) get `None`: only the
-/// in-memory record applies.
-fn check_argv(argv: &[String], rule: &[String]) -> Option<Vec<String>> {
-    let tool = std::path::Path::new(argv.first()?).file_name()?.to_str()?;
-    if !(tool.starts_with("iptables") || tool.starts_with("ip6tables")) {
-        return None;
-    }
-    Some(
-        rule.iter()
-            .map(|w| {
-                if w == "<op>" {
-                    "-C".to_owned()
-                } else {
-                    w.clone()
-                }
-            })
-            .collect(),
-    )
-}
-
-/// Runs an iptables `-C` check: `Some(true)` when the rule is in the chain, `Some(false)` when
-/// iptables says it is not (exit status 1), `None` when the answer is unknown (the xtables
-/// lock, a timeout, any other failure), which callers must not read as "absent".
-async fn rule_present(check: &[String]) -> Option<bool> {
-    match exec::run(check).await {
-        Ok(()) => Some(true),
-        Err(exec::ExecError::Failed { status, .. }) if status.code() == Some(1) => Some(false),
-        Err(_) => None,
-    }
-}
-
-impl Manager {
+impl GrantKeeper {
     /// Loads the recorded grants (a corrupt file is reported and treated as empty: nothing
     /// is opened because of it).
-    pub fn new(rt: Arc<Runtime>, store: Store) -> Self {
+    pub fn new(rt: Arc<LoadedConfig>, store: StateDir) -> Self {
         let records = match store.load_grants() {
             Ok(loaded) => {
                 if let Some(w) = loaded.warning {
@@ -172,7 +97,7 @@ impl Manager {
     }
 
     /// Publishes the open grants on `board` for `knock-spad status`, now and at every change.
-    pub fn with_status(mut self, board: Arc<crate::status::Board>) -> Self {
+    pub fn with_status(mut self, board: Arc<crate::store::status::StatusBoard>) -> Self {
         board.set_grants(&self.grants());
         self.board = Some(board);
         self
@@ -311,8 +236,8 @@ impl Manager {
                 if let Some(check) = check_argv(&start, &rule) {
                     if rule_present(&check).await == Some(false) {
                         info!("{name}: the rule of this grant is not in the firewall; inserting it again");
-                        info!("{name}: running command: {}", exec::display(&start));
-                        if let Err(e) = exec::run(&start).await {
+                        info!("{name}: running command: {}", commands::display(&start));
+                        if let Err(e) = commands::run(&start).await {
                             error!("{name}: command failed: {e}");
                             return false;
                         }
@@ -339,8 +264,8 @@ impl Manager {
             error!("{name}: not opening for {addr}: the grant could not be recorded");
             return false;
         }
-        info!("{name}: running command: {}", exec::display(&start));
-        match exec::run(&start).await {
+        info!("{name}: running command: {}", commands::display(&start));
+        match commands::run(&start).await {
             Ok(()) => true,
             Err(e) => {
                 error!("{name}: command failed: {e}");
@@ -373,8 +298,8 @@ impl Manager {
                 return true;
             }
         }
-        info!("{name}: running command: {}", exec::display(&argv));
-        match exec::run(&argv).await {
+        info!("{name}: running command: {}", commands::display(&argv));
+        match commands::run(&argv).await {
             Ok(()) => {
                 match op {
                     RuleOp::Insert(rule) => {
@@ -463,9 +388,9 @@ impl Manager {
         info!(
             "{}: running command: {}",
             rec.door,
-            exec::display(&rec.stop)
+            commands::display(&rec.stop)
         );
-        match exec::run(&rec.stop).await {
+        match commands::run(&rec.stop).await {
             Ok(()) => {
                 self.live.remove(i);
                 true
@@ -548,69 +473,5 @@ impl Manager {
             }
         }
         self.save();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn v(s: &str) -> Vec<String> {
-        s.split_whitespace().map(str::to_owned).collect()
-    }
-
-    #[test]
-    fn check_argv_turns_an_insert_into_a_check() {
-        let argv = v("/usr/sbin/iptables -I INPUT 1 -s 10.0.0.2 -p tcp --dport 22 -j ACCEPT");
-        let RuleOp::Insert(rule) = rule_op(&argv) else {
-            panic!("not an insert")
-        };
-        assert_eq!(
-            check_argv(&argv, &rule),
-            Some(v(
-                "/usr/sbin/iptables -C INPUT -s 10.0.0.2 -p tcp --dport 22 -j ACCEPT"
-            ))
-        );
-        let argv6 = v("/sbin/ip6tables -A INPUT -s fd00::2 -j ACCEPT");
-        let RuleOp::Insert(rule6) = rule_op(&argv6) else {
-            panic!("not an insert")
-        };
-        assert_eq!(
-            check_argv(&argv6, &rule6),
-            Some(v("/sbin/ip6tables -C INPUT -s fd00::2 -j ACCEPT"))
-        );
-        // Another tool: no check, only the in-memory record.
-        let other = v("/usr/local/bin/open-door -I INPUT 10.0.0.2");
-        let RuleOp::Insert(r) = rule_op(&other) else {
-            panic!("not an insert")
-        };
-        assert_eq!(check_argv(&other, &r), None);
-    }
-
-    #[test]
-    fn insert_and_delete_name_the_same_rule() {
-        let ins = rule_op(&v(
-            "/usr/sbin/iptables -I INPUT 1 -s 10.0.0.2 -p tcp --dport 22 -j ACCEPT",
-        ));
-        let del = rule_op(&v(
-            "/usr/sbin/iptables -D INPUT -s 10.0.0.2 -p tcp --dport 22 -j ACCEPT",
-        ));
-        let app = rule_op(&v(
-            "/usr/sbin/iptables -A INPUT -s 10.0.0.2 -p tcp --dport 22 -j ACCEPT",
-        ));
-        match (ins, del, app) {
-            (RuleOp::Insert(a), RuleOp::Delete(b), RuleOp::Insert(c)) => {
-                assert_eq!(a, b);
-                assert_eq!(a, c);
-            }
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(rule_op(&v("/bin/logger hello")), RuleOp::Other);
-        let other_ip = rule_op(&v("iptables -D INPUT -s 10.0.0.3 -j ACCEPT"));
-        let ins2 = rule_op(&v("iptables -I INPUT -s 10.0.0.2 -j ACCEPT"));
-        assert_ne!(
-            format!("{other_ip:?}"),
-            format!("{ins2:?}").replace("Insert", "Delete")
-        );
     }
 }

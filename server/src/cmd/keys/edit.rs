@@ -14,8 +14,8 @@
 //! with the loader the daemon and `check` use, before anything is replaced: the edited texts
 //! are written to temporary files next to the originals (same mode, so permission checks
 //! apply alike), a temporary copy of the configuration points its `KeyFile` lines at them, and
-//! `runtime::load` must accept it; its messages name the real files. Only then is each file
-//! replaced atomically ([`crate::fsutil::replace`]). A running daemon is then sent SIGHUP.
+//! `load::load` must accept it; its messages name the real files. Only then is each file
+//! replaced atomically (`replace`, through [`knock_keys::atomic`]). A running daemon is then sent SIGHUP.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -26,9 +26,10 @@ use knock_keys::{valid_name, NamedKey};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use crate::fsutil::{self, TempFile};
-use crate::runtime;
-use crate::status;
+use crate::cmd::status::table;
+use crate::load;
+use crate::store::status;
+use knock_keys::atomic::{self, TempFile};
 
 /// Why a `keys` command failed.
 #[derive(Debug)]
@@ -81,9 +82,8 @@ fn resolve(config: &Path, p: &str) -> PathBuf {
     }
 }
 
-fn load(config: &Path) -> Result<runtime::Runtime, KeysError> {
-    runtime::load(config)
-        .map_err(|errs| KeysError::Invalid(errs.into_iter().map(|e| e.0).collect()))
+fn load(config: &Path) -> Result<load::LoadedConfig, KeysError> {
+    load::read(config).map_err(|errs| KeysError::Invalid(errs.into_iter().map(|e| e.0).collect()))
 }
 
 fn spa_door_names(cfg: &knock_shared::config::Config) -> Vec<String> {
@@ -136,7 +136,7 @@ pub fn list(config: &Path, door: Option<&str>) -> Result<Vec<KeyEntry>, KeysErro
         }
         for (_, file) in &spa.key_files {
             let path = resolve(config, file);
-            let keys = runtime::read_key_file(&path)
+            let keys = load::read_key_file(&path)
                 .map_err(|errs| KeysError::Invalid(errs.into_iter().map(|e| e.0).collect()))?;
             for (line, key) in &keys {
                 push(key, format!("{}:{line}", path.display()));
@@ -160,7 +160,7 @@ pub fn render_list(entries: &[KeyEntry]) -> String {
             ]
         })
         .collect();
-    status::table(&["DOOR", "KEY", "KEY ID", "PORTS", "SOURCE"], &rows)
+    table(&["DOOR", "KEY", "KEY ID", "PORTS", "SOURCE"], &rows)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -404,7 +404,7 @@ fn validate(config: &Path, config_text: &str, key_files: &[&FileEdit]) -> Result
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let t = TempFile::create(
-            fsutil::parent_dir(&kf.path),
+            atomic::parent_dir(&kf.path),
             &name,
             "check",
             kf.new.as_bytes(),
@@ -440,7 +440,7 @@ fn validate(config: &Path, config_text: &str, key_files: &[&FileEdit]) -> Result
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp_config = TempFile::create(
-        fsutil::parent_dir(config),
+        atomic::parent_dir(config),
         &name,
         "check",
         lines.text().as_bytes(),
@@ -448,7 +448,7 @@ fn validate(config: &Path, config_text: &str, key_files: &[&FileEdit]) -> Result
     .map_err(|e| io(config, e))?;
     // The copy is in the configuration's directory, so relative paths in it resolve alike.
     let checked = tmp_config.path().to_owned();
-    match runtime::load(&checked) {
+    match load::read(&checked) {
         Ok(_) => Ok(()),
         Err(errs) => {
             let mut out = Vec::new();
@@ -487,13 +487,28 @@ fn apply(
     let refs: Vec<&FileEdit> = key_files.iter().collect();
     validate(config, config_new, &refs)?;
     if config_old != config_new.as_bytes() {
-        fsutil::replace(config, config_old, config_new.as_bytes())
-            .map_err(|e| io_err(config, e))?;
+        replace(config, config_old, config_new.as_bytes()).map_err(|e| io_err(config, e))?;
     }
     for kf in key_files {
-        fsutil::replace(&kf.path, &kf.old, kf.new.as_bytes()).map_err(|e| io_err(&kf.path, e))?;
+        replace(&kf.path, &kf.old, kf.new.as_bytes()).map_err(|e| io_err(&kf.path, e))?;
     }
     Ok(())
+}
+
+/// Replaces `path` (resolved through symlinks) with `contents`, keeping its mode and owner.
+/// Refuses, leaving it untouched, when its contents are no longer `expected` (someone else
+/// edited it since it was read).
+fn replace(path: &Path, expected: &[u8], contents: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let path = fs::canonicalize(path)?;
+    let meta = fs::metadata(&path)?;
+    let opts = atomic::Options {
+        mode: meta.mode() & 0o7777,
+        owner: Some((meta.uid(), meta.gid())),
+        replace: atomic::Replace::IfUnchanged(expected),
+        durable: true,
+    };
+    atomic::write(&path, contents, &opts)
 }
 
 /// Parses the configuration text of `config`; errors as `FILE:LINE: message`.
@@ -827,5 +842,43 @@ mod tests {
             let e = key_from_line(&bad).expect_err("refused").to_string();
             assert!(!e.contains(secret.as_str()), "secret shown: {e}");
         }
+    }
+
+    #[test]
+    fn replace_keeps_mode_and_refuses_a_concurrent_change() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("f.conf");
+        fs::write(&p, b"old\n").expect("write");
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o640)).expect("chmod");
+        replace(&p, b"old\n", b"new\n").expect("replace");
+        assert_eq!(fs::read(&p).expect("read"), b"new\n");
+        assert_eq!(
+            fs::metadata(&p).expect("meta").permissions().mode() & 0o777,
+            0o640
+        );
+        let err = replace(&p, b"old\n", b"newer\n").expect_err("changed meanwhile");
+        assert!(err.to_string().contains("changed by someone else"), "{err}");
+        assert_eq!(fs::read(&p).expect("read"), b"new\n");
+        // No temporary file is left behind either way.
+        let names: Vec<String> = fs::read_dir(dir.path())
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["f.conf".to_owned()]);
+    }
+
+    #[test]
+    fn replace_follows_a_symlink() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let real = dir.path().join("real.conf");
+        let link = dir.path().join("link.conf");
+        fs::write(&real, b"a").expect("write");
+        std::os::unix::fs::symlink(&real, &link).expect("symlink");
+        replace(&link, b"a", b"b").expect("replace");
+        assert!(fs::symlink_metadata(&link)
+            .expect("meta")
+            .file_type()
+            .is_symlink());
+        assert_eq!(fs::read(&real).expect("read"), b"b");
     }
 }

@@ -17,7 +17,7 @@ use knock_shared::wire::ServerId;
 
 /// A loaded, validated configuration.
 #[derive(Debug)]
-pub struct Runtime {
+pub struct LoadedConfig {
     /// The parsed configuration.
     pub config: Config,
     /// Every SPA key of every SPA door; [`Accepted::door`](knock_shared::verify::Accepted)
@@ -27,12 +27,12 @@ pub struct Runtime {
     pub server_names: Vec<String>,
     /// For each knock-sequence door: its index in `config.doors` and its current sequence
     /// (for one-time doors, the first unused line of the file and that line's number).
-    pub sequences: Vec<SequenceSlot>,
+    pub knock_doors: Vec<KnockDoor>,
 }
 
 /// A knock-sequence door as the tracker sees it.
 #[derive(Debug, Clone)]
-pub struct SequenceSlot {
+pub struct KnockDoor {
     /// Index in `config.doors`.
     pub door: usize,
     /// The sequence in force.
@@ -68,7 +68,7 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
 }
 
 /// Reads and checks a configuration file.
-pub fn load(path: &Path) -> Result<Runtime, Vec<LoadError>> {
+pub fn read(path: &Path) -> Result<LoadedConfig, Vec<LoadError>> {
     let show = path.display();
     let text = fs::read_to_string(path)
         .map_err(|e| vec![LoadError(format!("{show}: cannot read: {e}"))])?;
@@ -85,7 +85,7 @@ pub fn load(path: &Path) -> Result<Runtime, Vec<LoadError>> {
     build(path, config)
 }
 
-fn build(path: &Path, config: Config) -> Result<Runtime, Vec<LoadError>> {
+fn build(path: &Path, config: Config) -> Result<LoadedConfig, Vec<LoadError>> {
     let show = path.display().to_string();
     let mut errors = Vec::new();
     let mut server_names = config.options.server_names.clone();
@@ -100,7 +100,7 @@ fn build(path: &Path, config: Config) -> Result<Runtime, Vec<LoadError>> {
         .map(|n| ServerId::from_name(n))
         .collect();
     let mut verifier = Verifier::new(ids, config.options.spa_window);
-    let mut sequences = Vec::new();
+    let mut knock_doors = Vec::new();
 
     for (idx, door) in config.doors.iter().enumerate() {
         if let Some(spa) = door.spa() {
@@ -140,7 +140,7 @@ fn build(path: &Path, config: Config) -> Result<Runtime, Vec<LoadError>> {
         }
         if let Some(seq) = door.sequence() {
             match &seq.one_time_file {
-                None => sequences.push(SequenceSlot {
+                None => knock_doors.push(KnockDoor {
                     door: idx,
                     sequence: seq.sequence.clone(),
                     one_time: None,
@@ -148,7 +148,7 @@ fn build(path: &Path, config: Config) -> Result<Runtime, Vec<LoadError>> {
                 Some((file, line)) => {
                     let opath = resolve(path, file);
                     match next_one_time(&opath) {
-                        Ok(Some((l, s))) => sequences.push(SequenceSlot {
+                        Ok(Some((l, s))) => knock_doors.push(KnockDoor {
                             door: idx,
                             sequence: s,
                             one_time: Some((opath, l)),
@@ -163,7 +163,7 @@ fn build(path: &Path, config: Config) -> Result<Runtime, Vec<LoadError>> {
             }
         }
     }
-    if config.options.capture == config::Capture::Udp && !sequences.is_empty() {
+    if config.options.capture == config::Capture::Udp && !knock_doors.is_empty() {
         errors.push(LoadError(format!(
             "{show}: knock-sequence doors need Capture = pcap (a UDP socket cannot see knocks)"
         )));
@@ -177,11 +177,11 @@ fn build(path: &Path, config: Config) -> Result<Runtime, Vec<LoadError>> {
         errors.push(LoadError(format!("{show}: no doors configured")));
     }
     if errors.is_empty() {
-        Ok(Runtime {
+        Ok(LoadedConfig {
             config,
             verifier,
             server_names,
-            sequences,
+            knock_doors,
         })
     } else {
         Err(errors)

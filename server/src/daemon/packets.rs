@@ -7,9 +7,9 @@
 //! and logged at most once per reason per interval, with a periodic summary), and nothing
 //! here waits for a firewall command: actions go to another task over a channel.
 
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::IpAddr;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -22,9 +22,14 @@ use knock_shared::verify::{Reject, RejectKind};
 use knock_shared::wire::Action as SpaAction;
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::runtime::Runtime;
-use crate::state::{ReplayJournal, Store, JOURNAL_COMPACT_AFTER};
-use crate::{error, info, verbose};
+use crate::load::KnockDoor;
+use crate::load::LoadedConfig;
+use crate::store::status::Stats;
+use crate::store::{ReplayJournal, ReplayState, StateDir, JOURNAL_COMPACT_AFTER};
+
+use super::actions::Action;
+use super::capture::{self, Source, POLL_MS};
+use crate::log::{error, info, verbose};
 
 /// How often suppressed rejects are summarised, and the period of the per-reason budget of
 /// detailed reject lines.
@@ -36,178 +41,10 @@ pub const REJECT_LOG_BURST: u32 = 5;
 /// Bound of the knock tracker (attempts across all doors and sources).
 pub const TRACKER_CAP: usize = 65_536;
 
-/// What the packet loop asks the grant manager to do.
-#[derive(Debug, Clone)]
-pub enum Action {
-    /// A verified SPA open.
-    SpaOpen {
-        /// Door index.
-        door: usize,
-        /// Key name.
-        key: String,
-        /// Address to admit.
-        addr: IpAddr,
-        /// Ports.
-        ports: Vec<PortSpec>,
-        /// Requested seconds (0 = door default).
-        duration: u32,
-    },
-    /// A verified SPA close.
-    SpaClose {
-        /// Door index.
-        door: usize,
-        /// Key name.
-        key: String,
-        /// Address.
-        addr: IpAddr,
-        /// Ports.
-        ports: Vec<PortSpec>,
-    },
-    /// A completed knock sequence.
-    KnockOpen {
-        /// Door index.
-        door: usize,
-        /// The knocker.
-        addr: IpAddr,
-    },
-    /// The runtime changed (SIGHUP).
-    Reload(Arc<Runtime>),
-}
-
-/// Counters shared with `status`.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Accepted SPA packets.
-    pub accepted: AtomicU64,
-    /// Completed knock sequences.
-    pub knocks: AtomicU64,
-    /// Rejected SPA packets by [`RejectKind::index`].
-    pub rejected: [AtomicU64; RejectKind::ALL.len()],
-    /// Packets seen by the loop.
-    pub packets: AtomicU64,
-    /// Stage-1 knock attempts evicted to make room (a flood in progress).
-    pub evicted: AtomicU64,
-}
-
-/// Where packets come from.
-pub enum Source {
-    /// libpcap.
-    Pcap {
-        /// The capture.
-        cap: pcap::Capture<pcap::Active>,
-        /// Its link type.
-        linktype: i32,
-    },
-    /// A bound UDP socket.
-    Udp(UdpSocket),
-}
-
-impl std::fmt::Debug for Source {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Source::Pcap { linktype, .. } => write!(f, "Pcap(linktype {linktype})"),
-            Source::Udp(s) => write!(f, "Udp({:?})", s.local_addr().ok()),
-        }
-    }
-}
-
-/// The BPF filter for a runtime: the SPA port plus every knock port, as knockd compiles its
-/// door ports into the filter (a hit on a port in no sequence is never seen).
-pub fn bpf_filter(rt: &Runtime, only_v4: bool) -> String {
-    bpf_filter_for(rt, &rt.sequences, only_v4)
-}
-
-/// [`bpf_filter`] with the knock doors' current sequences (`slots`), which differ from the
-/// runtime's once a one-time door has moved on to its next line.
-fn bpf_filter_for(rt: &Runtime, slots: &[crate::runtime::SequenceSlot], only_v4: bool) -> String {
-    let mut parts = Vec::new();
-    if !rt.verifier.is_empty() {
-        parts.push(format!("(udp and dst port {})", rt.config.options.spa_port));
-    }
-    let mut ports: Vec<PortSpec> = slots.iter().flat_map(|s| s.sequence.clone()).collect();
-    ports.sort();
-    ports.dedup();
-    for p in ports {
-        parts.push(format!("({} and dst port {})", p.proto, p.port));
-    }
-    let body = if parts.is_empty() {
-        "udp and dst port 0".to_owned()
-    } else {
-        parts.join(" or ")
-    };
-    if only_v4 {
-        format!("ip and ({body})")
-    } else {
-        body
-    }
-}
-
-/// How long the packet loop sleeps waiting for traffic before it looks at timers, reloads
-/// and the stop flag.
-const POLL_MS: i32 = 100;
-
 /// Least time between two wake-ups of the packet loop while packets keep arriving (see
-/// `Engine::run`): caps wake-ups at 1000/s under a flood, where a wake-up per packet cost more
+/// `PacketLoop::run`): caps wake-ups at 1000/s under a flood, where a wake-up per packet cost more
 /// than the packets themselves (docs/BENCHMARKS.md).
 const MIN_WAKE_INTERVAL: Duration = Duration::from_millis(1);
-
-/// Waits until `fd` is readable or `ms` milliseconds have passed. Errors (EINTR) just return:
-/// the caller reads non-blocking and loops.
-fn wait_readable(fd: std::os::fd::RawFd, ms: i32) {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: `pfd` is a valid, exclusively borrowed pollfd for the duration of the call and
-    // nfds is 1, so the kernel reads and writes exactly that one struct.
-    unsafe {
-        libc::poll(&mut pfd, 1, ms);
-    }
-}
-
-/// Logs packets the kernel dropped because the capture buffer was full since the last call
-/// (the daemon fell behind: a flood beyond what this machine handles, or the process was
-/// stopped). `seen` is the running total already reported.
-fn report_capture_drops(cap: &mut pcap::Capture<pcap::Active>, seen: &mut u32) {
-    if let Ok(stat) = cap.stats() {
-        let new = stat.dropped.wrapping_sub(*seen);
-        if new > 0 {
-            info!("capture: the kernel dropped {new} packets (capture buffer full; the daemon fell behind)");
-        }
-        *seen = stat.dropped;
-    }
-}
-
-/// Opens the capture on `iface` with the runtime's filter.
-pub fn open_pcap(iface: &str, rt: &Runtime, only_v4: bool) -> Result<Source, pcap::Error> {
-    let mut cap = pcap::Capture::from_device(iface)?
-        .immediate_mode(true)
-        .snaplen(512)
-        .buffer_size(4 << 20)
-        .timeout(100)
-        .open()?
-        // libpcap 1.10 retries its own poll() on timeout in immediate mode, so a blocking
-        // pcap_next_ex never returns on an idle link and shutdown would hang. The loop waits
-        // on the descriptor itself instead (see `wait_readable`).
-        .setnonblock()?;
-    cap.filter(&bpf_filter(rt, only_v4), true)?;
-    let linktype = cap.get_datalink().0;
-    Ok(Source::Pcap { cap, linktype })
-}
-
-/// Binds the UDP socket mode.
-pub fn open_udp(port: u16, only_v4: bool) -> std::io::Result<Source> {
-    let sock = if only_v4 {
-        UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], port)))?
-    } else {
-        // Dual-stack [::]; Linux accepts IPv4 as v4-mapped unless bindv6only is set.
-        UdpSocket::bind(SocketAddr::from(([0u16; 8], port)))
-            .or_else(|_| UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], port))))?
-    };
-    sock.set_read_timeout(Some(Duration::from_millis(100)))?;
-    Ok(Source::Udp(sock))
-}
 
 fn unix_now() -> u64 {
     SystemTime::now()
@@ -275,15 +112,15 @@ impl RejectLog {
 }
 
 /// The packet loop's state.
-pub struct Engine {
-    rt: Arc<Runtime>,
+pub struct PacketLoop {
+    rt: Arc<LoadedConfig>,
     /// The knock doors in force (one-time doors move on after each use).
-    slots: Vec<crate::runtime::SequenceSlot>,
+    knock_doors: Vec<KnockDoor>,
     cache: ReplayCache,
     journal: ReplayJournal,
     tracker: SequenceTracker,
     events: Vec<Event>,
-    store: Store,
+    store: StateDir,
     tx: UnboundedSender<Action>,
     stats: Arc<Stats>,
     rejects: RejectLog,
@@ -293,22 +130,22 @@ pub struct Engine {
     started: Instant,
     only_v4: bool,
     /// A one-time door moved on to a sequence on other ports: the capture filter must be
-    /// rebuilt from `slots` (knockd regenerates its filter likewise).
+    /// rebuilt from `knock_doors` (knockd regenerates its filter likewise).
     filter_stale: bool,
 }
 
-impl std::fmt::Debug for Engine {
+impl std::fmt::Debug for PacketLoop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine")
+        f.debug_struct("PacketLoop")
             .field("cache", &self.cache.len())
             .field("tracker", &self.tracker.len())
             .finish()
     }
 }
 
-fn tracker_for(rt: &Runtime) -> SequenceTracker {
+fn tracker_for(rt: &LoadedConfig) -> SequenceTracker {
     let specs = rt
-        .sequences
+        .knock_doors
         .iter()
         .map(|s| {
             let door = &rt.config.doors[s.door];
@@ -325,28 +162,17 @@ fn tracker_for(rt: &Runtime) -> SequenceTracker {
     SequenceTracker::new(specs, TrackerLimits::new(TRACKER_CAP))
 }
 
-/// The replay state the engine starts with.
-#[derive(Debug)]
-pub struct Replay {
-    /// The persisted cache (empty if it was lost).
-    pub cache: ReplayCache,
-    /// Packets stamped before this are refused: non-zero when the cache was lost.
-    pub not_before: u64,
-    /// The open journal, started afresh from `cache` ([`Store::open_journal`]).
-    pub journal: ReplayJournal,
-}
-
-impl Engine {
+impl PacketLoop {
     /// Builds the loop state.
     pub fn new(
-        rt: Arc<Runtime>,
-        replay: Replay,
-        store: Store,
+        rt: Arc<LoadedConfig>,
+        replay: ReplayState,
+        store: StateDir,
         tx: UnboundedSender<Action>,
         stats: Arc<Stats>,
         only_v4: bool,
     ) -> Self {
-        let Replay {
+        let ReplayState {
             cache,
             not_before,
             journal,
@@ -354,7 +180,7 @@ impl Engine {
         Self {
             journal,
             tracker: tracker_for(&rt),
-            slots: rt.sequences.clone(),
+            knock_doors: rt.knock_doors.clone(),
             rt,
             cache,
             events: Vec::with_capacity(8),
@@ -373,7 +199,7 @@ impl Engine {
     pub fn run(
         &mut self,
         mut source: Source,
-        reload: Receiver<Arc<Runtime>>,
+        reload: Receiver<Arc<LoadedConfig>>,
         stop: &std::sync::atomic::AtomicBool,
     ) {
         let mut buf = [0u8; 2048];
@@ -390,7 +216,7 @@ impl Engine {
             match &mut source {
                 Source::Pcap { cap, linktype } => {
                     let lt = *linktype;
-                    wait_readable(cap.as_raw_fd(), POLL_MS);
+                    capture::wait_readable(cap.as_raw_fd(), POLL_MS);
                     last_wake = Instant::now();
                     // Drain what libpcap has buffered before looking at timers again.
                     for _ in 0..4096 {
@@ -439,7 +265,7 @@ impl Engine {
             }
             if std::mem::take(&mut self.filter_stale) {
                 if let Source::Pcap { cap, .. } = &mut source {
-                    let filter = bpf_filter_for(&self.rt, &self.slots, self.only_v4);
+                    let filter = capture::bpf_filter_for(&self.rt, &self.knock_doors, self.only_v4);
                     if let Err(e) = cap.filter(&filter, true) {
                         error!("one-time sequences: cannot apply capture filter {filter:?}: {e}");
                     }
@@ -448,13 +274,13 @@ impl Engine {
             let now = Instant::now();
             if self.rejects.tick(now) {
                 if let Source::Pcap { cap, .. } = &mut source {
-                    report_capture_drops(cap, &mut kernel_dropped);
+                    capture::report_capture_drops(cap, &mut kernel_dropped);
                 }
             }
             self.expire_knocks(now);
             while let Ok(rt) = reload.try_recv() {
                 if let Source::Pcap { cap, .. } = &mut source {
-                    let filter = bpf_filter(&rt, self.only_v4);
+                    let filter = capture::bpf_filter(&rt, self.only_v4);
                     if let Err(e) = cap.filter(&filter, true) {
                         error!("reload: cannot apply capture filter {filter:?}: {e}; keeping the old configuration");
                         continue;
@@ -480,9 +306,9 @@ impl Engine {
         self.events = events;
     }
 
-    fn reload(&mut self, rt: Arc<Runtime>) {
+    fn reload(&mut self, rt: Arc<LoadedConfig>) {
         self.tracker = tracker_for(&rt);
-        self.slots = rt.sequences.clone();
+        self.knock_doors = rt.knock_doors.clone();
         info!(
             "SIGHUP: configuration reloaded ({} door(s), {} SPA key(s))",
             rt.config.doors.len(),
@@ -499,7 +325,7 @@ impl Engine {
         }
         // No knock sequence admits "any", multicast or broadcast (a spoofed source
         // like that could only fill the tracker); the SPA verifier refuses them the same way.
-        if self.slots.is_empty() || !knock_shared::types::admissible(pkt.src) {
+        if self.knock_doors.is_empty() || !knock_shared::types::admissible(pkt.src) {
             return;
         }
         let hit = Hit {
@@ -523,7 +349,7 @@ impl Engine {
                     verbose!("{src}: {}: Stage {stage}", self.door_name(door));
                 }
                 Event::Open { door, src } => {
-                    let Some(slot) = self.slots.get(door) else {
+                    let Some(slot) = self.knock_doors.get(door) else {
                         continue;
                     };
                     self.stats.knocks.fetch_add(1, Ordering::Relaxed);
@@ -554,7 +380,7 @@ impl Engine {
     }
 
     fn door_name(&self, seq_idx: usize) -> &str {
-        self.slots
+        self.knock_doors
             .get(seq_idx)
             .and_then(|s| self.rt.config.doors.get(s.door))
             .map_or("?", |d| d.name.as_str())
@@ -562,11 +388,15 @@ impl Engine {
 
     /// A one-time door was used: mark its line, load the next sequence.
     fn advance_one_time(&mut self, seq_idx: usize) {
-        let Some((path, line)) = self.slots.get(seq_idx).and_then(|s| s.one_time.clone()) else {
+        let Some((path, line)) = self
+            .knock_doors
+            .get(seq_idx)
+            .and_then(|s| s.one_time.clone())
+        else {
             return;
         };
         let name = self.door_name(seq_idx).to_owned();
-        let next = match crate::runtime::use_one_time(&path, line) {
+        let next = match crate::load::use_one_time(&path, line) {
             Ok(Some((next_line, seq))) => {
                 verbose!("{name}: next one-time sequence from line {next_line}");
                 Some((next_line, seq))
@@ -590,7 +420,7 @@ impl Engine {
         if let Err(e) = self.tracker.set_sequence(seq_idx, seq.clone()) {
             error!("{name}: {e:?}");
         }
-        if let Some(slot) = self.slots.get_mut(seq_idx) {
+        if let Some(slot) = self.knock_doors.get_mut(seq_idx) {
             slot.sequence = seq;
             slot.one_time = one_time;
         }

@@ -1,7 +1,8 @@
-//! `knock-spad status`: the open grants and the counters of the running daemon.
+//! The status file: the open grants and the counters of the running daemon, written by the
+//! daemon and read by `knock-spad status` (which renders it: `cmd::status`) and `keys`.
 //!
 //! The daemon publishes a snapshot, `status.json`, in its state directory (mode 0600, in the
-//! root-only directory), written atomically (temporary file, rename). A writer thread rewrites
+//! root-only directory), written atomically (temporary file, rename; not fsynced, being rebuilt at every start). A writer thread rewrites
 //! it at once when the open grants or the loaded configuration change, at most once per
 //! [`MIN_INTERVAL`] when only the counters changed, and at least every [`HEARTBEAT`] so that a
 //! reader can tell a live daemon from a dead one. A clean exit removes it.
@@ -15,20 +16,20 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::net::IpAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use knock_shared::verify::RejectKind;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::Stats;
-use crate::error;
-use crate::state::GrantRecord;
+use knock_keys::atomic;
+
+use super::grants::GrantRecord;
+use crate::log::error;
 
 /// The snapshot's file name in the state directory.
 pub const FILE: &str = "status.json";
@@ -48,6 +49,20 @@ pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Accepted SPA packets.
+    pub accepted: AtomicU64,
+    /// Completed knock sequences.
+    pub knocks: AtomicU64,
+    /// Rejected SPA packets by [`RejectKind::index`].
+    pub rejected: [AtomicU64; RejectKind::ALL.len()],
+    /// Packets seen by the loop.
+    pub packets: AtomicU64,
+    /// Stage-1 knock attempts evicted to make room (a flood in progress).
+    pub evicted: AtomicU64,
 }
 
 /// One open grant as `status` shows it.
@@ -183,12 +198,12 @@ struct BoardState {
 
 /// What the grant manager and the signal loop publish for the snapshot writer.
 #[derive(Debug, Default)]
-pub struct Board {
+pub struct StatusBoard {
     state: Mutex<BoardState>,
     wake: Condvar,
 }
 
-impl Board {
+impl StatusBoard {
     fn lock(&self) -> MutexGuard<'_, BoardState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -245,37 +260,18 @@ pub fn pid_alive(pid: u32) -> bool {
     r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
-/// Writes `bytes` to `dir/name` atomically (temporary file in `dir`, mode 0600, rename).
-fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        fs::rename(&tmp, dir.join(name))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// The snapshot writer: a thread that ends (and removes the snapshot) after [`Board::stop`].
+/// The snapshot writer: a thread that ends (and removes the snapshot) after [`StatusBoard::stop`].
 #[derive(Debug)]
 pub struct Writer {
     handle: std::thread::JoinHandle<()>,
-    board: Arc<Board>,
+    board: Arc<StatusBoard>,
 }
 
 impl Writer {
     /// Starts the writer for the state directory `dir`.
     pub fn spawn(
         dir: &Path,
-        board: Arc<Board>,
+        board: Arc<StatusBoard>,
         stats: Arc<Stats>,
         identity: Identity,
     ) -> io::Result<Self> {
@@ -294,7 +290,7 @@ impl Writer {
     }
 }
 
-fn write_loop(dir: &Path, board: &Board, stats: &Stats, id: &Identity) {
+fn write_loop(dir: &Path, board: &StatusBoard, stats: &Stats, id: &Identity) {
     let pid = std::process::id();
     let proc_start = proc_start_time(pid).unwrap_or(0);
     let started = unix_now();
@@ -349,7 +345,15 @@ fn write_loop(dir: &Path, board: &Board, stats: &Stats, id: &Identity) {
             .map_err(io::Error::other)
             .and_then(|mut bytes| {
                 bytes.push(b'\n');
-                write_atomic(dir, FILE, &bytes)
+                atomic::write(
+                    &dir.join(FILE),
+                    &bytes,
+                    // Rebuilt at every start and every few seconds: not worth an fsync.
+                    &atomic::Options {
+                        durable: false,
+                        ..atomic::Options::PRIVATE
+                    },
+                )
             });
         match result {
             Ok(()) => {
@@ -471,240 +475,11 @@ pub fn running_daemon(dir: &Path) -> Option<Snapshot> {
     (liveness(&snap, unix_now()) == Liveness::Running).then_some(snap)
 }
 
-/// `status --json` output.
-#[derive(Debug, Serialize)]
-pub struct Report<'a> {
-    /// `running`, `stale`, `dead` or (no status file) `stopped`.
-    pub state: &'static str,
-    /// Whether the daemon runs.
-    pub running: bool,
-    /// The status file read.
-    pub status_file: String,
-    /// Seconds since the snapshot was written.
-    pub age: u64,
-    /// The snapshot; its grants carry `seconds_left`.
-    #[serde(flatten)]
-    pub snapshot: SnapshotOut<'a>,
-}
-
-/// A snapshot with computed fields.
-#[derive(Debug, Serialize)]
-pub struct SnapshotOut<'a> {
-    /// The daemon's pid.
-    pub pid: u32,
-    /// Daemon version.
-    pub version: &'a str,
-    /// Its configuration file.
-    pub config: &'a str,
-    /// How it receives packets.
-    pub listening: &'a str,
-    /// Unix seconds when it started.
-    pub started: u64,
-    /// Unix seconds when the snapshot was written.
-    pub written: u64,
-    /// Doors in force.
-    pub doors: usize,
-    /// SPA keys in force.
-    pub keys: usize,
-    /// SIGHUP reloads.
-    pub reloads: u64,
-    /// Last reload.
-    pub last_reload: Option<u64>,
-    /// Counters.
-    pub counters: &'a Counters,
-    /// Open grants.
-    pub grants: Vec<GrantOut<'a>>,
-}
-
-/// A grant with its time left.
-#[derive(Debug, Serialize)]
-pub struct GrantOut<'a> {
-    /// The grant.
-    #[serde(flatten)]
-    pub grant: &'a GrantView,
-    /// Seconds until it closes (0: closing now).
-    pub seconds_left: u64,
-}
-
-/// Builds the `--json` report.
-pub fn report<'a>(path: &Path, snap: &'a Snapshot, now: u64) -> Report<'a> {
-    let live = liveness(snap, now);
-    Report {
-        state: live.as_str(),
-        running: live == Liveness::Running,
-        status_file: path.display().to_string(),
-        age: now.saturating_sub(snap.written),
-        snapshot: SnapshotOut {
-            pid: snap.pid,
-            version: &snap.version,
-            config: &snap.config,
-            listening: &snap.listening,
-            started: snap.started,
-            written: snap.written,
-            doors: snap.doors,
-            keys: snap.keys,
-            reloads: snap.reloads,
-            last_reload: snap.last_reload,
-            counters: &snap.counters,
-            grants: snap
-                .grants
-                .iter()
-                .map(|g| GrantOut {
-                    grant: g,
-                    seconds_left: g.expires.saturating_sub(now),
-                })
-                .collect(),
-        },
-    }
-}
-
-/// `3h 4m`, `5m 10s`, `42 s`.
-pub fn human_duration(secs: u64) -> String {
-    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
-    if d > 0 {
-        format!("{d}d {h}h")
-    } else if h > 0 {
-        format!("{h}h {m}m")
-    } else if m > 0 {
-        format!("{m}m {s}s")
-    } else {
-        format!("{s} s")
-    }
-}
-
-/// Left-aligned columns separated by two blanks.
-pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for r in rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut s = String::new();
-        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(c);
-            } else {
-                s.push_str(&format!("{c:<w$}  "));
-            }
-        }
-        s.trim_end().to_owned() + "\n"
-    };
-    let mut out = line(header.to_vec());
-    for r in rows {
-        out.push_str(&line(r.iter().map(String::as_str).collect()));
-    }
-    out
-}
-
-/// The human-readable status.
-pub fn render(path: &Path, snap: &Snapshot, now: u64) -> String {
-    let live = liveness(snap, now);
-    let age = now.saturating_sub(snap.written);
-    let mut out = String::new();
-    match live {
-        Liveness::Running => out.push_str(&format!(
-            "knock-spad {} is running (pid {}, up {}), {}\n",
-            snap.version,
-            snap.pid,
-            human_duration(now.saturating_sub(snap.started)),
-            snap.listening
-        )),
-        Liveness::Stale { age } => out.push_str(&format!(
-            "knock-spad (pid {}) exists but has not updated {} for {}: it may be hung. \
-             Below: its last status.\n",
-            snap.pid,
-            path.display(),
-            human_duration(age)
-        )),
-        Liveness::Gone => out.push_str(&format!(
-            "knock-spad is NOT running: pid {} from {} is gone (it crashed or was killed; a \
-             clean exit removes the file). Below: its last status, {} old.\n",
-            snap.pid,
-            path.display(),
-            human_duration(age)
-        )),
-    }
-    out.push_str(&format!(
-        "configuration {}: {} door(s), {} SPA key(s){}\n",
-        snap.config,
-        snap.doors,
-        snap.keys,
-        match snap.last_reload {
-            Some(t) => format!(
-                ", reloaded {} time(s), last {} ago",
-                snap.reloads,
-                human_duration(now.saturating_sub(t))
-            ),
-            None => String::new(),
-        }
-    ));
-    out.push('\n');
-    if snap.grants.is_empty() {
-        out.push_str("open grants: none\n");
-    } else {
-        out.push_str(&format!("open grants: {}\n", snap.grants.len()));
-        let rows: Vec<Vec<String>> = snap
-            .grants
-            .iter()
-            .map(|g| {
-                let left = g.expires.saturating_sub(now);
-                vec![
-                    g.door.clone(),
-                    if g.key.is_empty() {
-                        "(knock)".to_owned()
-                    } else {
-                        g.key.clone()
-                    },
-                    g.addr.to_string(),
-                    if g.port.is_empty() {
-                        "-".to_owned()
-                    } else {
-                        g.port.clone()
-                    },
-                    if left == 0 {
-                        "closing".to_owned()
-                    } else {
-                        human_duration(left)
-                    },
-                ]
-            })
-            .collect();
-        out.push_str(&table(&["DOOR", "KEY", "ADDRESS", "PORT", "LEFT"], &rows));
-    }
-    out.push('\n');
-    let c = &snap.counters;
-    let mut rows = vec![
-        vec!["packets".to_owned(), c.packets.to_string()],
-        vec!["accepted (spa)".to_owned(), c.accepted.to_string()],
-        vec!["knock sequences".to_owned(), c.knocks.to_string()],
-        vec!["rejected".to_owned(), c.rejected_total().to_string()],
-    ];
-    for k in RejectKind::ALL {
-        let n = c.rejected.get(&reason_key(k)).copied().unwrap_or(0);
-        if n > 0 {
-            rows.push(vec![format!("  {}", k.as_str()), n.to_string()]);
-        }
-    }
-    if c.evicted > 0 {
-        rows.push(vec!["knocks evicted".to_owned(), c.evicted.to_string()]);
-    }
-    out.push_str(&format!(
-        "counters since start (as of {} ago):\n",
-        human_duration(age)
-    ));
-    for r in rows {
-        out.push_str(&format!("  {:<20} {:>10}\n", r[0], r[1]));
-    }
-    out
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn snap(pid: u32, written: u64) -> Snapshot {
+    pub(crate) fn snap(pid: u32, written: u64) -> Snapshot {
         Snapshot {
             format: FORMAT,
             pid,
@@ -751,7 +526,7 @@ mod tests {
 
     #[test]
     fn board_flags_only_real_grant_changes() {
-        let b = Board::default();
+        let b = StatusBoard::default();
         b.set_grants(&[]);
         assert!(!b.lock().urgent, "no change, nothing to write");
         let rec = GrantRecord {
@@ -776,7 +551,7 @@ mod tests {
     fn writer_writes_snapshot_mode_0600_and_removes_it_at_stop() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("tempdir");
-        let board = Arc::new(Board::default());
+        let board = Arc::new(StatusBoard::default());
         let stats = Arc::new(Stats::default());
         board.set_config(1, 1, false);
         let w = Writer::spawn(
@@ -815,27 +590,5 @@ mod tests {
         w.stop();
         assert!(!path.exists(), "removed at a clean stop");
         assert!(matches!(read(dir.path()), Err(ReadError::Missing(_))));
-    }
-
-    #[test]
-    fn rendering() {
-        let now = unix_now();
-        let mut s = snap(std::process::id(), now);
-        s.counters.rejected.insert("unknown_key".into(), 3);
-        s.counters.accepted = 1;
-        let text = render(Path::new("/s/status.json"), &s, now);
-        assert!(text.contains("is running"), "{text}");
-        assert!(text.contains("alice"), "{text}");
-        assert!(text.contains("192.0.2.7"), "{text}");
-        assert!(text.contains("25 s"), "{text}");
-        assert!(text.contains("unknown key"), "{text}");
-        let json =
-            serde_json::to_value(report(Path::new("/s/status.json"), &s, now)).expect("json");
-        assert_eq!(json["running"], true);
-        assert_eq!(json["grants"][0]["seconds_left"], 25);
-        assert_eq!(json["grants"][0]["door"], "ssh");
-        assert_eq!(json["counters"]["rejected"]["unknown_key"], 3);
-        assert_eq!(human_duration(3725), "1h 2m");
-        assert_eq!(human_duration(65), "1m 5s");
     }
 }

@@ -1,0 +1,158 @@
+//! The command line of `knock-spad`: the clap definitions, from which `--help`, the man page
+//! and the shell completions are all generated (`cmd::docs`). Only definitions live here; what
+//! each command does is in `cmd/` and `daemon/`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use knock_shared::types::PortSpec;
+
+use crate::log;
+
+/// Port-knocking daemon: knock sequences (knockd-compatible) and single packet authorization.
+#[derive(Debug, Parser)]
+#[command(name = "knock-spad", version, disable_version_flag = true, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file (knockd.conf syntax plus SPA directives).
+    #[arg(
+        short = 'c',
+        long = "config",
+        value_name = "FILE",
+        default_value = "/etc/knockd.conf",
+        global = true
+    )]
+    pub config: PathBuf,
+    /// Interface to capture on (overrides `Interface`; default: `any`).
+    #[arg(short = 'i', long = "interface", value_name = "IFACE")]
+    pub interface: Option<String>,
+    /// Run in the background (default: foreground, as systemd wants); returns once the
+    /// daemon runs, or prints why it could not start and exits 1.
+    #[arg(short = 'd', long = "daemon")]
+    pub daemon: bool,
+    /// Debug output.
+    #[arg(short = 'D', long = "debug")]
+    pub debug: bool,
+    /// Verbose output (knock stages, timeouts).
+    #[arg(short = 'v', long = "verbose")]
+    pub verbose: bool,
+    /// Ignore IPv6.
+    #[arg(short = '4', long = "only-ip-v4", global = true)]
+    pub only_v4: bool,
+    /// Print the version and exit.
+    #[arg(short = 'V', long = "version", action = clap::ArgAction::Version)]
+    pub version: Option<bool>,
+    /// PID file (overrides `PidFile`).
+    #[arg(short = 'p', long = "pidfile", value_name = "FILE", global = true)]
+    pub pidfile: Option<PathBuf>,
+    /// Log file (overrides `LogFile`).
+    #[arg(short = 'g', long = "logfile", value_name = "FILE")]
+    pub logfile: Option<PathBuf>,
+    /// State directory (overrides `StateDir`).
+    #[arg(long = "state-dir", value_name = "DIR", global = true)]
+    pub state_dir: Option<PathBuf>,
+    /// How SPA packets are received (overrides `Capture`).
+    #[arg(long = "capture", value_name = "MODE", value_parser = ["pcap", "udp"])]
+    pub capture: Option<String>,
+    /// stderr log format.
+    #[arg(long = "log-format", value_enum, default_value_t = log::Format::Text)]
+    pub log_format: log::Format,
+    /// Leave open grants in place on SIGTERM/SIGINT (overrides `KeepRulesOnExit`).
+    #[arg(long = "keep-rules-on-exit")]
+    pub keep_rules: bool,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the configuration and exit: 0 if valid, 2 with FILE:LINE errors if not.
+    Check,
+    /// Show the running daemon's open grants and packet counters.
+    ///
+    /// Reads the status file the daemon keeps in its state directory (StateDir of the
+    /// configuration, or --state-dir). Exit status: 0 running, 1 dead (its status file is
+    /// left), 3 not running, 4 stale or unreadable.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List, add or revoke SPA keys in the configuration, and reload a running daemon.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Print the baseline firewall rules for the guarded ports (or apply them with --apply).
+    ///
+    /// ESTABLISHED,RELATED is accepted first, so live sessions survive; then new connections
+    /// to each guarded port are refused (TCP: reset). IPv4 and IPv6.
+    FirewallSetup {
+        /// A port to guard: 22, 22/tcp or 53/udp; repeatable. Default: every Allow_Ports of
+        /// the configuration's SPA doors and every --dport in a knock door's start command.
+        #[arg(long = "port", value_name = "PORT[/PROTO]")]
+        ports: Vec<PortSpec>,
+        /// Apply the rules with iptables and ip6tables: each is checked with -C first and
+        /// added only when missing, so running it again changes nothing.
+        #[arg(long)]
+        apply: bool,
+        /// IPv4 only (also with -4).
+        #[arg(long = "no-ipv6")]
+        no_ipv6: bool,
+        /// Print an nftables ruleset instead (a table with a set of admitted addresses per
+        /// family, for doors whose commands run nft; see CONFIG.md). Load it with nft -f.
+        #[arg(long, conflicts_with = "apply")]
+        nft: bool,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff, section 8).
+    Man,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Print every SPA key: door, name, public key id, allowed ports, where it is (never a
+    /// secret).
+    List {
+        /// Only this door.
+        #[arg(long, value_name = "NAME")]
+        door: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a key: to the door's KeyFile when it has one, else as a `Keys =` line.
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["from_line", "from_file"])))]
+    Add {
+        /// The key's name on this server (log lines show it).
+        name: String,
+        /// The `Keys = NAME:BASE64` line `knock-spa keygen` prints; `-` reads it from stdin
+        /// (safer: a secret on the command line is visible to other users in ps).
+        #[arg(long = "from-line", value_name = "LINE")]
+        from_line: Option<String>,
+        /// A client keyfile (`name =`, `secret =`; mode 0600).
+        #[arg(long = "from-file", value_name = "KEYFILE")]
+        from_file: Option<PathBuf>,
+        /// The SPA door (needed when there are several).
+        #[arg(long, value_name = "NAME")]
+        door: Option<String>,
+        /// Do not signal a running daemon.
+        #[arg(long = "no-reload")]
+        no_reload: bool,
+    },
+    /// Remove a key from the door (from every SPA door without --door).
+    Revoke {
+        /// The key's name.
+        name: String,
+        /// Only this door.
+        #[arg(long, value_name = "NAME")]
+        door: Option<String>,
+        /// Do not signal a running daemon.
+        #[arg(long = "no-reload")]
+        no_reload: bool,
+    },
+}

@@ -1,0 +1,326 @@
+//! `knock-spad status`: reads the status file a running daemon keeps in its state directory
+//! and prints it (a table, or JSON), with an exit status saying whether the daemon runs.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::cli::Cli;
+use knock_shared::verify::RejectKind;
+use serde::Serialize;
+
+use crate::store::status::{self, liveness, reason_key, Counters, GrantView, Liveness, Snapshot};
+
+use super::{print_bytes, state_dir_of};
+
+pub fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
+    let dir = match state_dir_of(cli) {
+        Ok(d) => d,
+        Err(code) => return Ok(code),
+    };
+    let path = dir.join(status::FILE);
+    let now = status::unix_now();
+    match status::read(&dir) {
+        Ok(snap) => {
+            let code = match status::liveness(&snap, now) {
+                status::Liveness::Running => 0,
+                status::Liveness::Gone => 1,
+                status::Liveness::Stale { .. } => 4,
+            };
+            let text = if json {
+                let mut t =
+                    serde_json::to_string_pretty(&report(&path, &snap, now)).context("json")?;
+                t.push('\n');
+                t
+            } else {
+                render(&path, &snap, now)
+            };
+            print_bytes(text.as_bytes())?;
+            Ok(ExitCode::from(code))
+        }
+        Err(status::ReadError::Missing(_)) => {
+            if json {
+                let v = serde_json::json!({
+                    "state": "stopped",
+                    "running": false,
+                    "status_file": path.display().to_string(),
+                });
+                print_bytes(format!("{v:#}\n").as_bytes())?;
+            } else {
+                println!(
+                    "knock-spad is not running (no {}; a daemon with another StateDir or \
+                     --state-dir keeps its status elsewhere)",
+                    path.display()
+                );
+            }
+            Ok(ExitCode::from(3))
+        }
+        Err(e @ status::ReadError::Io { .. }) => {
+            eprintln!("knock-spad: cannot read the status: {e} (the state directory is root's)");
+            Ok(ExitCode::from(4))
+        }
+        Err(e) => {
+            eprintln!("knock-spad: {e}");
+            Ok(ExitCode::from(4))
+        }
+    }
+}
+
+/// `status --json` output.
+#[derive(Debug, Serialize)]
+pub struct Report<'a> {
+    /// `running`, `stale`, `dead` or (no status file) `stopped`.
+    pub state: &'static str,
+    /// Whether the daemon runs.
+    pub running: bool,
+    /// The status file read.
+    pub status_file: String,
+    /// Seconds since the snapshot was written.
+    pub age: u64,
+    /// The snapshot; its grants carry `seconds_left`.
+    #[serde(flatten)]
+    pub snapshot: SnapshotOut<'a>,
+}
+
+/// A snapshot with computed fields.
+#[derive(Debug, Serialize)]
+pub struct SnapshotOut<'a> {
+    /// The daemon's pid.
+    pub pid: u32,
+    /// Daemon version.
+    pub version: &'a str,
+    /// Its configuration file.
+    pub config: &'a str,
+    /// How it receives packets.
+    pub listening: &'a str,
+    /// Unix seconds when it started.
+    pub started: u64,
+    /// Unix seconds when the snapshot was written.
+    pub written: u64,
+    /// Doors in force.
+    pub doors: usize,
+    /// SPA keys in force.
+    pub keys: usize,
+    /// SIGHUP reloads.
+    pub reloads: u64,
+    /// Last reload.
+    pub last_reload: Option<u64>,
+    /// Counters.
+    pub counters: &'a Counters,
+    /// Open grants.
+    pub grants: Vec<GrantOut<'a>>,
+}
+
+/// A grant with its time left.
+#[derive(Debug, Serialize)]
+pub struct GrantOut<'a> {
+    /// The grant.
+    #[serde(flatten)]
+    pub grant: &'a GrantView,
+    /// Seconds until it closes (0: closing now).
+    pub seconds_left: u64,
+}
+
+/// Builds the `--json` report.
+pub fn report<'a>(path: &Path, snap: &'a Snapshot, now: u64) -> Report<'a> {
+    let live = liveness(snap, now);
+    Report {
+        state: live.as_str(),
+        running: live == Liveness::Running,
+        status_file: path.display().to_string(),
+        age: now.saturating_sub(snap.written),
+        snapshot: SnapshotOut {
+            pid: snap.pid,
+            version: &snap.version,
+            config: &snap.config,
+            listening: &snap.listening,
+            started: snap.started,
+            written: snap.written,
+            doors: snap.doors,
+            keys: snap.keys,
+            reloads: snap.reloads,
+            last_reload: snap.last_reload,
+            counters: &snap.counters,
+            grants: snap
+                .grants
+                .iter()
+                .map(|g| GrantOut {
+                    grant: g,
+                    seconds_left: g.expires.saturating_sub(now),
+                })
+                .collect(),
+        },
+    }
+}
+
+/// `3h 4m`, `5m 10s`, `42 s`.
+pub fn human_duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if d > 0 {
+        format!("{d}d {h}h")
+    } else if h > 0 {
+        format!("{h}h {m}m")
+    } else if m > 0 {
+        format!("{m}m {s}s")
+    } else {
+        format!("{s} s")
+    }
+}
+
+/// Left-aligned columns separated by two blanks.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        s.trim_end().to_owned() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+/// The human-readable status.
+pub fn render(path: &Path, snap: &Snapshot, now: u64) -> String {
+    let live = liveness(snap, now);
+    let age = now.saturating_sub(snap.written);
+    let mut out = String::new();
+    match live {
+        Liveness::Running => out.push_str(&format!(
+            "knock-spad {} is running (pid {}, up {}), {}\n",
+            snap.version,
+            snap.pid,
+            human_duration(now.saturating_sub(snap.started)),
+            snap.listening
+        )),
+        Liveness::Stale { age } => out.push_str(&format!(
+            "knock-spad (pid {}) exists but has not updated {} for {}: it may be hung. \
+             Below: its last status.\n",
+            snap.pid,
+            path.display(),
+            human_duration(age)
+        )),
+        Liveness::Gone => out.push_str(&format!(
+            "knock-spad is NOT running: pid {} from {} is gone (it crashed or was killed; a \
+             clean exit removes the file). Below: its last status, {} old.\n",
+            snap.pid,
+            path.display(),
+            human_duration(age)
+        )),
+    }
+    out.push_str(&format!(
+        "configuration {}: {} door(s), {} SPA key(s){}\n",
+        snap.config,
+        snap.doors,
+        snap.keys,
+        match snap.last_reload {
+            Some(t) => format!(
+                ", reloaded {} time(s), last {} ago",
+                snap.reloads,
+                human_duration(now.saturating_sub(t))
+            ),
+            None => String::new(),
+        }
+    ));
+    out.push('\n');
+    if snap.grants.is_empty() {
+        out.push_str("open grants: none\n");
+    } else {
+        out.push_str(&format!("open grants: {}\n", snap.grants.len()));
+        let rows: Vec<Vec<String>> = snap
+            .grants
+            .iter()
+            .map(|g| {
+                let left = g.expires.saturating_sub(now);
+                vec![
+                    g.door.clone(),
+                    if g.key.is_empty() {
+                        "(knock)".to_owned()
+                    } else {
+                        g.key.clone()
+                    },
+                    g.addr.to_string(),
+                    if g.port.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        g.port.clone()
+                    },
+                    if left == 0 {
+                        "closing".to_owned()
+                    } else {
+                        human_duration(left)
+                    },
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["DOOR", "KEY", "ADDRESS", "PORT", "LEFT"], &rows));
+    }
+    out.push('\n');
+    let c = &snap.counters;
+    let mut rows = vec![
+        vec!["packets".to_owned(), c.packets.to_string()],
+        vec!["accepted (spa)".to_owned(), c.accepted.to_string()],
+        vec!["knock sequences".to_owned(), c.knocks.to_string()],
+        vec!["rejected".to_owned(), c.rejected_total().to_string()],
+    ];
+    for k in RejectKind::ALL {
+        let n = c.rejected.get(&reason_key(k)).copied().unwrap_or(0);
+        if n > 0 {
+            rows.push(vec![format!("  {}", k.as_str()), n.to_string()]);
+        }
+    }
+    if c.evicted > 0 {
+        rows.push(vec!["knocks evicted".to_owned(), c.evicted.to_string()]);
+    }
+    out.push_str(&format!(
+        "counters since start (as of {} ago):\n",
+        human_duration(age)
+    ));
+    for r in rows {
+        out.push_str(&format!("  {:<20} {:>10}\n", r[0], r[1]));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::status::tests::snap;
+    use crate::store::status::unix_now;
+
+    #[test]
+    fn rendering() {
+        let now = unix_now();
+        let mut s = snap(std::process::id(), now);
+        s.counters.rejected.insert("unknown_key".into(), 3);
+        s.counters.accepted = 1;
+        let text = render(Path::new("/s/status.json"), &s, now);
+        assert!(text.contains("is running"), "{text}");
+        assert!(text.contains("alice"), "{text}");
+        assert!(text.contains("192.0.2.7"), "{text}");
+        assert!(text.contains("25 s"), "{text}");
+        assert!(text.contains("unknown key"), "{text}");
+        let json =
+            serde_json::to_value(report(Path::new("/s/status.json"), &s, now)).expect("json");
+        assert_eq!(json["running"], true);
+        assert_eq!(json["grants"][0]["seconds_left"], 25);
+        assert_eq!(json["grants"][0]["door"], "ssh");
+        assert_eq!(json["counters"]["rejected"]["unknown_key"], 3);
+        assert_eq!(human_duration(3725), "1h 2m");
+        assert_eq!(human_duration(65), "1m 5s");
+    }
+}

@@ -1,0 +1,300 @@
+//! The daemon: bring-up (configuration, state directory, capture, signal handlers), the
+//! supervision loop (SIGTERM, SIGINT, SIGHUP reloads), and the orderly stop. The parts it
+//! starts are in its submodules: the packet thread ([`packets`], reading from [`capture`]),
+//! the grant keeper task ([`grants`]), and the process plumbing ([`process`], [`notify`]).
+//!
+//! Threads: `packets` (capture, verifier, tracker), `status` (the status file), and the
+//! current-thread tokio runtime here (signals and the grant keeper). They talk over channels
+//! only; each resource has one owner.
+
+pub mod actions;
+pub mod capture;
+pub mod grants;
+pub mod notify;
+pub mod packets;
+pub mod process;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use knock_shared::config::Capture;
+
+use crate::cli::Cli;
+use crate::load;
+use crate::log::{self, debug, error, info};
+use crate::store::{self, status};
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let rt = match crate::cmd::load_or_report(&cli.config) {
+        Ok(rt) => rt,
+        Err(code) => return Ok(code),
+    };
+    let opts = rt.config.options.clone();
+    let log_file = cli
+        .logfile
+        .clone()
+        .or(opts.log_file.as_ref().map(PathBuf::from));
+    let min = if cli.debug {
+        log::Level::Debug
+    } else if cli.verbose {
+        log::Level::Verbose
+    } else {
+        log::Level::Info
+    };
+    // Before any thread exists: it changes the environment.
+    let notify_problem = notify::init();
+    if cli.daemon {
+        process::daemonize()?;
+    }
+    log::init(log::Settings {
+        min,
+        stderr: !cli.daemon,
+        format: cli.log_format,
+        file: log_file.as_deref(),
+        syslog: opts.use_syslog,
+    })
+    .context("cannot open the log")?;
+    if let Some(problem) = notify_problem {
+        error!("{problem}");
+    }
+    let pidfile = cli
+        .pidfile
+        .clone()
+        .or(opts.pid_file.as_ref().map(PathBuf::from));
+    let state_dir = cli
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&opts.state_dir));
+    let store = store::StateDir::open(&state_dir).context("state directory")?;
+    debug!("state directory {}", store.dir().display());
+    let replay = load_replay_state(&store, opts.replay_cache_size)?;
+    let capture = match cli.capture.as_deref() {
+        Some("udp") => Capture::Udp,
+        Some(_) => Capture::Pcap,
+        None => opts.capture,
+    };
+    let iface = cli
+        .interface
+        .clone()
+        .or(opts.interface.clone())
+        .unwrap_or_else(|| "any".to_owned());
+    let source = match capture {
+        Capture::Pcap => capture::open_pcap(&iface, &rt, cli.only_v4)
+            .with_context(|| format!("cannot capture on {iface}"))?,
+        Capture::Udp => capture::open_udp(opts.spa_port.get(), cli.only_v4)
+            .with_context(|| format!("cannot bind UDP port {}", opts.spa_port))?,
+    };
+    let keep = cli.keep_rules || opts.keep_rules_on_exit;
+    let rt = Arc::new(rt);
+    let stats = Arc::new(status::Stats::default());
+    // Signal handlers first: from the moment the status file or the "starting" line says the
+    // daemon runs, SIGTERM must mean "close the grants and exit", never the default action.
+    let tokio_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    let (mut term, mut int, mut hup) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        let _in_runtime = tokio_rt.enter();
+        (
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::hangup())?,
+        )
+    };
+    let board = Arc::new(status::StatusBoard::default());
+    board.set_config(rt.config.doors.len(), rt.verifier.len(), false);
+    let status_writer = status::Writer::spawn(
+        store.dir(),
+        board.clone(),
+        stats.clone(),
+        status::Identity {
+            config: std::fs::canonicalize(&cli.config)
+                .unwrap_or_else(|_| cli.config.clone())
+                .display()
+                .to_string(),
+            listening: match capture {
+                Capture::Pcap => format!("pcap on {iface}"),
+                Capture::Udp => format!("udp port {}", opts.spa_port),
+            },
+        },
+    )
+    .context("cannot start the status thread")?;
+    info!(
+        "knock-spad {} starting: {} door(s), {} SPA key(s), {} on {}, server name(s) {}",
+        env!("CARGO_PKG_VERSION"),
+        rt.config.doors.len(),
+        rt.verifier.len(),
+        match capture {
+            Capture::Pcap => format!("pcap ({})", capture::bpf_filter(&rt, cli.only_v4)),
+            Capture::Udp => format!("udp port {}", opts.spa_port),
+        },
+        match capture {
+            Capture::Pcap => iface.as_str(),
+            Capture::Udp => "all addresses",
+        },
+        rt.server_names.join(",")
+    );
+
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (reload_tx, reload_rx) = std::sync::mpsc::channel();
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let manager = grants::GrantKeeper::new(rt.clone(), store.clone()).with_status(board.clone());
+    let only_v4 = cli.only_v4;
+    let engine_thread = {
+        let rt = rt.clone();
+        let stop = stop.clone();
+        let tx = tx.clone();
+        let stats = stats.clone();
+        std::thread::Builder::new()
+            .name("packets".into())
+            .spawn(move || {
+                let mut e = packets::PacketLoop::new(rt, replay, store, tx, stats, only_v4);
+                e.run(source, reload_rx, &stop);
+            })
+            .context("cannot start the packet thread")?
+    };
+    // Written once everything that can fail at start has worked, so a failed start leaves no
+    // PID file behind, and a service manager reading it after `-d` returns finds a daemon.
+    if let Some(p) = &pidfile {
+        if let Err(e) = std::fs::write(p, format!("{}\n", std::process::id())) {
+            stop.store(true, Ordering::Relaxed);
+            let _ = engine_thread.join();
+            status_writer.stop();
+            bail!("cannot write pid file {}: {e}", p.display());
+        }
+    }
+    process::report_started();
+    notify::send("READY=1");
+
+    let config_path = cli.config.clone();
+    tokio_rt.block_on(async move {
+        let manager = tokio::spawn(manager.run(rx, shutdown_rx, keep));
+        loop {
+            tokio::select! {
+                _ = term.recv() => { info!("SIGTERM received"); break; }
+                _ = int.recv() => { info!("SIGINT received"); break; }
+                _ = hup.recv() => {
+                    notify::send("RELOADING=1");
+                    match load::read(&config_path) {
+                        Ok(new) => {
+                            // The packet thread logs "configuration reloaded" once it
+                            // applies it (at most one poll interval later).
+                            board.set_config(new.config.doors.len(), new.verifier.len(), true);
+                            let new = Arc::new(new);
+                            let _ = reload_tx.send(new.clone());
+                            let _ = tx.send(actions::Action::Reload(new));
+                            notify::send("READY=1\nSTATUS=configuration reloaded");
+                        }
+                        Err(errors) => {
+                            for e in errors {
+                                error!("SIGHUP: {e}");
+                            }
+                            error!("SIGHUP: the new configuration is invalid; keeping the old one");
+                            notify::send(
+                                "READY=1\nSTATUS=the new configuration is invalid; running the old one",
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        notify::send("STOPPING=1");
+        let _ = shutdown_tx.send(true);
+        let _ = manager.await;
+        anyhow::Ok(())
+    })?;
+    stop.store(true, Ordering::Relaxed);
+    let _ = engine_thread.join();
+    status_writer.stop();
+    if let Some(p) = &pidfile {
+        let _ = std::fs::remove_file(p);
+    }
+    info!("exiting");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The replay cache the daemon starts with: loaded from the state directory, or, when it was
+/// lost, damaged or cut short, an empty one with the instant before which packets are refused
+/// (kept in the state directory across restarts); its journal opened afresh.
+fn load_replay_state(
+    store: &store::StateDir,
+    capacity: usize,
+) -> anyhow::Result<store::ReplayState> {
+    let replay = match store.load_replay(capacity, status::unix_now()) {
+        Ok(Some(store::LoadedReplay {
+            cache,
+            tail_lost: false,
+        })) => Some(cache),
+        // The last journal record is incomplete: almost surely an append a crash cut short
+        // (its packet was never acted on), but a damaged record looks the same, so its packet
+        // may have been: fail closed for packets stamped before now.
+        Ok(Some(store::LoadedReplay {
+            tail_lost: true, ..
+        })) => {
+            error!(
+                "state: {}: the replay journal ends in an incomplete record (a crash during a \
+                 write?); refusing every SPA packet stamped before now",
+                store.dir().join("replay.journal").display()
+            );
+            None
+        }
+        // No replay cache but a grants file: the daemon ran here before and the cache was
+        // deleted, so nothing says which packets it accepted: fail closed as for a corrupt
+        // file. Neither file: a first start, nothing was ever accepted.
+        Ok(None) if store.has_grants() => {
+            error!(
+                "state: {}: replay cache missing; refusing every SPA packet stamped before now",
+                store.dir().display()
+            );
+            None
+        }
+        Ok(None) => Some(knock_shared::replay::ReplayCache::new(capacity)),
+        Err(e) => {
+            error!(
+                "state: {e}; refusing every SPA packet stamped before now (a lost replay cache \
+                 must not let an old packet in)"
+            );
+            None
+        }
+    };
+    // A lost cache: start an empty one, and refuse packets stamped before now (the engine's
+    // `not_before`), so none accepted before the loss gets in again.
+    let (replay, not_before) = match replay {
+        Some(c) => (c, 0),
+        None => (
+            knock_shared::replay::ReplayCache::new(capacity),
+            status::unix_now() + 1,
+        ),
+    };
+    // The instant before which packets are refused outlives this run (`replay.not-before`),
+    // and is written before the fresh cache replaces the lost one on disk, so that a restart
+    // soon after (a crash, say) still refuses what this start refuses.
+    let (persisted, damaged) = match store.load_not_before(status::unix_now() + 1) {
+        Ok(t) => (t, false),
+        Err((fallback, e)) => {
+            error!("state: {e}; refusing every SPA packet stamped before now");
+            (fallback, true)
+        }
+    };
+    let not_before = not_before.max(persisted);
+    if not_before != 0 && (not_before != persisted || damaged) {
+        store
+            .save_not_before(not_before)
+            .context("state directory: cannot record the replay cache loss")?;
+    }
+    let journal = store
+        .open_journal(&replay)
+        .context("state directory: cannot start the replay journal")?;
+    Ok(store::ReplayState {
+        cache: replay,
+        not_before,
+        journal,
+    })
+}

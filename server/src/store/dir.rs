@@ -1,0 +1,123 @@
+//! The state directory: where the daemon keeps what must survive a restart or a crash (open
+//! grants, the replay cache) and its status file. [`StateDir`] is the one handle on it; the
+//! files themselves are described in [`grants`](super::grants), [`replay`](super::replay) and
+//! [`status`](super::status).
+//!
+//! A file that fails its checksum or does not parse is reported, renamed to
+//! `NAME.corrupt-<unix time>` for inspection, and treated fail-closed by the caller: a lost
+//! replay cache makes the daemon refuse every packet stamped before it started; lost grants
+//! open nothing.
+//!
+//! Whole-file writes go through the workspace's one atomic writer ([`knock_keys::atomic`]);
+//! the grants slots and the replay journal are written in place, as their modules say.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use knock_keys::atomic;
+
+/// Why state could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// File system error.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The file is corrupt; it was moved aside.
+    #[error("{path}: corrupt ({why}); moved to {moved}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+        /// Where it went.
+        moved: String,
+    },
+}
+
+/// The state directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    pub(super) dir: PathBuf,
+    /// The `seq` of the next grants save; 0 until the slots were read.
+    pub(super) grants_seq: Arc<AtomicU64>,
+}
+
+impl StateDir {
+    /// Opens (creating, mode 0700) the state directory.
+    pub fn open(dir: &Path) -> Result<Self, StateError> {
+        if !dir.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|source| StateError::Io {
+                    path: dir.to_owned(),
+                    source,
+                })?;
+        }
+        Ok(Self {
+            dir: dir.to_owned(),
+            grants_seq: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(super) fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Writes `bytes` to `name` atomically.    /// Writes `bytes` to `name` atomically (mode 0600, durable).
+    pub(super) fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<(), StateError> {
+        let path = self.path(name);
+        atomic::write(&path, bytes, &atomic::Options::PRIVATE)
+            .map_err(|source| StateError::Io { path, source })
+    }
+
+    pub(super) fn move_aside(&self, name: &str, why: String) -> StateError {
+        let path = self.path(name);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let moved = format!("{name}.corrupt-{now}");
+        let _ = fs::rename(&path, self.path(&moved));
+        StateError::Corrupt { path, why, moved }
+    }
+
+    pub(super) fn read(&self, name: &str) -> Result<Option<Vec<u8>>, StateError> {
+        let path = self.path(name);
+        match fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StateError::Io { path, source }),
+        }
+    }
+}
+
+/// Opens (creating, mode 0600) a state file to be written in place: read and write, never
+/// truncated on open.
+pub(super) fn open_in_place(path: &Path) -> io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+}
+
+pub(super) fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
