@@ -3,7 +3,8 @@
 //!
 //! Two phases, like the config module itself: `knock_shared::config::parse_str` checks the
 //! text (no I/O); this module then reads the files it names (key files, one-time sequence
-//! files) and reports every problem as `FILE:LINE: message`. Nothing here starts anything:
+//! files) and reports every problem as a typed [`LoadError`] with its file and line
+//! (`FILE:LINE: message`). Nothing here starts anything:
 //! a configuration either loads whole or not at all, so a bad file never half-configures the
 //! daemon, at start or on SIGHUP.
 
@@ -11,6 +12,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use knock_shared::config::{self, Config, Door};
+use knock_shared::located::Located;
 use knock_shared::types::PortSpec;
 use knock_shared::verify::{KeyPolicy, Verifier};
 use knock_shared::wire::ServerId;
@@ -41,14 +43,95 @@ pub struct KnockDoor {
     pub one_time: Option<(PathBuf, usize)>,
 }
 
-/// A problem with the configuration, already formatted `FILE:LINE: message`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoadError(pub String);
+/// A problem with the configuration or a file it names, with the file and line it is in.
+pub type LoadError = Located<LoadErrorKind>;
 
-impl std::fmt::Display for LoadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+/// What is wrong ([`LoadError`] says where).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadErrorKind {
+    /// The configuration file could not be read.
+    #[error("cannot read: {0}")]
+    ReadConfig(std::io::Error),
+    /// A file the configuration names (a key file, a one-time sequences file) could not be
+    /// read or written.
+    #[error("{0}")]
+    Io(std::io::Error),
+    /// What the configuration parser says (it names the directive and the value).
+    #[error("{0}")]
+    Parse(String),
+    /// A key file that is not a regular file.
+    #[error("not a regular file")]
+    NotRegularFile,
+    /// A key file that group or others can access.
+    #[error(
+        "permissions {mode:04o} are too open: keys must not be accessible by group or others \
+         (run: chmod 600 {})",
+        path.display()
+    )]
+    TooOpen {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A `KeyFile` line whose file has errors (listed after this one).
+    #[error("KeyFile {}: see below", path.display())]
+    KeyFile {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// Two keys of one door with the same key id.
+    #[error("door [{door}]: {error}")]
+    Key {
+        /// The door.
+        door: String,
+        /// What the verifier said.
+        error: knock_shared::verify::AddKeyError,
+    },
+    /// A `One_Time_Sequences` file with no unused line left.
+    #[error("One_Time_Sequences {}: no unused sequence left", path.display())]
+    OneTimeUsedUp {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A `One_Time_Sequences` file that cannot be read or parsed.
+    #[error("{0}")]
+    OneTime(Box<LoadError>),
+    /// Knock doors with `Capture = udp`.
+    #[error("knock-sequence doors need Capture = pcap (a UDP socket cannot see knocks)")]
+    KnocksNeedPcap,
+    /// SPA keys but no server identity.
+    #[error("no ServerName given and the host name is unknown")]
+    NoServerName,
+    /// Nothing to run.
+    #[error("no doors configured")]
+    NoDoors,
+}
+
+impl LoadErrorKind {
+    /// Renames the paths this error names (the file it is in, files named in its message),
+    /// for `keys`, which checks an edit on temporary copies and reports the real names.
+    pub fn rename_paths(e: &mut LoadError, rename: &impl Fn(&Path) -> Option<PathBuf>) {
+        if let Some(new) = e.file.as_deref().and_then(rename) {
+            e.file = Some(new);
+        }
+        match &mut e.error {
+            LoadErrorKind::TooOpen { path, .. }
+            | LoadErrorKind::KeyFile { path }
+            | LoadErrorKind::OneTimeUsedUp { path } => {
+                if let Some(new) = rename(path) {
+                    *path = new;
+                }
+            }
+            LoadErrorKind::OneTime(inner) => Self::rename_paths(inner, rename),
+            _ => {}
+        }
     }
+}
+
+/// A parser error at its line of `file`.
+pub fn parse_error(file: &Path, e: config::ConfigError) -> LoadError {
+    Located::at_line(e.line, LoadErrorKind::Parse(e.message)).in_file(file)
 }
 
 /// The host name, for the default server identity.
@@ -69,24 +152,17 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
 
 /// Reads and checks a configuration file.
 pub fn read(path: &Path) -> Result<LoadedConfig, Vec<LoadError>> {
-    let show = path.display();
     let text = fs::read_to_string(path)
-        .map_err(|e| vec![LoadError(format!("{show}: cannot read: {e}"))])?;
+        .map_err(|e| vec![Located::new(LoadErrorKind::ReadConfig(e)).in_file(path)])?;
     let config = config::parse_str(&text).map_err(|errs| {
         errs.into_iter()
-            .map(|e| {
-                LoadError(format!(
-                    "{show}:{e}",
-                    e = e.to_string().replacen("line ", "", 1)
-                ))
-            })
+            .map(|e| parse_error(path, e))
             .collect::<Vec<_>>()
     })?;
     build(path, config)
 }
 
 fn build(path: &Path, config: Config) -> Result<LoadedConfig, Vec<LoadError>> {
-    let show = path.display().to_string();
     let mut errors = Vec::new();
     let mut server_names = config.options.server_names.clone();
     if server_names.is_empty() {
@@ -108,33 +184,30 @@ fn build(path: &Path, config: Config) -> Result<LoadedConfig, Vec<LoadError>> {
                 ports: spa.allow_ports.clone(),
                 allow_nat: spa.allow_nat,
             };
-            let mut keys: Vec<(String, usize, knock_keys::NamedKey)> = spa
+            let mut keys: Vec<(PathBuf, usize, knock_keys::NamedKey)> = spa
                 .keys
                 .iter()
-                .map(|(line, k)| (show.clone(), *line, k.clone()))
+                .map(|(line, k)| (path.to_owned(), *line, k.clone()))
                 .collect();
             for (line, file) in &spa.key_files {
                 let kpath = resolve(path, file);
                 match read_key_file(&kpath) {
-                    Ok(list) => keys.extend(
-                        list.into_iter()
-                            .map(|(l, k)| (kpath.display().to_string(), l, k)),
-                    ),
+                    Ok(list) => keys.extend(list.into_iter().map(|(l, k)| (kpath.clone(), l, k))),
                     Err(mut e) => {
-                        errors.push(LoadError(format!(
-                            "{show}:{line}: KeyFile {}: see below",
-                            kpath.display()
-                        )));
+                        errors.push(
+                            Located::at_line(*line, LoadErrorKind::KeyFile { path: kpath })
+                                .in_file(path),
+                        );
                         errors.append(&mut e);
                     }
                 }
             }
             for (file, line, key) in keys {
-                if let Err(e) = verifier.add_key(&key, policy.clone(), idx) {
-                    errors.push(LoadError(format!(
-                        "{file}:{line}: door [{}]: {e}",
-                        door.name
-                    )));
+                if let Err(error) = verifier.add_key(&key, policy.clone(), idx) {
+                    let door = door.name.clone();
+                    errors.push(
+                        Located::at_line(line, LoadErrorKind::Key { door, error }).in_file(&file),
+                    );
                 }
             }
         }
@@ -153,28 +226,27 @@ fn build(path: &Path, config: Config) -> Result<LoadedConfig, Vec<LoadError>> {
                             sequence: s,
                             one_time: Some((opath, l)),
                         }),
-                        Ok(None) => errors.push(LoadError(format!(
-                            "{show}:{line}: One_Time_Sequences {}: no unused sequence left",
-                            opath.display()
-                        ))),
-                        Err(e) => errors.push(LoadError(format!("{show}:{line}: {e}"))),
+                        Ok(None) => errors.push(
+                            Located::at_line(*line, LoadErrorKind::OneTimeUsedUp { path: opath })
+                                .in_file(path),
+                        ),
+                        Err(e) => errors.push(
+                            Located::at_line(*line, LoadErrorKind::OneTime(Box::new(e)))
+                                .in_file(path),
+                        ),
                     }
                 }
             }
         }
     }
     if config.options.capture == config::Capture::Udp && !knock_doors.is_empty() {
-        errors.push(LoadError(format!(
-            "{show}: knock-sequence doors need Capture = pcap (a UDP socket cannot see knocks)"
-        )));
+        errors.push(Located::new(LoadErrorKind::KnocksNeedPcap).in_file(path));
     }
     if !verifier.is_empty() && server_names.is_empty() {
-        errors.push(LoadError(format!(
-            "{show}: no ServerName given and the host name is unknown"
-        )));
+        errors.push(Located::new(LoadErrorKind::NoServerName).in_file(path));
     }
     if config.doors.is_empty() {
-        errors.push(LoadError(format!("{show}: no doors configured")));
+        errors.push(Located::new(LoadErrorKind::NoDoors).in_file(path));
     }
     if errors.is_empty() {
         Ok(LoadedConfig {
@@ -192,62 +264,52 @@ fn build(path: &Path, config: Config) -> Result<LoadedConfig, Vec<LoadError>> {
 /// group or others.
 pub fn read_key_file(path: &Path) -> Result<Vec<(usize, knock_keys::NamedKey)>, Vec<LoadError>> {
     use std::os::unix::fs::MetadataExt;
-    let show = path.display();
-    let meta = fs::metadata(path).map_err(|e| vec![LoadError(format!("{show}: {e}"))])?;
+    let whole = |kind| vec![Located::new(kind).in_file(path)];
+    let meta = fs::metadata(path).map_err(|e| whole(LoadErrorKind::Io(e)))?;
     if !meta.is_file() {
-        return Err(vec![LoadError(format!("{show}: not a regular file"))]);
+        return Err(whole(LoadErrorKind::NotRegularFile));
     }
     if meta.mode() & 0o077 != 0 {
-        return Err(vec![LoadError(format!(
-            "{show}: permissions {:04o} are too open: keys must not be accessible by group or \
-             others (run: chmod 600 {show})",
-            meta.mode() & 0o7777
-        ))]);
+        return Err(whole(LoadErrorKind::TooOpen {
+            path: path.to_owned(),
+            mode: meta.mode() & 0o7777,
+        }));
     }
-    let text = fs::read_to_string(path).map_err(|e| vec![LoadError(format!("{show}: {e}"))])?;
+    let text = fs::read_to_string(path).map_err(|e| whole(LoadErrorKind::Io(e)))?;
     let text = zeroize::Zeroizing::new(text);
-    config::parse_keys_file(&text).map_err(|errs| {
-        errs.into_iter()
-            .map(|e| {
-                LoadError(format!(
-                    "{show}:{e}",
-                    e = e.to_string().replacen("line ", "", 1)
-                ))
-            })
-            .collect()
-    })
+    config::parse_keys_file(&text)
+        .map_err(|errs| errs.into_iter().map(|e| parse_error(path, e)).collect())
 }
 
 /// The first unused sequence of a one-time file, with its line number.
-pub fn next_one_time(path: &Path) -> Result<Option<(usize, Vec<PortSpec>)>, String> {
-    let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let seqs = config::parse_one_time_sequences(&text).map_err(|e| {
-        format!(
-            "{}:{}",
-            path.display(),
-            e.to_string().replacen("line ", "", 1)
-        )
-    })?;
+pub fn next_one_time(path: &Path) -> Result<Option<(usize, Vec<PortSpec>)>, LoadError> {
+    let text =
+        fs::read_to_string(path).map_err(|e| Located::new(LoadErrorKind::Io(e)).in_file(path))?;
+    let seqs = config::parse_one_time_sequences(&text).map_err(|e| parse_error(path, e))?;
     Ok(seqs.into_iter().next().map(|s| (s.line, s.knocks)))
 }
 
 /// Marks line `line` of a one-time file used (a `#` over its first character, as knockd
-/// does), atomically, and returns the next unused sequence.
-pub fn use_one_time(path: &Path, line: usize) -> Result<Option<(usize, Vec<PortSpec>)>, String> {
-    let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+/// does), atomically (the file keeps its owner and mode), and returns the next unused
+/// sequence.
+pub fn use_one_time(path: &Path, line: usize) -> Result<Option<(usize, Vec<PortSpec>)>, LoadError> {
+    let read_error = |e| Located::new(LoadErrorKind::Io(e)).in_file(path);
+    let text = fs::read_to_string(path).map_err(read_error)?;
     let marked = config::mark_used(&text, line);
-    let tmp = path.with_extension("knock-spa-tmp");
+    // The one atomic writer, keeping the file's owner and mode; refused if the file changed
+    // since it was read.
     let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(marked.as_bytes())?;
-        f.sync_all()?;
-        if let Ok(meta) = fs::metadata(path) {
-            let _ = fs::set_permissions(&tmp, meta.permissions());
-        }
-        fs::rename(&tmp, path)
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::metadata(path)?;
+        let opts = knock_keys::atomic::Options {
+            mode: meta.mode() & 0o7777,
+            owner: Some((meta.uid(), meta.gid())),
+            replace: knock_keys::atomic::Replace::IfUnchanged(text.as_bytes()),
+            durable: true,
+        };
+        knock_keys::atomic::write(path, marked.as_bytes(), &opts)
     };
-    write().map_err(|e| format!("{}: {e}", path.display()))?;
+    write().map_err(read_error)?;
     next_one_time(path)
 }
 

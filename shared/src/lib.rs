@@ -17,6 +17,7 @@
 
 pub mod config;
 pub mod frame;
+pub mod located;
 pub mod replay;
 pub mod sequence;
 pub mod types;

@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::{workspace_bin, ChildGuard, Netns, Topology, IFACE};
+use crate::bins::workspace_bin;
+use crate::netns::{ChildGuard, Netns};
+use crate::topology::{Topology, IFACE};
 
 /// Longest wait for the daemon to open its capture (or socket) and say so.
 pub const DAEMON_READY: Duration = Duration::from_secs(10);

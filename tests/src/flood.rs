@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::netns::Netns;
 use crate::sys::RawIpSocket;
-use crate::Netns;
 
 /// Hard ceiling on any flood's length, whatever the caller asks.
 pub const FLOOD_TIME_CEILING: Duration = Duration::from_secs(120);

@@ -91,37 +91,10 @@ pub use net::{
     udp_packet, wait_for, wait_for_with, ConnectResult, BATCH_TIME_LIMIT, MAX_BATCH, PROBE_TIMEOUT,
 };
 pub use netns::{ChildGuard, Netns};
+pub use sys::{require_root, unique_suffix};
 pub use tempdir::TempDir;
 pub use topology::{
     ip6tables_rules, iptables_rules, Reject, Topology, ATTACKER_V4, ATTACKER_V6, CLIENT_V4,
     CLIENT_V6, IFACE, SERVER_V4, SERVER_V6,
 };
 pub use tun::Tun;
-
-use std::sync::atomic::{AtomicU32, Ordering};
-
-/// Fails the calling test unless it runs as root.
-///
-/// Network namespaces, veth pairs, iptables and raw sockets all need root; a test that cannot
-/// have them must fail loudly rather than pass having proved nothing.
-///
-/// # Panics
-/// When the effective user is not root.
-#[track_caller]
-pub fn require_root() {
-    let euid = sys::geteuid();
-    assert!(
-        euid == 0,
-        "knock-e2e tests need root (network namespaces, iptables, raw sockets); effective uid is \
-         {euid}. Run them as root, e.g. `sudo -E cargo test -p knock-e2e`."
-    );
-}
-
-/// A suffix unique to this process and call: `<pid>-<counter>`.
-///
-/// Namespace names, temp dirs and log names use it so that parallel tests never clash.
-pub fn unique_suffix() -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{}-{}", std::process::id(), n)
-}

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use knock_shared::types::TcpFlags;
 
+use crate::netns::Netns;
 use crate::sys::RawIpSocket;
-use crate::Netns;
 
 /// Per-attempt connect timeout used by [`wait_for`].
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(250);

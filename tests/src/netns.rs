@@ -118,7 +118,7 @@ impl Netns {
                     .into_owned()
             })
             .unwrap_or_else(|| panic!("Netns::spawn needs a program to run"));
-        let label = format!("{}-{}-{}", self.name, program, crate::unique_suffix());
+        let label = format!("{}-{}-{}", self.name, program, sys::unique_suffix());
         let log = self.log_dir.join(format!("{label}.log"));
         let out =
             File::create(&log).unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));

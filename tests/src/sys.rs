@@ -6,6 +6,7 @@
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The effective user id.
 pub(crate) fn geteuid() -> u32 {
@@ -192,4 +193,30 @@ pub(crate) fn tun_attach(name: &str) -> io::Result<std::fs::File> {
         return Err(io::Error::last_os_error());
     }
     Ok(file)
+}
+
+/// Fails the calling test unless it runs as root.
+///
+/// Network namespaces, veth pairs, iptables and raw sockets all need root; a test that cannot
+/// have them must fail loudly rather than pass having proved nothing.
+///
+/// # Panics
+/// When the effective user is not root.
+#[track_caller]
+pub fn require_root() {
+    let euid = geteuid();
+    assert!(
+        euid == 0,
+        "knock-e2e tests need root (network namespaces, iptables, raw sockets); effective uid is \
+         {euid}. Run them as root, e.g. `sudo -E cargo test -p knock-e2e`."
+    );
+}
+
+/// A suffix unique to this process and call: `<pid>-<counter>`.
+///
+/// Namespace names, temp dirs and log names use it so that parallel tests never clash.
+pub fn unique_suffix() -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{}-{}", std::process::id(), n)
 }

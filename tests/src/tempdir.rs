@@ -19,7 +19,7 @@ impl TempDir {
     /// # Panics
     /// When the directory cannot be created (the message names it).
     pub fn new() -> TempDir {
-        let path = std::env::temp_dir().join(format!("knock-e2e-{}", crate::unique_suffix()));
+        let path = std::env::temp_dir().join(format!("knock-e2e-{}", crate::sys::unique_suffix()));
         fs::DirBuilder::new()
             .mode(0o700)
             .create(&path)

@@ -8,8 +8,11 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::bins::workspace_bin;
 use crate::netns::ChildGuard;
-use crate::{require_root, unique_suffix, workspace_bin, Netns, TempDir};
+use crate::netns::Netns;
+use crate::sys::{require_root, unique_suffix};
+use crate::tempdir::TempDir;
 
 /// Name of the veth end inside the server, client and attacker namespaces.
 pub const IFACE: &str = "eth0";

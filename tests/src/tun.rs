@@ -5,7 +5,8 @@
 use std::fs::File;
 use std::io::{self, Write};
 
-use crate::{sys, Netns};
+use crate::netns::Netns;
+use crate::sys;
 
 /// A TUN interface with the test attached as its packet source. The interface lives in the
 /// namespace and goes with it; dropping this only closes the test's end.

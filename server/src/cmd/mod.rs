@@ -52,12 +52,8 @@ pub fn read_options(path: &Path) -> Result<knock_shared::config::Config, ExitCod
         }
     };
     knock_shared::config::parse_str(&text).map_err(|errs| {
-        for e in &errs {
-            eprintln!(
-                "knock-spad: {}:{}",
-                path.display(),
-                e.to_string().replacen("line ", "", 1)
-            );
+        for e in errs {
+            eprintln!("knock-spad: {}", load::parse_error(path, e));
         }
         ExitCode::from(2)
     })

@@ -27,7 +27,7 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use crate::cmd::status::table;
-use crate::load;
+use crate::load::{self, LoadError, LoadErrorKind};
 use crate::store::status;
 use knock_keys::atomic::{self, TempFile};
 
@@ -36,7 +36,7 @@ use knock_keys::atomic::{self, TempFile};
 pub enum KeysError {
     /// The configuration (as it is, or as it would be after the edit) is invalid: every
     /// problem, `FILE:LINE: message`. Exit 2.
-    Invalid(Vec<String>),
+    Invalid(Vec<LoadError>),
     /// A usage problem (unknown door, unknown key, bad key line). Exit 2.
     Usage(String),
     /// Reading or writing failed. Exit 1.
@@ -46,7 +46,10 @@ pub enum KeysError {
 impl std::fmt::Display for KeysError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            KeysError::Invalid(errs) => f.write_str(&errs.join("\n")),
+            KeysError::Invalid(errs) => {
+                let lines: Vec<String> = errs.iter().map(ToString::to_string).collect();
+                f.write_str(&lines.join("\n"))
+            }
             KeysError::Usage(m) | KeysError::Io(m) => f.write_str(m),
         }
     }
@@ -83,7 +86,7 @@ fn resolve(config: &Path, p: &str) -> PathBuf {
 }
 
 fn load(config: &Path) -> Result<load::LoadedConfig, KeysError> {
-    load::read(config).map_err(|errs| KeysError::Invalid(errs.into_iter().map(|e| e.0).collect()))
+    load::read(config).map_err(KeysError::Invalid)
 }
 
 fn spa_door_names(cfg: &knock_shared::config::Config) -> Vec<String> {
@@ -136,8 +139,7 @@ pub fn list(config: &Path, door: Option<&str>) -> Result<Vec<KeyEntry>, KeysErro
         }
         for (_, file) in &spa.key_files {
             let path = resolve(config, file);
-            let keys = load::read_key_file(&path)
-                .map_err(|errs| KeysError::Invalid(errs.into_iter().map(|e| e.0).collect()))?;
+            let keys = load::read_key_file(&path).map_err(KeysError::Invalid)?;
             for (line, key) in &keys {
                 push(key, format!("{}:{line}", path.display()));
             }
@@ -450,21 +452,23 @@ fn validate(config: &Path, config_text: &str, key_files: &[&FileEdit]) -> Result
     let checked = tmp_config.path().to_owned();
     match load::read(&checked) {
         Ok(_) => Ok(()),
-        Err(errs) => {
-            let mut out = Vec::new();
-            for e in errs {
-                let mut m = e.0.replace(
-                    &checked.display().to_string(),
-                    &config.display().to_string(),
-                );
-                for (real, t) in &temps {
-                    if let Ok(abs) = std::path::absolute(t.path()) {
-                        m = m.replace(&abs.display().to_string(), &real.display().to_string());
-                    }
-                }
-                out.push(m);
+        Err(mut errs) => {
+            // Name the real files, not the temporary copies the check read.
+            let copies: Vec<(PathBuf, PathBuf)> = temps
+                .iter()
+                .filter_map(|(real, t)| Some((std::path::absolute(t.path()).ok()?, real.clone())))
+                .chain([(checked.clone(), config.to_owned())])
+                .collect();
+            let rename = |p: &Path| {
+                copies
+                    .iter()
+                    .find(|(copy, _)| copy == p)
+                    .map(|(_, real)| real.clone())
+            };
+            for e in &mut errs {
+                LoadErrorKind::rename_paths(e, &rename);
             }
-            Err(KeysError::Invalid(out))
+            Err(KeysError::Invalid(errs))
         }
     }
 }
@@ -515,14 +519,8 @@ fn replace(path: &Path, expected: &[u8], contents: &[u8]) -> std::io::Result<()>
 fn parse_config(config: &Path, text: &str) -> Result<knock_shared::config::Config, KeysError> {
     knock_shared::config::parse_str(text).map_err(|errs| {
         KeysError::Invalid(
-            errs.iter()
-                .map(|e| {
-                    format!(
-                        "{}:{}",
-                        config.display(),
-                        e.to_string().replacen("line ", "", 1)
-                    )
-                })
+            errs.into_iter()
+                .map(|e| load::parse_error(config, e))
                 .collect(),
         )
     })
