@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum, ValueHint};
 
 use crate::error::EXIT_STATUS_HELP;
-use crate::spa::AdmitChoice;
+use crate::model::{AdmitChoice, Family};
 
 /// The part of `open --help` and `close --help` explaining the packet, the admitted address
 /// and the configuration file (a macro so `concat!` can join it to each command's first
@@ -138,18 +138,6 @@ pub struct FamilyArgs {
     /// Use IPv6 only (HOST must have an IPv6 address).
     #[arg(short = '6', long = "ipv6")]
     pub ipv6: bool,
-}
-
-/// Which address family to use when HOST resolves to several addresses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Family {
-    /// The first address the resolver returns.
-    #[default]
-    Any,
-    /// IPv4 only.
-    V4,
-    /// IPv6 only.
-    V6,
 }
 
 impl FamilyArgs {

@@ -42,8 +42,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context as _};
 use knock_shared::types::PortSpec;
 
+use crate::model::AdmitChoice;
 use crate::services::{self, Services};
-use crate::spa::AdmitChoice;
 
 /// Where the configuration lives unless `--config` or [`CONFIG_ENV`] says otherwise, relative
 /// to `$HOME`.

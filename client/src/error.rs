@@ -1,4 +1,5 @@
-//! Exit codes and the error type for invalid user input.
+//! Exit codes, and which error maps to which (the error type for invalid user input,
+//! [`InputError`], is in `model`).
 //!
 //! Role: decide which exit code an error maps to. Everything the user typed wrong (an unknown
 //! service, an invalid port, too many ports, a bad key name, a mistake in the configuration
@@ -9,9 +10,8 @@
 //!
 //! It must not print anything; `main` prints.
 
-use knock_shared::types::Proto;
-
 use crate::config::ConfigErrors;
+use crate::model::InputError;
 
 /// Success.
 pub const EXIT_OK: i32 = 0;
@@ -37,92 +37,6 @@ Exit status:
   126  open ... -- COMMAND: COMMAND could not be run
   127  open ... -- COMMAND: COMMAND was not found
   Once COMMAND runs, knock-spa's exit status is COMMAND's.";
-
-/// Input the user typed that cannot be used. Maps to [`EXIT_USAGE`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum InputError {
-    /// A service list with an empty entry (`ssh,,http`, or nothing at all).
-    #[error("empty entry in service list `{list}`")]
-    EmptyService {
-        /// The whole list as typed.
-        list: String,
-    },
-    /// A name that is not in the services database.
-    #[error("unknown service `{name}` (not in {source_name}; give a port number such as 22/tcp)")]
-    UnknownService {
-        /// The name.
-        name: String,
-        /// Where names are looked up (`/etc/services`).
-        source_name: String,
-    },
-    /// A name that is in the database, but not for the protocol asked.
-    #[error(
-        "service `{name}` has no {proto} entry in {source_name} (it is {available}); \
-         give the port number, e.g. {example}"
-    )]
-    WrongProto {
-        /// The name.
-        name: String,
-        /// The protocol asked for.
-        proto: Proto,
-        /// What the database has, e.g. `22/tcp`.
-        available: String,
-        /// A numeric spelling that would work.
-        example: String,
-        /// Where names are looked up.
-        source_name: String,
-    },
-    /// A name was given but the services database could not be read.
-    #[error(
-        "cannot look up service `{name}`: {source_name} is unreadable ({why}); give a port \
-         number such as 22/tcp"
-    )]
-    NoServiceDb {
-        /// The name.
-        name: String,
-        /// The file.
-        source_name: String,
-        /// The OS error, as text.
-        why: String,
-    },
-    /// Not a port number in 1..=65535.
-    #[error("invalid port `{text}`: a port is a number from 1 to 65535")]
-    BadPort {
-        /// The port as typed.
-        text: String,
-    },
-    /// A protocol other than tcp or udp.
-    #[error("invalid protocol in `{text}`: the protocol is tcp or udp")]
-    BadProto {
-        /// The entry as typed.
-        text: String,
-    },
-    /// More ports than one packet carries.
-    #[error("too many ports: {count} given, one packet carries at most {max}")]
-    TooManyPorts {
-        /// How many distinct ports were given.
-        count: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// An address the server refuses to admit (unspecified, multicast or broadcast).
-    #[error(
-        "--allow-ip {0}: not an address a host can have (unspecified, multicast or broadcast)"
-    )]
-    BadAdmit(std::net::IpAddr),
-    /// A key name outside `[A-Za-z0-9._@-]{1,64}`.
-    #[error("invalid key name `{0}`: use 1 to 64 of A-Z a-z 0-9 . _ @ -")]
-    BadKeyName(String),
-    /// `open HOST` without SERVICE, and no stanza supplies `services`.
-    #[error("no SERVICE given for `{host}`, and {why}; give SERVICE HOST")]
-    NoService {
-        /// HOST as typed.
-        host: String,
-        /// Why the configuration does not supply one.
-        why: String,
-    },
-}
 
 /// The command after `--` could not be started (`exec` returned).
 #[derive(Debug, thiserror::Error)]

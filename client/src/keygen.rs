@@ -13,7 +13,7 @@ use std::path::Path;
 use anyhow::Context as _;
 use knock_keys::{valid_name, NamedKey, MAX_NAME_LEN};
 
-use crate::error::InputError;
+use crate::model::InputError;
 
 /// The name used when neither `$USER` nor the host name gives a usable one.
 pub const FALLBACK_NAME: &str = "client";

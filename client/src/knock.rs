@@ -23,7 +23,7 @@ use knock_shared::types::{parse_port, PortSpec, Proto};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::cli::KnockArgs;
-use crate::error::InputError;
+use crate::model::InputError;
 use crate::net;
 
 /// The payload of a UDP hit: one zero byte, as knock sends.

@@ -16,6 +16,7 @@ pub mod exec;
 pub mod generate;
 pub mod keygen;
 pub mod knock;
+pub mod model;
 pub mod net;
 pub mod services;
 pub mod spa;

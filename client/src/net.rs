@@ -9,7 +9,7 @@ use std::net::{SocketAddr, ToSocketAddrs as _};
 
 use anyhow::{anyhow, Context as _};
 
-use crate::cli::Family;
+use crate::model::Family;
 
 /// `[::1]` → `::1`; anything else unchanged.
 pub fn strip_brackets(host: &str) -> &str {

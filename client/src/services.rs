@@ -19,7 +19,7 @@ use std::num::NonZeroU16;
 use knock_shared::types::{parse_port, PortSpec, Proto};
 use knock_shared::wire::MAX_PORTS;
 
-use crate::error::InputError;
+use crate::model::InputError;
 
 /// Where service names come from at run time.
 pub const SYSTEM_SERVICES: &str = "/etc/services";

@@ -12,7 +12,6 @@
 use std::io::{self, Write as _};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context as _};
@@ -24,45 +23,14 @@ use knock_shared::wire::{
 };
 use ring::rand::{SecureRandom as _, SystemRandom};
 
-use crate::cli::{Family, SpaArgs};
+use crate::cli::SpaArgs;
 use crate::config::{Config, Stanza};
-use crate::error::InputError;
+use crate::model::{AdmitChoice, Family, InputError};
 use crate::net;
 use crate::services::{self, Services};
 
 /// The UDP port SPA packets go to unless told otherwise (the server's `SpaPort` default).
 pub const DEFAULT_SPA_PORT: u16 = 62201;
-
-/// Which address the packet asks the server to admit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AdmitChoice {
-    /// The local address of the route to the server (the default).
-    Route,
-    /// This address (`--allow-ip`).
-    Addr(IpAddr),
-    /// Whatever source the packet arrives from (`--use-source`).
-    Source,
-}
-
-impl FromStr for AdmitChoice {
-    type Err = String;
-
-    /// `route`, `source` or an IP address a host can have (as `admit =` and `--admit`
-    /// spell it); the error is a message without the option or key name.
-    fn from_str(text: &str) -> Result<Self, String> {
-        match text.trim() {
-            "route" => Ok(Self::Route),
-            "source" => Ok(Self::Source),
-            other => match other.parse::<IpAddr>() {
-                Ok(ip) if !knock_shared::types::admissible(ip) => Err(format!(
-                    "{ip}: not an address a host can have (unspecified, multicast or broadcast)"
-                )),
-                Ok(ip) => Ok(Self::Addr(ip)),
-                Err(_) => Err(format!("`{other}` is not route, source or an IP address")),
-            },
-        }
-    }
-}
 
 /// Everything `open` / `close` needs, defaults applied, nothing resolved on the network yet.
 #[derive(Debug, Clone)]
