@@ -1,0 +1,317 @@
+//! Parser, phase 2: from raw doors to resolved ones, and the finished result.
+//!
+//! Role: once every line is read, check each raw door as a whole (its kind, the directives it
+//! needs, timeouts, commands that fit its kind), build the resolved doors, check key names and
+//! secrets across doors, and return the configuration or every error in line order.
+//!
+//! What it must not do: read lines or parse values (phase 1, in `raw`, did), or read a keys file
+//! or a one-time sequences file (the server does, later).
+
+use std::collections::HashMap;
+
+use knock_keys::KeyId;
+
+use crate::types::Proto;
+
+use super::directives::{Directive, Scope};
+use super::error::{quoted, ConfigError};
+use super::model::{
+    Config, Door, DoorKind, SequenceDoor, SpaDoor, DEFAULT_CMD_TIMEOUT, DEFAULT_SEQ_TIMEOUT,
+    DEFAULT_SPA_CMD_TIMEOUT,
+};
+use super::raw::{Parser, RawDoor};
+
+impl Parser {
+    pub(super) fn finish(mut self) -> Result<Config, Vec<ConfigError>> {
+        let raw_doors = std::mem::take(&mut self.doors);
+        let mut doors = Vec::new();
+        for raw in raw_doors {
+            if let Some(door) = self.resolve_door(raw) {
+                doors.push(door);
+            }
+        }
+        self.check_keys(&doors);
+        if doors.is_empty() && self.errors.is_empty() {
+            self.warn(
+                1,
+                "no doors are configured: nothing can be opened".to_owned(),
+            );
+        }
+        if !self.errors.is_empty() {
+            self.errors.sort_by_key(|e| e.line);
+            return Err(self.errors);
+        }
+        self.warnings.sort_by_key(|w| w.line);
+        Ok(Config {
+            options: self.options.values,
+            doors,
+            warnings: self.warnings,
+        })
+    }
+
+    fn resolve_door(&mut self, d: RawDoor) -> Option<Door> {
+        let legacy = d.first_of(Scope::Legacy);
+        let spa = d.first_of(Scope::Spa);
+        let name = &d.name;
+        if let (Some((ll, ln)), Some((sl, sn))) = (legacy, spa) {
+            self.error(
+                d.line,
+                format!(
+                    "door [{name}] mixes knock-sequence directives ({ln}, line {ll}) and SPA \
+                     directives ({sn}, line {sl}): split it into two doors"
+                ),
+            );
+            return None;
+        }
+        let is_spa = spa.is_some();
+        if !is_spa {
+            let commands = [
+                (Directive::StartCommand, &d.start),
+                (Directive::StartCommand6, &d.start6),
+                (Directive::StopCommand, &d.stop),
+                (Directive::StopCommand6, &d.stop6),
+            ];
+            for (dir, cmd) in commands {
+                if let Some((line, t)) = cmd.as_ref().filter(|(_, t)| t.uses_port()) {
+                    self.error(
+                        *line,
+                        format!(
+                            "{} = {}: %PORT% and %PROTO% exist only in SPA doors (a knock door \
+                             has no requested port)",
+                            dir.name(),
+                            quoted(t.as_str())
+                        ),
+                    );
+                }
+            }
+        }
+        let has = |dir: Directive| d.seen.contains_key(&dir);
+        let has_start = [&d.start, &d.start6]
+            .iter()
+            .any(|c| c.as_ref().is_some_and(|(_, t)| !t.is_empty()));
+        let has_stop = d.stop.is_some() || d.stop6.is_some();
+
+        if is_spa {
+            if !has(Directive::Keys) && !has(Directive::KeyFile) {
+                self.error(
+                    d.line,
+                    format!("SPA door [{name}] has no Keys or KeyFile: no client could open it"),
+                );
+            }
+            if !has(Directive::AllowPorts) {
+                self.error(
+                    d.line,
+                    format!(
+                        "SPA door [{name}] has no Allow_Ports: say which ports its keys may \
+                         open (e.g. Allow_Ports = 22/tcp)"
+                    ),
+                );
+            }
+            if !has_start && !has(Directive::StartCommand) && !has(Directive::StartCommand6) {
+                self.error(
+                    d.line,
+                    format!("SPA door [{name}] has no Start_Command: nothing to open"),
+                );
+            } else if !has_start && !d.had_error {
+                self.error(
+                    d.line,
+                    format!("SPA door [{name}] has only empty start commands: nothing to open"),
+                );
+            }
+            let cmd_timeout = d.cmd_timeout.map_or(DEFAULT_SPA_CMD_TIMEOUT, |(_, n)| n);
+            let max_timeout = match d.max_timeout {
+                Some((line, m)) if m < cmd_timeout => {
+                    self.error(
+                        line,
+                        format!(
+                            "Max_Timeout = {m} is less than Cmd_Timeout = {cmd_timeout} (the \
+                             default open time cannot exceed the cap)"
+                        ),
+                    );
+                    m
+                }
+                Some((_, m)) => m,
+                None => cmd_timeout,
+            };
+            if has_start && !has_stop {
+                self.warn(
+                    d.line,
+                    format!(
+                        "SPA door [{name}] has no Stop_Command: what it opens stays open after \
+                         the open time"
+                    ),
+                );
+            }
+            if d.start6.is_some() && d.stop6.is_none() && d.stop.is_some() {
+                self.warn(
+                    d.line,
+                    format!(
+                        "door [{name}] has Start_Command_6 but no Stop_Command_6: IPv6 grants \
+                         are closed with Stop_Command (knockd's fallback)"
+                    ),
+                );
+            }
+            if d.had_error {
+                return None;
+            }
+            let allow_ports = d.allow_ports?;
+            return Some(Door {
+                name: d.name,
+                line: d.line,
+                kind: DoorKind::Spa(SpaDoor {
+                    keys: d.keys,
+                    key_files: d.key_files,
+                    allow_ports,
+                    allow_nat: d.allow_nat.unwrap_or(false),
+                    max_timeout,
+                }),
+                start_command: d.start.map(|(_, t)| t),
+                start_command_6: d.start6.map(|(_, t)| t),
+                stop_command: d.stop.map(|(_, t)| t),
+                stop_command_6: d.stop6.map(|(_, t)| t),
+                cmd_timeout,
+            });
+        }
+
+        // A knock-sequence door (or a door with neither).
+        match (has(Directive::Sequence), has(Directive::OneTimeSequences)) {
+            (true, true) => {
+                let l = d
+                    .seen
+                    .get(&Directive::OneTimeSequences)
+                    .copied()
+                    .unwrap_or(d.line);
+                self.error(
+                    l,
+                    format!(
+                        "door [{name}] has both Sequence and One_Time_Sequences: use one of them"
+                    ),
+                );
+            }
+            (false, false) if legacy.is_some() => {
+                self.error(
+                    d.line,
+                    format!(
+                        "door [{name}] has an empty knock sequence: add Sequence = ... or \
+                         One_Time_Sequences = /path"
+                    ),
+                );
+            }
+            (false, false) => {
+                self.error(
+                    d.line,
+                    format!(
+                        "door [{name}] has neither a knock sequence (Sequence, \
+                         One_Time_Sequences) nor SPA keys (Keys, KeyFile)"
+                    ),
+                );
+            }
+            _ => {}
+        }
+        if let Some((line, _)) = d.cmd_timeout {
+            if !has_stop {
+                self.warn(
+                    line,
+                    format!("door [{name}]: Cmd_Timeout has no effect without a Stop_Command"),
+                );
+            }
+        }
+        if d.start.is_none() && d.start6.is_none() {
+            self.warn(
+                d.line,
+                format!("door [{name}] has no Start_Command: a completed knock is only logged"),
+            );
+        }
+        if let (Some((line, flags)), Some((_, seq))) = (&d.tcp_flags, &d.sequence) {
+            if !flags.is_empty() && seq.iter().all(|p| p.proto == Proto::Udp) {
+                self.warn(
+                    *line,
+                    format!("door [{name}]: TCPFlags has no effect on a sequence of UDP ports"),
+                );
+            }
+        }
+        if d.had_error {
+            return None;
+        }
+        let (sequence, one_time_file) = match (d.sequence, d.one_time) {
+            (Some((_, s)), None) => (s, None),
+            (None, Some((line, path))) => (Vec::new(), Some((path, line))),
+            _ => return None,
+        };
+        Some(Door {
+            name: d.name,
+            line: d.line,
+            kind: DoorKind::Sequence(SequenceDoor {
+                sequence,
+                one_time_file,
+                seq_timeout: d.seq_timeout.unwrap_or(DEFAULT_SEQ_TIMEOUT),
+                tcp_flags: d.tcp_flags.map(|(_, f)| f).unwrap_or_default(),
+                target: d.target,
+            }),
+            start_command: d.start.map(|(_, t)| t),
+            start_command_6: d.start6.map(|(_, t)| t),
+            stop_command: d.stop.map(|(_, t)| t),
+            stop_command_6: d.stop6.map(|(_, t)| t),
+            cmd_timeout: d.cmd_timeout.map_or(DEFAULT_CMD_TIMEOUT, |(_, n)| n),
+        })
+    }
+
+    /// One name, one secret: across all doors a key name maps to one key id and back, so the
+    /// server's key-id lookup is unambiguous and log lines name the right key.
+    fn check_keys(&mut self, doors: &[Door]) {
+        let mut by_name: HashMap<&str, (KeyId, usize)> = HashMap::new();
+        let mut by_id: HashMap<KeyId, (&str, usize)> = HashMap::new();
+        let mut problems = Vec::new();
+        for door in doors {
+            let Some(spa) = door.spa() else { continue };
+            let mut in_door: HashMap<&str, usize> = HashMap::new();
+            for (line, key) in &spa.keys {
+                let id = key.derive().id();
+                let name = key.name();
+                if let Some(first) = in_door.insert(name, *line) {
+                    problems.push((
+                        *line,
+                        format!(
+                            "Keys: key {} is listed twice in door [{}] (first on line {first})",
+                            quoted(name),
+                            door.name
+                        ),
+                    ));
+                    continue;
+                }
+                match by_name.get(name) {
+                    Some(&(other, first)) if other != id => problems.push((
+                        *line,
+                        format!(
+                            "Keys: key {} is defined with a different secret on line {first}: \
+                             a key name must mean one secret",
+                            quoted(name)
+                        ),
+                    )),
+                    Some(_) => {}
+                    None => {
+                        by_name.insert(name, (id, *line));
+                    }
+                }
+                match by_id.get(&id) {
+                    Some(&(other, first)) if other != name => problems.push((
+                        *line,
+                        format!(
+                            "Keys: key {} has the same secret as key {} on line {first}: \
+                             a secret must have one name",
+                            quoted(name),
+                            quoted(other)
+                        ),
+                    )),
+                    Some(_) => {}
+                    None => {
+                        by_id.insert(id, (name, *line));
+                    }
+                }
+            }
+        }
+        for (line, message) in problems {
+            self.error(line, message);
+        }
+    }
+}
