@@ -203,8 +203,9 @@ pub enum AddKeyError {
     },
 }
 
+/// One key the verifier accepts: its name, derived keys, policy and door.
 #[derive(Debug)]
-struct Slot {
+struct KeyEntry {
     name: String,
     state: KeyState,
     policy: KeyPolicy,
@@ -256,7 +257,7 @@ impl Accepted {
 /// The set of keys a server accepts, its identities, and its timestamp window.
 #[derive(Debug)]
 pub struct Verifier {
-    slots: Vec<Slot>,
+    entries: Vec<KeyEntry>,
     by_id: HashMap<KeyId, usize>,
     servers: Vec<ServerId>,
     window: u64,
@@ -267,7 +268,7 @@ impl Verifier {
     /// `window` seconds either side.
     pub fn new(servers: Vec<ServerId>, window: u64) -> Self {
         Self {
-            slots: Vec::new(),
+            entries: Vec::new(),
             by_id: HashMap::new(),
             servers,
             window,
@@ -290,12 +291,12 @@ impl Verifier {
         if let Some(&other) = self.by_id.get(&state.id()) {
             return Err(AddKeyError::DuplicateId {
                 name: key.name().to_owned(),
-                other: self.slots[other].name.clone(),
+                other: self.entries[other].name.clone(),
             });
         }
-        let idx = self.slots.len();
+        let idx = self.entries.len();
         self.by_id.insert(state.id(), idx);
-        self.slots.push(Slot {
+        self.entries.push(KeyEntry {
             name: key.name().to_owned(),
             state,
             policy,
@@ -306,27 +307,27 @@ impl Verifier {
 
     /// Number of keys.
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.entries.len()
     }
 
     /// True when no key is configured.
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.entries.is_empty()
     }
 
     /// The name of a key.
     pub fn key_name(&self, key: KeyIndex) -> &str {
-        self.slots.get(key.0).map_or("?", |s| s.name.as_str())
+        self.entries.get(key.0).map_or("?", |s| s.name.as_str())
     }
 
     /// The public id of a key.
     pub fn key_id(&self, key: KeyIndex) -> Option<KeyId> {
-        self.slots.get(key.0).map(|s| s.state.id())
+        self.entries.get(key.0).map(|s| s.state.id())
     }
 
     /// The policy of a key.
     pub fn policy(&self, key: KeyIndex) -> Option<&KeyPolicy> {
-        self.slots.get(key.0).map(|s| &s.policy)
+        self.entries.get(key.0).map(|s| &s.policy)
     }
 
     /// Verifies one packet that arrived from `source` at server time `now` (Unix seconds).
@@ -349,10 +350,10 @@ impl Verifier {
         let mut id = [0u8; KEY_ID_LEN];
         id.copy_from_slice(&packet[KEY_ID_OFFSET..NONCE_OFFSET]);
         let idx = *self.by_id.get(&KeyId(id)).ok_or(Reject::UnknownKey)?;
-        let slot = &self.slots[idx];
+        let entry = &self.entries[idx];
         // 3. HMAC over bytes 0..177; `verify_slice` compares in constant time.
         let (maced, tag) = packet.split_at(MACED_LEN);
-        let mut mac = slot.state.mac.clone();
+        let mut mac = entry.state.mac.clone();
         mac.update(maced);
         mac.verify_slice(tag).map_err(|_| Reject::BadHmac)?;
         // 4. Replay.
@@ -365,7 +366,7 @@ impl Verifier {
         let (ciphertext, aead_tag) = sealed.split_at(BODY_LEN);
         let mut body = [0u8; BODY_LEN];
         body.copy_from_slice(ciphertext);
-        let opened = slot.state.aead.decrypt_in_place_detached(
+        let opened = entry.state.aead.decrypt_in_place_detached(
             XNonce::from_slice(&header[NONCE_OFFSET..]),
             header,
             &mut body,
@@ -395,7 +396,7 @@ impl Verifier {
             Admit::Source => source,
             Admit::Addr(a) => {
                 let a = canonical(a);
-                if a != source && !slot.policy.allow_nat {
+                if a != source && !entry.policy.allow_nat {
                     return Err(Reject::AddressMismatch);
                 }
                 a
@@ -407,7 +408,7 @@ impl Verifier {
         if let Some(p) = request
             .ports
             .iter()
-            .find(|p| !slot.policy.ports.contains(p))
+            .find(|p| !entry.policy.ports.contains(p))
         {
             return Err(Reject::PortNotAllowed(p));
         }
@@ -421,7 +422,7 @@ impl Verifier {
         }
         Ok(Accepted {
             key: KeyIndex(idx),
-            door: slot.door,
+            door: entry.door,
             request,
             addr,
             digest,
