@@ -141,7 +141,9 @@ pub fn hostname() -> String {
         .unwrap_or_default()
 }
 
-fn resolve(base: &Path, p: &str) -> PathBuf {
+/// A path named in the configuration at `base`: absolute as it is, relative to the
+/// configuration file's directory otherwise.
+pub fn resolve(base: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
     if p.is_absolute() {
         p.to_owned()

@@ -74,17 +74,6 @@ pub struct KeyEntry {
     pub source: String,
 }
 
-/// Resolves a path named in the configuration as the loader does (relative to the
-/// configuration file's directory).
-fn resolve(config: &Path, p: &str) -> PathBuf {
-    let p = Path::new(p);
-    if p.is_absolute() {
-        p.to_owned()
-    } else {
-        config.parent().unwrap_or(Path::new(".")).join(p)
-    }
-}
-
 fn load(config: &Path) -> Result<load::LoadedConfig, KeysError> {
     load::read(config).map_err(KeysError::Invalid)
 }
@@ -138,7 +127,7 @@ pub fn list(config: &Path, door: Option<&str>) -> Result<Vec<KeyEntry>, KeysErro
             push(key, format!("{}:{line}", config.display()));
         }
         for (_, file) in &spa.key_files {
-            let path = resolve(config, file);
+            let path = load::resolve(config, file);
             let keys = load::read_key_file(&path).map_err(KeysError::Invalid)?;
             for (line, key) in &keys {
                 push(key, format!("{}:{line}", path.display()));
@@ -430,7 +419,7 @@ fn validate(config: &Path, config_text: &str, key_files: &[&FileEdit]) -> Result
             continue;
         }
         let (body, ending) = split_ending(l);
-        let target = resolve(config, body[eq + 1..].trim());
+        let target = load::resolve(config, body[eq + 1..].trim());
         if let Some((_, t)) = temps.iter().find(|(p, _)| same_file(p, &target)) {
             let abs = std::path::absolute(t.path()).map_err(|e| io(t.path(), e))?;
             let new = format!("{}= {}{ending}", &body[..eq], abs.display());
@@ -567,7 +556,7 @@ pub fn add(config: &Path, door: Option<&str>, key: &NamedKey) -> Result<Outcome,
     let id = key.derive().id();
     let mut out = Outcome::default();
     if let Some((_, file)) = spa.key_files.first() {
-        let path = resolve(config, file);
+        let path = load::resolve(config, file);
         let kold = read_text(&path)?;
         let mut new = as_text(&path, &kold)?;
         if !new.is_empty() && !new.ends_with('\n') {
@@ -638,7 +627,7 @@ pub fn revoke(config: &Path, door: Option<&str>, name: &str) -> Result<Outcome, 
     for d in &doors {
         let Some(spa) = d.spa() else { continue };
         for (_, file) in &spa.key_files {
-            let path = resolve(config, file);
+            let path = load::resolve(config, file);
             if edits.iter().any(|e| same_file(&e.path, &path)) {
                 continue;
             }
