@@ -2,7 +2,8 @@
 //! sequence (knockd-compatible) or a single authenticated UDP packet (SPA).
 //!
 //! Exit codes: 0 clean exit; 1 runtime failure (capture, socket, state directory); 2 invalid
-//! command line or configuration (`check` exits 2 on any error).
+//! command line or configuration (`check` exits 2 on any error), or another daemon holds the
+//! state directory.
 
 mod cli;
 mod cmd;
@@ -17,22 +18,29 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 
 use crate::cli::{Cli, Command};
-use crate::log::error;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
+            // A start refused because another daemon holds the state directory is a usage
+            // error (exit 2); anything else is a runtime failure (exit 1).
+            let code = if e
+                .downcast_ref::<store::LockError>()
+                .is_some_and(|l| matches!(l, store::LockError::Held { .. }))
+            {
+                2
+            } else {
+                1
+            };
             let msg = format!("{e:#}");
             // A daemon still starting hands its error to the waiting parent, which prints it
             // on the terminal; its own stderr is /dev/null by then.
-            if daemon::process::report_start_failure(&msg) {
-                error!("error: {msg}");
-            } else {
+            if !daemon::process::report_start_failure(&msg, code) {
                 eprintln!("knock-spad: error: {msg}");
             }
-            ExitCode::from(1)
+            ExitCode::from(code)
         }
     }
 }

@@ -70,6 +70,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(&opts.state_dir));
     let store = store::StateDir::open(&state_dir).context("state directory")?;
+    // Before anything is read from the directory: a second daemon must not read, close or
+    // reopen the first one's grants. Held until the process ends.
+    let _lock = store.lock()?;
     debug!("state directory {}", store.dir().display());
     let replay = load_replay_state(&store, opts.replay_cache_size)?;
     let capture = match cli.capture.as_deref() {
@@ -163,7 +166,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // Written once everything that can fail at start has worked, so a failed start leaves no
     // PID file behind, and a service manager reading it after `-d` returns finds a daemon.
     if let Some(p) = &pidfile {
-        if let Err(e) = std::fs::write(p, format!("{}\n", std::process::id())) {
+        if let Err(e) = process::write_pid_file(p) {
             stop.store(true, Ordering::Relaxed);
             let _ = engine_thread.join();
             status_writer.stop();
@@ -214,7 +217,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let _ = engine_thread.join();
     status_writer.stop();
     if let Some(p) = &pidfile {
-        let _ = std::fs::remove_file(p);
+        process::remove_pid_file(p);
     }
     info!("exiting");
     Ok(ExitCode::SUCCESS)

@@ -1,7 +1,15 @@
 //! Process plumbing of the daemon: going into the background (`-d`) with a pipe on which the
 //! child tells the waiting parent whether it started, and the PID file.
 
+use std::fs;
+use std::io::{self, Write as _};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
 use anyhow::bail;
+
+use crate::log::error;
+use crate::store::status;
 
 /// The write end of the pipe to the parent of a daemon still starting (after `-d`), taken by
 /// [`report_started`] or [`report_start_failure`], whichever comes first.
@@ -9,8 +17,11 @@ static START_PIPE: std::sync::Mutex<Option<std::fs::File>> = std::sync::Mutex::n
 
 /// Byte the daemon sends its waiting parent when it runs.
 const START_OK: u8 = 0;
-/// Byte the daemon sends, followed by the error text, when it could not start.
+/// Byte the daemon sends, followed by the error text, when it could not start (the parent
+/// exits 1).
 const START_FAILED: u8 = 1;
+/// Likewise, when it refused to start (another daemon holds its state directory): exit 2.
+const START_REFUSED: u8 = 2;
 
 fn take_start_pipe() -> Option<std::fs::File> {
     START_PIPE.lock().ok().and_then(|mut p| p.take())
@@ -25,14 +36,21 @@ pub fn report_started() {
     }
 }
 
-/// Hands a start-up error to the parent waiting after `-d`, which prints it and exits 1.
-/// Returns false when there is no such parent (foreground, or the daemon already started).
-pub fn report_start_failure(msg: &str) -> bool {
+/// Hands a start-up error to the parent waiting after `-d`, which prints it and exits with
+/// `code` (1, or 2 for a refused start). The error is in the log before the parent learns of
+/// it, so whoever reads the log after `-d` returned finds it there. Returns false when there
+/// is no such parent (foreground, or the daemon already started).
+pub fn report_start_failure(msg: &str, code: u8) -> bool {
     let Some(mut pipe) = take_start_pipe() else {
         return false;
     };
+    error!("error: {msg}");
     use std::io::Write;
-    let mut buf = vec![START_FAILED];
+    let mut buf = vec![if code == 2 {
+        START_REFUSED
+    } else {
+        START_FAILED
+    }];
     buf.extend_from_slice(msg.as_bytes());
     let _ = pipe.write_all(&buf);
     true
@@ -43,17 +61,64 @@ pub fn report_start_failure(msg: &str) -> bool {
 fn start_outcome(sent: &[u8]) -> (Option<String>, u8) {
     match sent.split_first() {
         Some((&START_OK, _)) => (None, 0),
-        Some((&START_FAILED, msg)) => (
+        Some((&code @ (START_FAILED | START_REFUSED), msg)) => (
             Some(format!(
                 "knock-spad: error: {}",
                 String::from_utf8_lossy(msg)
             )),
-            1,
+            code,
         ),
         _ => (
             Some("knock-spad: error: the daemon ended while starting (see its log)".to_owned()),
             1,
         ),
+    }
+}
+
+/// Creates the PID file holding our pid: exclusively, without following a link, mode 0644.
+/// The caller holds the state directory's lock, so a file already there was left by a daemon
+/// that died, unless a live `knock-spad` (of another state directory) named in it still runs,
+/// or it is not a plain file: then it is refused, not overwritten.
+pub fn write_pid_file(path: &Path) -> io::Result<()> {
+    let create = || {
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+    };
+    let mut file = match create() {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let meta = fs::symlink_metadata(path)?;
+            if !meta.file_type().is_file() {
+                return Err(io::Error::other("exists and is not a regular file"));
+            }
+            let old = fs::read_to_string(path).unwrap_or_default();
+            if let Ok(pid) = old.trim().parse::<u32>() {
+                if pid != std::process::id() && status::pid_alive(pid) && status::is_knock_spad(pid)
+                {
+                    return Err(io::Error::other(format!(
+                        "names knock-spad pid {pid}, which still runs"
+                    )));
+                }
+            }
+            fs::remove_file(path)?;
+            create()?
+        }
+        other => other?,
+    };
+    // The umask must not narrow 0644: other tools read the PID file.
+    file.set_permissions(fs::Permissions::from_mode(0o644))?;
+    writeln!(file, "{}", std::process::id())
+}
+
+/// Removes the PID file if it still holds our pid (nobody replaced it meanwhile).
+pub fn remove_pid_file(path: &Path) {
+    let ours =
+        fs::read_to_string(path).is_ok_and(|t| t.trim().parse::<u32>() == Ok(std::process::id()));
+    if ours {
+        let _ = fs::remove_file(path);
     }
 }
 
@@ -140,5 +205,13 @@ mod tests {
         assert!(message.is_some_and(|m| m.contains("ended while starting")));
         // Anything else is not a start.
         assert_eq!(start_outcome(b"\x07").1, 1);
+        // A refused start (another daemon holds the state directory) exits 2.
+        assert_eq!(
+            start_outcome(b"\x02another knock-spad (pid 7) holds /s"),
+            (
+                Some("knock-spad: error: another knock-spad (pid 7) holds /s".to_owned()),
+                2
+            )
+        );
     }
 }

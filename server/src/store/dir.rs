@@ -43,6 +43,39 @@ pub enum StateError {
     },
 }
 
+/// Name of the lock file in the state directory.
+pub const LOCK: &str = "lock";
+
+/// One daemon's exclusive hold on its state directory: an `flock` on `DIR/lock`, which holds
+/// the daemon's pid. Released when the process ends (however it ends), so a crashed daemon
+/// never blocks the next start.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: fs::File,
+}
+
+/// Why the state directory could not be locked.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another process holds the lock: a second daemon must not read, close or reopen the
+    /// first one's grants.
+    #[error("another knock-spad (pid {pid}) holds {}", dir.display())]
+    Held {
+        /// The pid the lock file names (`?` when it names none).
+        pid: String,
+        /// The state directory.
+        dir: PathBuf,
+    },
+    /// The lock file could not be opened or locked.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The lock file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
 /// The state directory.
 #[derive(Debug, Clone)]
 pub struct StateDir {
@@ -73,6 +106,51 @@ impl StateDir {
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Takes the directory's lock (see [`DirLock`]) and writes our pid into it. Call it before
+    /// reading anything else from the directory.
+    pub fn lock(&self) -> Result<DirLock, LockError> {
+        use std::io::{Read, Seek, Write};
+        use std::os::fd::AsRawFd;
+        let path = self.path(LOCK);
+        let io = |source| LockError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(io)?;
+        // SAFETY: flock takes a descriptor and flags; `file` owns the open descriptor for the
+        // duration of the call.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(io(e));
+            }
+            let mut held = String::new();
+            let _ = file.read_to_string(&mut held);
+            let pid = held.trim();
+            let pid = if !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) {
+                pid.to_owned()
+            } else {
+                "?".to_owned()
+            };
+            return Err(LockError::Held {
+                pid,
+                dir: self.dir.clone(),
+            });
+        }
+        file.set_len(0).map_err(io)?;
+        file.rewind().map_err(io)?;
+        writeln!(file, "{}", std::process::id()).map_err(io)?;
+        Ok(DirLock { _file: file })
     }
 
     pub(super) fn path(&self, name: &str) -> PathBuf {

@@ -13,6 +13,6 @@ pub mod grants;
 pub mod replay;
 pub mod status;
 
-pub use dir::StateDir;
+pub use dir::{LockError, StateDir};
 pub use grants::GrantRecord;
 pub use replay::{LoadedReplay, ReplayJournal, ReplayState, JOURNAL_COMPACT_AFTER};

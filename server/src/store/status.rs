@@ -247,6 +247,11 @@ pub fn proc_start_time(pid: u32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// Whether `pid` runs a program called `knock-spad` (its `comm`).
+pub fn is_knock_spad(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "knock-spad")
+}
+
 /// Whether a process `pid` exists (`kill(pid, 0)`; EPERM means it exists under another user).
 pub fn pid_alive(pid: u32) -> bool {
     let Ok(p) = libc::pid_t::try_from(pid) else {

@@ -669,11 +669,6 @@ pub fn revoke(config: &Path, door: Option<&str>, name: &str) -> Result<Outcome, 
 /// How long to wait for the daemon to confirm a reload in its status snapshot.
 pub const RELOAD_WAIT: Duration = Duration::from_secs(5);
 
-/// Whether `pid` runs a program called `knock-spad` (its `comm`).
-fn is_knock_spad(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "knock-spad")
-}
-
 fn sighup(pid: u32) -> std::io::Result<()> {
     let p = libc::pid_t::try_from(pid).map_err(std::io::Error::other)?;
     if p <= 0 {
@@ -728,7 +723,7 @@ pub fn reload_daemon(config: &Path, state_dir: &Path, pidfile: Option<&Path>) ->
             .ok()
             .and_then(|s| s.trim().parse::<u32>().ok())
         {
-            if status::pid_alive(pid) && is_knock_spad(pid) {
+            if status::pid_alive(pid) && status::is_knock_spad(pid) {
                 return match sighup(pid) {
                     Ok(()) => format!(
                         "sent SIGHUP to knock-spad (pid {pid}, from {}); its log confirms the reload",
