@@ -105,8 +105,8 @@ The configuration (knockd.conf syntax plus SPA directives). Keep it mode 0600: i
 The state directory (\fBStateDir\fR): \fIgrants.0\fR and \fIgrants.1\fR (the open grants, double\-buffered; after a restart or a
 crash, those whose time passed are closed at once and the others re\-armed), \fIreplay.bin\fR
 and \fIreplay.journal\fR (the replay cache: a snapshot and the packets accepted since;
-\fIreplay.not\-before\fR when it was ever lost) and \fIstatus.json\fR (what \fBknock\-spad status\fR reads; removed at a
-clean exit).
+\fIreplay.not\-before\fR when it was ever lost), \fIstatus.json\fR (what \fBknock\-spad status\fR reads; removed at a
+clean exit) and \fIlock\fR (held by the running daemon: one daemon per state directory).
 .SH SIGNALS
 .TP
 \fBSIGHUP\fR
@@ -117,7 +117,8 @@ stays in force. Open grants keep their timers.
 Close every open grant (run its stop command) and exit, unless \fBKeepRulesOnExit\fR or
 \fB\-\-keep\-rules\-on\-exit\fR is set; then the grants are re\-armed at the next start.
 .SH EXIT STATUS
-0 on success; 1 on a runtime failure; 2 for an invalid command line or configuration.
+0 on success; 1 on a runtime failure; 2 for an invalid command line or configuration, or when
+another \fBknock\-spad\fR holds the state directory.
 \fBstatus\fR exits 0 when the daemon runs, 1 when its process is gone but its status file is
 left (it crashed or was killed), 3 when no daemon is running, 4 when the status is stale or
 unreadable.
