@@ -24,9 +24,7 @@ fn in_mount_ns(pid: u32, script: &str) -> std::process::Output {
 
 #[test]
 fn a_full_state_directory_refuses_to_open_and_recovers() {
-    if !can_unshare_mounts(&["nsenter"]) {
-        return;
-    }
+    require_root_and(&["unshare", "nsenter"]);
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_udp_port();
     let opened = dir.path().join("opened");

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -115,22 +114,9 @@ impl Drop for Netns {
     }
 }
 
-fn can_use_netns() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let tools = ["ip", "iptables", "ip6tables"].iter().all(|t| {
-        std::env::var_os("PATH")
-            .is_some_and(|p| std::env::split_paths(&p).any(|d| Path::new(&d).join(t).exists()))
-    });
-    root && tools
-}
-
 #[test]
 fn firewall_setup_apply_is_idempotent_in_a_namespace() {
-    if !can_use_netns() {
-        eprintln!("skipped: needs root, ip, iptables and ip6tables");
-        return;
-    }
+    require_root_and(&["ip", "iptables", "ip6tables"]);
     let ns = Netns::create().expect("ip netns add");
     let apply = || ns.exec(&[BIN, "firewall-setup", "--port", "22", "--apply"]);
 
@@ -221,10 +207,7 @@ fn knock_doors_guarded_port_is_read_from_the_command() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(commands(&stdout(&out)), BASELINE_22);
 
-    if !can_use_netns() {
-        eprintln!("namespace half skipped: needs root, ip, iptables and ip6tables");
-        return;
-    }
+    require_root_and(&["ip", "iptables", "ip6tables"]);
     let ns = Netns::create().expect("ip netns add");
     let before = ns.exec(&[BIN, "check", "-c", conf]);
     assert!(before.status.success(), "{}", stderr(&before));

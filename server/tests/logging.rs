@@ -115,9 +115,7 @@ fn log_file_has_knockd_line_format() {
 
 #[test]
 fn use_syslog_sends_daemon_facility_lines_to_dev_log() {
-    if !can_unshare_mounts(&[]) {
-        return;
-    }
+    require_root_and(&["unshare"]);
     let dir = tempfile::tempdir().expect("tempdir");
     let sock_path = dir.path().join("log.sock");
     let sock = UnixDatagram::bind(&sock_path).expect("bind syslog socket");

@@ -94,6 +94,27 @@ impl Daemon {
         }
     }
 
+    /// How often any of `needles` occurs in its log.
+    pub fn log_count(&self, needles: &[&str]) -> usize {
+        let log = self.log();
+        needles.iter().map(|n| log.matches(n).count()).sum()
+    }
+
+    /// Waits until `needles` occur `count` times in all in its log (an event counted, not a
+    /// sleep), and panics with the log if they do not within `timeout`.
+    #[track_caller]
+    pub fn wait_for_log_count(&mut self, needles: &[&str], count: usize, timeout: Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.log_count(needles) < count {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "knock-spad did not log {needles:?} {count} times within {timeout:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends `signal` to it.
     ///
     /// # Panics

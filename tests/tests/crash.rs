@@ -193,10 +193,20 @@ fn kill_9_at_random_moments_loses_nothing() {
         iptables_rules(&topo.server)
     );
     let before = d.log();
+    // A fresh close after the replays, as a sentinel: packets are handled in order, so once
+    // it is judged (accepted, or refused as stamped before a start without a trustworthy
+    // cache) every replay before it has been judged too.
+    const JUDGED: [&str; 2] = [
+        "close requested (spa key",
+        "stamped before the daemon started",
+    ];
+    let judged = d.log_count(&JUDGED);
     for p in &accepted {
         send_udp(&topo.client, None, spa(), p).expect("send");
     }
-    std::thread::sleep(Duration::from_millis(300));
+    let sentinel = dry_run_packet(&topo.client, &key, &["close", "ssh", "10.99.0.1"]);
+    send_udp(&topo.client, None, spa(), &sentinel).expect("send");
+    d.wait_for_log_count(&JUDGED, judged + 1, Duration::from_secs(10));
     assert_eq!(
         tcp_connect(&topo.client, ssh(), PROBE),
         ConnectResult::Refused,

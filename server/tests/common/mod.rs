@@ -72,21 +72,29 @@ pub fn spa_config(dir: &Path, server: &str, port: u16, allow_ports: &str, start:
     )
 }
 
-/// Whether this test may make a private mount namespace (root, `unshare` installed); says
-/// why not on stderr.
-pub fn can_unshare_mounts(also: &[&str]) -> bool {
+/// Fails the calling test unless it runs as root and `tools` are installed: a test that
+/// cannot do what it is about must fail loudly, never pass having proved nothing.
+#[track_caller]
+pub fn require_root_and(tools: &[&str]) {
     // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let tools = ["unshare"].iter().chain(also).all(|t| {
-        Command::new(t)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
-    if !(root && tools) {
-        eprintln!("skipped: needs root and unshare {also:?} (a private mount namespace)");
-    }
-    root && tools
+    let euid = unsafe { libc::geteuid() };
+    assert!(
+        euid == 0,
+        "this test needs root (namespaces, mounts, iptables); effective uid is {euid}: run the \
+         tests as root (scripts/test does)"
+    );
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|t| {
+            !std::env::var_os("PATH")
+                .is_some_and(|p| std::env::split_paths(&p).any(|d| Path::new(&d).join(t).exists()))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "this test needs {missing:?} installed (scripts/test installs them)"
+    );
 }
 
 /// Starts `sh -c SCRIPT` (which sets up mounts, then execs the daemon) in a private mount
