@@ -31,6 +31,19 @@ pub enum StateError {
         /// The OS error.
         source: io::Error,
     },
+    /// The directory or a file in it belongs to someone else or is writable by group or
+    /// others: the daemon would run the stop commands it holds as root.
+    #[error(
+        "{}: {why}: refusing to use it (its grants name commands run as root; fix with \
+         `chown root: PATH` and `chmod go-w PATH`)",
+        path.display()
+    )]
+    Untrusted {
+        /// The directory or file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
     /// The file is corrupt; it was moved aside.
     #[error("{path}: corrupt ({why}); moved to {moved}")]
     Corrupt {
@@ -86,16 +99,47 @@ pub struct StateDir {
 
 impl StateDir {
     /// Opens (creating, mode 0700) the state directory.
+    ///
+    /// The directory must be ours to trust: the grants it holds name commands the daemon runs
+    /// as root at its next start, so a directory (or a file in it) owned by another user, or
+    /// writable by group or others, is refused ([`StateError::Untrusted`]).
     pub fn open(dir: &Path) -> Result<Self, StateError> {
+        let io = |source| StateError::Io {
+            path: dir.to_owned(),
+            source,
+        };
         if !dir.exists() {
             fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(dir)
-                .map_err(|source| StateError::Io {
-                    path: dir.to_owned(),
-                    source,
-                })?;
+                .map_err(io)?;
+        }
+        let meta = fs::metadata(dir).map_err(io)?;
+        if !meta.is_dir() {
+            return Err(io(io::Error::other("not a directory")));
+        }
+        trusted(&meta).map_err(|why| StateError::Untrusted {
+            path: dir.to_owned(),
+            why,
+        })?;
+        // Every entry, not only the files this version writes: none may be a link, another
+        // user's, or writable by others.
+        for entry in fs::read_dir(dir).map_err(io)? {
+            let entry = entry.map_err(io)?;
+            let path = entry.path();
+            let meta = fs::symlink_metadata(&path).map_err(|source| StateError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let check = if meta.file_type().is_symlink() {
+                Err("a symbolic link".to_owned())
+            } else {
+                trusted(&meta)
+            };
+            if let Err(why) = check {
+                return Err(StateError::Untrusted { path, why });
+            }
         }
         Ok(Self {
             dir: dir.to_owned(),
@@ -127,6 +171,13 @@ impl StateDir {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&path)
             .map_err(io)?;
+        let meta = file.metadata().map_err(io)?;
+        if let Err(why) = trusted(&meta) {
+            return Err(LockError::Io {
+                path: path.clone(),
+                source: io::Error::other(why),
+            });
+        }
         // SAFETY: flock takes a descriptor and flags; `file` owns the open descriptor for the
         // duration of the call.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
@@ -174,26 +225,77 @@ impl StateDir {
         StateError::Corrupt { path, why, moved }
     }
 
+    /// Reads a state file whole: opened without following a link, and only if it is a regular
+    /// file we can trust (see [`StateDir::open`]). `None` when it does not exist.
     pub(super) fn read(&self, name: &str) -> Result<Option<Vec<u8>>, StateError> {
+        use std::io::Read;
         let path = self.path(name);
-        match fs::read(&path) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(StateError::Io { path, source }),
+        let opened = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path);
+        let mut file = match opened {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(StateError::Io { path, source }),
+        };
+        let meta = file.metadata().map_err(|source| StateError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let check = if meta.is_file() {
+            trusted(&meta)
+        } else {
+            Err("not a regular file".to_owned())
+        };
+        if let Err(why) = check {
+            return Err(StateError::Untrusted { path, why });
         }
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(|source| StateError::Io { path, source })?;
+        Ok(Some(bytes))
     }
 }
 
 /// Opens (creating, mode 0600) a state file to be written in place: read and write, never
-/// truncated on open.
+/// truncated on open, never through a link, and only a regular file we can trust.
 pub(super) fn open_in_place(path: &Path) -> io::Result<fs::File> {
-    fs::OpenOptions::new()
+    let file = fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
-        .open(path)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    trusted(&meta).map_err(io::Error::other)?;
+    Ok(file)
+}
+
+/// Whether a state directory or file can be trusted: owned by root or by the user the daemon
+/// runs as, and not writable by group or others. The reason when not.
+pub(super) fn trusted(meta: &fs::Metadata) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if meta.uid() != 0 && meta.uid() != euid {
+        return Err(format!(
+            "owned by uid {}, neither root nor the daemon's user",
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "writable by group or others (mode {:04o})",
+            meta.mode() & 0o7777
+        ));
+    }
+    Ok(())
 }
 
 pub(super) fn hex(b: &[u8]) -> String {

@@ -268,6 +268,21 @@ impl Daemon {
         }
     }
 
+    /// Waits up to `timeout` for it to exit by itself: `Some(exit code)` when it did (the
+    /// code is `None` after a signal), `None` when it still runs then (it is stopped at drop).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<Option<i32>> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = child.try_wait() {
+                self.child = None;
+                return Some(st.code());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// Sends `sig` and waits for the exit (at most 10 s).
     pub fn signal_and_wait(&mut self, sig: i32) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
