@@ -109,6 +109,26 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// End open grants now, through the running daemon (their stop commands run).
+    ///
+    /// Closes the grants matching every option given: a key, a door, an address; or all of
+    /// them with --all. `status` shows the result. Exit status: 0 when the daemon answered,
+    /// 3 when no daemon runs on this state directory.
+    #[command(group(clap::ArgGroup::new("which").required(true).multiple(true).args(["key", "door", "address", "all"])))]
+    Close {
+        /// Grants of this SPA key.
+        #[arg(long, value_name = "NAME")]
+        key: Option<String>,
+        /// Grants of this door.
+        #[arg(long, value_name = "NAME")]
+        door: Option<String>,
+        /// Grants for this address.
+        #[arg(long, value_name = "IP")]
+        address: Option<std::net::IpAddr>,
+        /// Every open grant.
+        #[arg(long, conflicts_with_all = ["key", "door", "address"])]
+        all: bool,
+    },
     /// Print the manual page (roff, section 8).
     Man,
 }

@@ -134,6 +134,17 @@ pub fn parse_error(file: &Path, e: config::ConfigError) -> LoadError {
     Located::at_line(e.line, LoadErrorKind::Parse(e.message)).in_file(file)
 }
 
+impl LoadedConfig {
+    /// Whether door `door` (by name) exists and, for an SPA grant's `key`, still holds a key
+    /// of that name: a grant whose door or key a reload removed must end.
+    pub fn admits(&self, door: &str, key: &str) -> bool {
+        let Some(idx) = self.config.doors.iter().position(|d| d.name == door) else {
+            return false;
+        };
+        key.is_empty() || self.verifier.keys().any(|(k, d)| d == idx && k == key)
+    }
+}
+
 /// The host name, for the default server identity.
 pub fn hostname() -> String {
     fs::read_to_string("/proc/sys/kernel/hostname")
@@ -260,6 +271,22 @@ fn build(path: &Path, config: Config) -> Result<LoadedConfig, Vec<LoadError>> {
     } else {
         Err(errors)
     }
+}
+
+/// [`read`], with every error printed on stderr and exit status 2 when there are any (for
+/// `check` and the daemon's start).
+pub fn read_or_report(path: &Path) -> Result<LoadedConfig, std::process::ExitCode> {
+    read(path).map_err(|errors| {
+        for e in &errors {
+            eprintln!("knock-spad: {e}");
+        }
+        eprintln!(
+            "knock-spad: {}: {} error(s); nothing started",
+            path.display(),
+            errors.len()
+        );
+        std::process::ExitCode::from(2)
+    })
 }
 
 /// Reads a keys file (`NAME:BASE64` per line). Like a keyfile, it must not be readable by

@@ -67,6 +67,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Completions { shell }) => {
             cmd::print_bytes(&cmd::docs::completions(*shell, Cli::command()))
         }
+        Some(Command::Close {
+            key,
+            door,
+            address,
+            all: _,
+        }) => cmd::close::run(&cli, key.clone(), door.clone(), *address),
         Some(Command::Man) => cmd::print_bytes(&cmd::docs::man(Cli::command())?),
         None => daemon::run(cli),
     }

@@ -315,6 +315,11 @@ impl Verifier {
         self.entries.is_empty()
     }
 
+    /// Every key: its name and the index of its door.
+    pub fn keys(&self) -> impl Iterator<Item = (&str, usize)> + '_ {
+        self.entries.iter().map(|e| (e.name.as_str(), e.door))
+    }
+
     /// The name of a key.
     pub fn key_name(&self, key: KeyIndex) -> &str {
         self.entries.get(key.0).map_or("?", |s| s.name.as_str())

@@ -7,10 +7,8 @@ use crate::cli::Cli;
 use crate::firewall;
 use crate::load;
 
-use super::load_or_report;
-
 pub fn run(cli: &Cli) -> ExitCode {
-    let rt = match load_or_report(&cli.config) {
+    let rt = match load::read_or_report(&cli.config) {
         Ok(rt) => rt,
         Err(code) => return code,
     };

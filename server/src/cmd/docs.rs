@@ -106,7 +106,8 @@ The state directory (\fBStateDir\fR): \fIgrants.0\fR and \fIgrants.1\fR (the ope
 crash, those whose time passed are closed at once and the others re\-armed), \fIreplay.bin\fR
 and \fIreplay.journal\fR (the replay cache: a snapshot and the packets accepted since;
 \fIreplay.not\-before\fR when it was ever lost), \fIstatus.json\fR (what \fBknock\-spad status\fR reads; removed at a
-clean exit) and \fIlock\fR (held by the running daemon: one daemon per state directory).
+clean exit), \fIlock\fR (held by the running daemon: one daemon per state directory) and
+\fIcontrol\fR (the socket \fBknock\-spad close\fR talks to).
 .SH SIGNALS
 .TP
 \fBSIGHUP\fR

@@ -1,8 +1,9 @@
-//! The admin subcommands of `knock-spad` (`check`, `status`, `keys`, `firewall-setup`,
-//! `completions`, `man`): each reads files and prints, none starts the daemon or holds its
+//! The admin subcommands of `knock-spad` (`check`, `status`, `keys`, `close`,
+//! `firewall-setup`, `completions`, `man`): each reads files and prints, none starts the daemon or holds its
 //! state. Shared here: loading the configuration for a command and printing to stdout.
 
 pub mod check;
+pub mod close;
 pub mod docs;
 pub mod firewall_setup;
 pub mod keys;
@@ -15,20 +16,6 @@ use anyhow::Context;
 
 use crate::cli::Cli;
 use crate::load;
-
-pub fn load_or_report(path: &Path) -> Result<load::LoadedConfig, ExitCode> {
-    load::read(path).map_err(|errors| {
-        for e in &errors {
-            eprintln!("knock-spad: {e}");
-        }
-        eprintln!(
-            "knock-spad: {}: {} error(s); nothing started",
-            path.display(),
-            errors.len()
-        );
-        ExitCode::from(2)
-    })
-}
 
 /// Writes `bytes` to stdout; a closed pipe is not an error worth a message.
 pub fn print_bytes(bytes: &[u8]) -> anyhow::Result<ExitCode> {

@@ -168,7 +168,25 @@ impl GrantKeeper {
 
     async fn handle(&mut self, action: Action) {
         match action {
-            Action::Reload(rt) => self.rt = rt,
+            Action::Reload(rt) => {
+                self.rt = rt.clone();
+                if let Some(b) = &self.board {
+                    b.set_config(rt.config.doors.len(), rt.verifier.len(), true);
+                }
+                // Revoking a key or removing a door ends its grants now, not at their timeout.
+                self.end_where("its door or key was removed by a reload", |r| {
+                    !rt.admits(&r.door, &r.key)
+                })
+                .await;
+            }
+            Action::Close { filter, reply } => {
+                let lines = self
+                    .end_where("closed by the operator (knock-spad close)", |r| {
+                        filter.matches(&r.door, &r.key, r.addr)
+                    })
+                    .await;
+                let _ = reply.send(lines);
+            }
             Action::SpaOpen {
                 door,
                 key,
@@ -379,6 +397,50 @@ impl GrantKeeper {
             }
         }
         self.save();
+    }
+
+    /// Ends every grant for which `ends` holds, now: runs its stop command (a failed one is
+    /// retried as at a timeout, the grant being due). Returns a line per grant, for the
+    /// operator.
+    async fn end_where(&mut self, why: &str, ends: impl Fn(&GrantRecord) -> bool) -> Vec<String> {
+        let now_s = now_ms() / 1000;
+        let mut done = Vec::new();
+        let mut i = 0;
+        while i < self.live.len() {
+            if !ends(&self.live[i].rec) {
+                i += 1;
+                continue;
+            }
+            let rec = self.live[i].rec.clone();
+            info!("{}: {}: {why}; closing", rec.addr, rec.door);
+            self.live[i].rec.expires = rec.expires.min(now_s);
+            let what = format!(
+                "{} {}{}{}",
+                rec.door,
+                rec.addr,
+                if rec.port.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {}", rec.port)
+                },
+                if rec.key.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (key {})", rec.key)
+                },
+            );
+            if self.close_index(i).await {
+                done.push(format!("closed {what}"));
+                continue;
+            }
+            done.push(format!("closing {what}: its stop command failed, retrying"));
+            i += 1;
+        }
+        if !done.is_empty() {
+            self.save();
+            self.publish();
+        }
+        done
     }
 
     /// Runs the stop command of grant `i`; removes it on success or after the last attempt.

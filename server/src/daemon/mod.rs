@@ -9,6 +9,7 @@
 
 pub mod actions;
 pub mod capture;
+pub mod control;
 pub mod grants;
 pub mod notify;
 pub mod packets;
@@ -29,7 +30,7 @@ use crate::store::{self, status};
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let rt = match crate::cmd::load_or_report(&cli.config) {
+    let rt = match load::read_or_report(&cli.config) {
         Ok(rt) => rt,
         Err(code) => return Ok(code),
     };
@@ -100,15 +101,22 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("tokio runtime")?;
-    let (mut term, mut int, mut hup) = {
+    let (mut term, mut int, mut hup, control) = {
         use tokio::signal::unix::{signal, SignalKind};
         let _in_runtime = tokio_rt.enter();
         (
             signal(SignalKind::terminate())?,
             signal(SignalKind::interrupt())?,
             signal(SignalKind::hangup())?,
+            control::bind(store.dir()).with_context(|| {
+                format!(
+                    "cannot create the control socket {}",
+                    store.dir().join(control::SOCKET).display()
+                )
+            })?,
         )
     };
+    let control_path = store.dir().join(control::SOCKET);
     let board = Arc::new(status::StatusBoard::default());
     board.set_config(rt.config.doors.len(), rt.verifier.len(), false);
     let status_writer = status::Writer::spawn(
@@ -179,6 +187,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config_path = cli.config.clone();
     tokio_rt.block_on(async move {
         let manager = tokio::spawn(manager.run(rx, shutdown_rx, keep));
+        tokio::spawn(control::serve(control, tx.clone()));
         loop {
             tokio::select! {
                 _ = term.recv() => { info!("SIGTERM received"); break; }
@@ -187,12 +196,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     notify::send("RELOADING=1");
                     match load::read(&config_path) {
                         Ok(new) => {
-                            // The packet thread logs "configuration reloaded" once it
-                            // applies it (at most one poll interval later).
-                            board.set_config(new.config.doors.len(), new.verifier.len(), true);
-                            let new = Arc::new(new);
-                            let _ = reload_tx.send(new.clone());
-                            let _ = tx.send(actions::Action::Reload(new));
+                            // One path: the packet thread applies it (at most one poll
+                            // interval later) or refuses it, and hands it on to the grant
+                            // keeper in order with its actions; the keeper then publishes it
+                            // in the status file. A refusal leaves the old one everywhere.
+                            let _ = reload_tx.send(Arc::new(new));
                             notify::send("READY=1\nSTATUS=configuration reloaded");
                         }
                         Err(errors) => {
@@ -216,6 +224,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     stop.store(true, Ordering::Relaxed);
     let _ = engine_thread.join();
     status_writer.stop();
+    let _ = std::fs::remove_file(&control_path);
     if let Some(p) = &pidfile {
         process::remove_pid_file(p);
     }

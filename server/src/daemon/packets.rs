@@ -286,7 +286,10 @@ impl PacketLoop {
                         continue;
                     }
                 }
-                self.reload(rt);
+                self.reload(rt.clone());
+                // After every action made with the old configuration: the keeper switches
+                // exactly between them, so a door index always means the door it meant.
+                let _ = self.tx.send(Action::Reload(rt));
             }
         }
         if let Err(e) = self.store.save_replay(&self.cache, &mut self.journal) {
