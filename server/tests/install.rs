@@ -112,6 +112,7 @@ fn systemd_unit_has_the_expected_settings() {
         "ProtectHome=yes",
         "PrivateTmp=yes",
         "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK AF_PACKET",
+        "WatchdogSec=60s",
         "WantedBy=multi-user.target",
     ] {
         assert!(settings.contains(&want), "unit lacks {want}");

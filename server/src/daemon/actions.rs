@@ -54,6 +54,18 @@ pub enum Action {
     },
 }
 
+/// What the main loop tells the grant keeper about stopping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    /// Keep running.
+    Running,
+    /// A clean stop (SIGTERM, SIGINT): close every grant unless `KeepRulesOnExit`.
+    Stop,
+    /// A stop because a part of the daemon failed: leave every grant recorded and in place,
+    /// so the restart that follows takes them up with their remaining time.
+    Failed,
+}
+
 /// Which grants `knock-spad close` ends: those matching every field given (`all` when none
 /// is given on purpose).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -21,7 +21,8 @@ use knock_shared::types::PortSpec;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::watch;
 
-use crate::daemon::actions::Action;
+use crate::daemon::actions::{Action, Shutdown};
+use crate::daemon::supervise::{fault, Heartbeat, KEEPER_BEAT};
 use crate::firewall::commands::{self, check_argv, rule_op, rule_present, RuleOp};
 use crate::load::LoadedConfig;
 use crate::log::{error, info};
@@ -125,20 +126,25 @@ impl GrantKeeper {
     }
 
     /// Runs until `shutdown` turns true; then closes every grant unless `keep` is set.
+    /// `heart` beats at every turn (at least every [`KEEPER_BEAT`]) and ends with the task.
     pub async fn run(
         mut self,
         mut rx: UnboundedReceiver<Action>,
-        mut shutdown: watch::Receiver<bool>,
+        mut shutdown: watch::Receiver<Shutdown>,
         keep: bool,
+        heart: Arc<Heartbeat>,
     ) {
+        let _alive = heart.alive();
         loop {
+            heart.beat();
             self.close_due().await;
             self.publish();
             let wait = self
                 .next_deadline_ms()
-                .map_or(Duration::from_secs(3600), |t| {
+                .map_or(KEEPER_BEAT, |t| {
                     Duration::from_millis(t.saturating_sub(now_ms()))
-                });
+                })
+                .min(KEEPER_BEAT);
             tokio::select! {
                 msg = rx.recv() => match msg {
                     Some(a) => self.handle(a).await,
@@ -148,7 +154,12 @@ impl GrantKeeper {
                 _ = shutdown.changed() => break,
             }
         }
-        if keep {
+        if *shutdown.borrow() == Shutdown::Failed {
+            info!(
+                "exiting after a failure; {} grant(s) left recorded for the restart",
+                self.live.len()
+            );
+        } else if keep {
             info!(
                 "exiting; {} grant(s) left open as configured (KeepRulesOnExit)",
                 self.live.len()
@@ -167,6 +178,7 @@ impl GrantKeeper {
     }
 
     async fn handle(&mut self, action: Action) {
+        assert!(!fault("grants"), "fault injected: KNOCK_SPAD_FAULT=grants");
         match action {
             Action::Reload(rt) => {
                 self.rt = rt.clone();

@@ -14,6 +14,7 @@ pub mod grants;
 pub mod notify;
 pub mod packets;
 pub mod process;
+pub mod supervise;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -153,7 +154,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let (reload_tx, reload_rx) = std::sync::mpsc::channel();
-    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(actions::Shutdown::Running);
+    let packets_heart = Arc::new(supervise::Heartbeat::default());
+    let keeper_heart = Arc::new(supervise::Heartbeat::default());
     let stop = Arc::new(AtomicBool::new(false));
 
     let manager = grants::GrantKeeper::new(rt.clone(), store.clone()).with_status(board.clone());
@@ -163,11 +166,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         let stop = stop.clone();
         let tx = tx.clone();
         let stats = stats.clone();
+        let heart = packets_heart.clone();
         std::thread::Builder::new()
             .name("packets".into())
             .spawn(move || {
                 let mut e = packets::PacketLoop::new(rt, replay, store, tx, stats, only_v4);
-                e.run(source, reload_rx, &stop);
+                e.run(source, reload_rx, &stop, &heart);
             })
             .context("cannot start the packet thread")?
     };
@@ -185,13 +189,61 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     notify::send("READY=1");
 
     let config_path = cli.config.clone();
-    tokio_rt.block_on(async move {
-        let manager = tokio::spawn(manager.run(rx, shutdown_rx, keep));
+    let mut supervisor = supervise::Supervisor::new(
+        &[
+            ("packet thread", packets_heart),
+            ("grant keeper", keeper_heart.clone()),
+        ],
+        notify::watchdog(),
+    );
+    let failed = tokio_rt.block_on(async move {
+        let mut manager = tokio::spawn(manager.run(rx, shutdown_rx, keep, keeper_heart));
         tokio::spawn(control::serve(control, tx.clone()));
+        let mut tick = tokio::time::interval(supervisor.interval());
+        let mut manager_done = false;
+        let mut failed = false;
+        let mut stalled = None;
         loop {
             tokio::select! {
                 _ = term.recv() => { info!("SIGTERM received"); break; }
                 _ = int.recv() => { info!("SIGINT received"); break; }
+                ended = &mut manager => {
+                    manager_done = true;
+                    failed = true;
+                    let how = match ended {
+                        Err(e) if e.is_panic() => "panicked",
+                        _ => "ended",
+                    };
+                    error!(
+                        "the grant keeper {how}; exiting with status 1 so that the service \
+                         manager restarts the daemon (open grants stay recorded)"
+                    );
+                    break;
+                }
+                _ = tick.tick() => match supervisor.tick(std::time::Instant::now()) {
+                    supervise::Verdict::Live => {
+                        if let Some(part) = stalled.take() {
+                            info!("the {part} moves again");
+                        }
+                    }
+                    supervise::Verdict::Stalled(part) => {
+                        if stalled.replace(part).is_none() {
+                            error!(
+                                "the {part} has not moved for {:?}; the watchdog (if any) is \
+                                 no longer told that the daemon lives",
+                                supervise::STALL_AFTER
+                            );
+                        }
+                    }
+                    supervise::Verdict::Ended(part) => {
+                        failed = true;
+                        error!(
+                            "the {part} ended; exiting with status 1 so that the service \
+                             manager restarts the daemon (open grants stay recorded)"
+                        );
+                        break;
+                    }
+                },
                 _ = hup.recv() => {
                     notify::send("RELOADING=1");
                     match load::read(&config_path) {
@@ -217,10 +269,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         notify::send("STOPPING=1");
-        let _ = shutdown_tx.send(true);
-        let _ = manager.await;
-        anyhow::Ok(())
-    })?;
+        let _ = shutdown_tx.send(if failed {
+            actions::Shutdown::Failed
+        } else {
+            actions::Shutdown::Stop
+        });
+        if !manager_done {
+            let _ = manager.await;
+        }
+        failed
+    });
     stop.store(true, Ordering::Relaxed);
     let _ = engine_thread.join();
     status_writer.stop();
@@ -229,7 +287,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         process::remove_pid_file(p);
     }
     info!("exiting");
-    Ok(ExitCode::SUCCESS)
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// The replay cache the daemon starts with: loaded from the state directory, or, when it was

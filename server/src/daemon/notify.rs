@@ -3,11 +3,13 @@
 //! `READY=1` once it runs (capture open, signal handlers installed, PID file written), so
 //! `systemctl start` returns only then, and fails when the daemon exits before. At SIGHUP it
 //! sends `RELOADING=1`, then `READY=1` with a `STATUS=` line saying whether the new
-//! configuration was taken. `STOPPING=1` says the daemon is closing its grants. Without
-//! `NOTIFY_SOCKET` every call does nothing.
+//! configuration was taken. `STOPPING=1` says the daemon is closing its grants. With
+//! `WatchdogSec=`, `WATCHDOG=1` goes out while every part of the daemon is live
+//! ([`super::supervise`]). Without `NOTIFY_SOCKET` every call does nothing.
 
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 struct Notifier {
     sock: UnixDatagram,
@@ -15,6 +17,8 @@ struct Notifier {
 }
 
 static NOTIFIER: OnceLock<Option<Notifier>> = OnceLock::new();
+/// Half of `WATCHDOG_USEC`, when systemd set it for this process.
+static WATCHDOG: OnceLock<Option<Duration>> = OnceLock::new();
 
 /// The socket address `NOTIFY_SOCKET` names: a path, or `@NAME` for the abstract namespace.
 fn parse_addr(value: &[u8]) -> Option<SocketAddr> {
@@ -36,6 +40,18 @@ fn parse_addr(value: &[u8]) -> Option<SocketAddr> {
 /// safe to change once other threads may read it). Returns a description of a value it cannot
 /// use, for the log.
 pub fn init() -> Option<String> {
+    // `WatchdogSec=`: systemd expects `WATCHDOG=1` at least every WATCHDOG_USEC, from the pid
+    // in WATCHDOG_PID when it is set.
+    let usec = std::env::var("WATCHDOG_USEC").ok();
+    let for_pid = std::env::var("WATCHDOG_PID").ok();
+    std::env::remove_var("WATCHDOG_USEC");
+    std::env::remove_var("WATCHDOG_PID");
+    let ours = for_pid.is_none_or(|p| p.trim() == std::process::id().to_string());
+    let _ = WATCHDOG.set(
+        usec.and_then(|u| u.trim().parse::<u64>().ok())
+            .filter(|&u| ours && u > 0)
+            .map(|u| Duration::from_micros(u / 2)),
+    );
     let value = std::env::var_os("NOTIFY_SOCKET")?;
     std::env::remove_var("NOTIFY_SOCKET");
     use std::os::unix::ffi::OsStrExt;
@@ -48,6 +64,11 @@ pub fn init() -> Option<String> {
     });
     let _ = NOTIFIER.set(parsed);
     problem
+}
+
+/// How often to send `WATCHDOG=1` (half the interval systemd asked for), if it asked.
+pub fn watchdog() -> Option<Duration> {
+    WATCHDOG.get().copied().flatten()
 }
 
 /// Sends `state` (newline-separated `KEY=VALUE` lines) to systemd, if it asked for them.

@@ -29,6 +29,7 @@ use crate::store::{ReplayJournal, ReplayState, StateDir, JOURNAL_COMPACT_AFTER};
 
 use super::actions::Action;
 use super::capture::{self, Source, POLL_MS};
+use super::supervise::{fault, Heartbeat};
 use crate::log::{error, info, verbose};
 
 /// How often suppressed rejects are summarised, and the period of the per-reason budget of
@@ -201,11 +202,14 @@ impl PacketLoop {
         mut source: Source,
         reload: Receiver<Arc<LoadedConfig>>,
         stop: &std::sync::atomic::AtomicBool,
+        heart: &Arc<Heartbeat>,
     ) {
+        let _alive = heart.alive();
         let mut buf = [0u8; 2048];
         let mut kernel_dropped = 0u32;
         let mut last_wake = Instant::now() - MIN_WAKE_INTERVAL;
         while !stop.load(Ordering::Relaxed) {
+            heart.beat();
             // Under sustained traffic, let packets gather for a moment instead of waking for
             // each one: at most one wake-up per MIN_WAKE_INTERVAL. After a quiet spell the
             // first packet is read at once, so a lone SPA packet or knock waits for nothing.
@@ -432,6 +436,10 @@ impl PacketLoop {
 
     /// One SPA payload from `src`.
     pub fn handle_spa(&mut self, src: IpAddr, payload: &[u8]) {
+        assert!(
+            !(fault("packets") && payload == b"knock-spad-fault"),
+            "fault injected: KNOCK_SPAD_FAULT=packets"
+        );
         let now = unix_now();
         let result = self.rt.verifier.verify(now, src, payload, &mut self.cache);
         let accepted = match result {
