@@ -3,7 +3,9 @@
 //! knockd writes `[YYYY-MM-DD HH:MM] message` to its LogFile and `message` to syslog; log
 //! watchers (fail2ban filters, scripts) match on those, so the message texts the daemon uses
 //! for stages, OPEN SESAME, commands and timeouts follow knockd's. Under systemd (JOURNAL_STREAM
-//! set) stderr lines carry no timestamp, since journald adds its own. `--log-format json` writes
+//! set) stderr lines carry no timestamp, since journald adds its own, and start with an
+//! sd-daemon priority prefix (`<3>` for errors, `<6>` info, `<7>` detail). SIGUSR1 reopens
+//! the log file (after a rotation). Lines below the level in force are not even formatted. `--log-format json` writes
 //! one JSON object per line to stderr instead.
 //!
 //! This module never sees key material: callers pass only names, addresses, ports and reasons.
@@ -11,7 +13,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::net::UnixDatagram;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 /// Severity.
@@ -62,7 +64,8 @@ pub struct Logger {
     stderr: bool,
     format: Format,
     journald: bool,
-    file: Option<Mutex<File>>,
+    /// The log file and its path (reopened at SIGUSR1, after a rotation).
+    file: Option<(PathBuf, Mutex<File>)>,
     syslog: Option<UnixDatagram>,
 }
 
@@ -83,31 +86,65 @@ pub struct Settings<'a> {
     pub syslog: bool,
 }
 
+fn open_log_file(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
 /// Installs the process-wide logger. Later calls are ignored (the logger is fixed at start;
 /// changes to LogFile or UseSyslog take effect on restart, as documented in CONFIG.md).
-pub fn init(s: Settings<'_>) -> std::io::Result<()> {
+/// Returns a warning for the log when syslog was asked for but cannot be reached: the lines
+/// then go to stderr instead, rather than the daemon refusing to start.
+pub fn init(s: Settings<'_>) -> std::io::Result<Option<String>> {
     let file = match s.file {
-        Some(p) => Some(Mutex::new(
-            OpenOptions::new().create(true).append(true).open(p)?,
-        )),
+        Some(p) => Some((p.to_owned(), Mutex::new(open_log_file(p)?))),
         None => None,
     };
+    let mut stderr = s.stderr;
+    let mut warning = None;
     let syslog = if s.syslog {
         let sock = UnixDatagram::unbound()?;
-        sock.connect("/dev/log")?;
-        Some(sock)
+        match sock.connect(SYSLOG_SOCKET) {
+            Ok(()) => Some(sock),
+            Err(e) => {
+                stderr = true;
+                warning = Some(format!(
+                    "UseSyslog: cannot reach {SYSLOG_SOCKET} ({e}); logging to stderr instead"
+                ));
+                None
+            }
+        }
     } else {
         None
     };
     let _ = LOGGER.set(Logger {
         min: s.min,
-        stderr: s.stderr,
+        stderr,
         format: s.format,
         journald: std::env::var_os("JOURNAL_STREAM").is_some(),
         file,
         syslog,
     });
-    Ok(())
+    Ok(warning)
+}
+
+/// The local syslog socket.
+const SYSLOG_SOCKET: &str = "/dev/log";
+
+/// Reopens the log file (SIGUSR1, after logrotate moved it away). `Ok(None)` without one.
+pub fn reopen() -> std::io::Result<Option<PathBuf>> {
+    let Some((path, file)) = LOGGER.get().and_then(|l| l.file.as_ref()) else {
+        return Ok(None);
+    };
+    let new = open_log_file(path)?;
+    if let Ok(mut f) = file.lock() {
+        *f = new;
+    }
+    Ok(Some(path.clone()))
+}
+
+/// Whether lines at `level` are written (the macros format nothing otherwise).
+pub fn enabled(level: Level) -> bool {
+    LOGGER.get().is_none_or(|l| level >= l.min)
 }
 
 /// Local time as (year, month, day, hour, minute, second).
@@ -153,12 +190,14 @@ pub fn write(level: Level, msg: &str) {
                 level.as_str(),
                 json_escape(msg)
             ),
-            Format::Text if l.journald => format!("{msg}\n"),
+            // journald reads an sd-daemon `<N>` prefix as the line's priority, so
+            // `journalctl -p err` shows the errors.
+            Format::Text if l.journald => format!("<{}>{msg}\n", level.syslog_priority() & 7),
             Format::Text => format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02} {msg}\n"),
         };
         let _ = std::io::stderr().write_all(line.as_bytes());
     }
-    if let Some(f) = &l.file {
+    if let Some((_, f)) = &l.file {
         if let Ok(mut f) = f.lock() {
             let _ = writeln!(f, "[{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}] {msg}");
         }
@@ -179,19 +218,35 @@ pub fn write(level: Level, msg: &str) {
 
 /// Logs at info level.
 macro_rules! info {
-    ($($t:tt)*) => { $crate::log::write($crate::log::Level::Info, &format!($($t)*)) };
+    ($($t:tt)*) => {
+        if $crate::log::enabled($crate::log::Level::Info) {
+            $crate::log::write($crate::log::Level::Info, &format!($($t)*))
+        }
+    };
 }
 /// Logs at error level.
 macro_rules! error {
-    ($($t:tt)*) => { $crate::log::write($crate::log::Level::Error, &format!($($t)*)) };
+    ($($t:tt)*) => {
+        if $crate::log::enabled($crate::log::Level::Error) {
+            $crate::log::write($crate::log::Level::Error, &format!($($t)*))
+        }
+    };
 }
 /// Logs at verbose level.
 macro_rules! verbose {
-    ($($t:tt)*) => { $crate::log::write($crate::log::Level::Verbose, &format!($($t)*)) };
+    ($($t:tt)*) => {
+        if $crate::log::enabled($crate::log::Level::Verbose) {
+            $crate::log::write($crate::log::Level::Verbose, &format!($($t)*))
+        }
+    };
 }
 /// Logs at debug level.
 macro_rules! debug {
-    ($($t:tt)*) => { $crate::log::write($crate::log::Level::Debug, &format!($($t)*)) };
+    ($($t:tt)*) => {
+        if $crate::log::enabled($crate::log::Level::Debug) {
+            $crate::log::write($crate::log::Level::Debug, &format!($($t)*))
+        }
+    };
 }
 
 // Re-exported so that callers import them by path (`use crate::log::info;`), like any item.

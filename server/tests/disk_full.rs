@@ -133,6 +133,16 @@ fn a_full_state_directory_refuses_to_open_and_recovers() {
     assert_eq!(j.entries.len(), 85);
     assert!(!j.torn_tail);
     in_mount_ns(pid, &format!("rm {}/fill", state.display()));
+    // The refused packet is counted (`status` reads the file the daemon writes again now
+    // that there is room).
+    daemon.wait_for(Duration::from_secs(10), "the refusal counted", || {
+        let out = in_mount_ns(
+            pid,
+            &format!("{BIN} status --json --state-dir {}", state.display()),
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        (v["counters"]["rejected"]["replay_not_saved"] == 1).then_some(())
+    });
     let status = daemon.signal_and_wait(libc::SIGTERM).expect("exit status");
     assert!(status.success(), "{status:?}\n{}", daemon.log());
     assert!(!daemon.log().contains("panicked"), "{}", daemon.log());

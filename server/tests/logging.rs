@@ -1,5 +1,6 @@
-//! Where the daemon logs: `--log-format json` on stderr, `LogFile` in knockd's format, and
-//! `UseSyslog` to /dev/log (in a private mount namespace whose /dev/log is the test's socket).
+//! Where the daemon logs: `--log-format json` on stderr, priorities for journald, `LogFile`
+//! in knockd's format (reopened at SIGUSR1), and `UseSyslog` to /dev/log (in a private mount
+//! namespace whose /dev/log is the test's socket, or that has none).
 
 mod common;
 
@@ -57,8 +58,10 @@ fn log_format_json_writes_one_object_per_line() {
     assert!(lines.iter().any(|v| v["msg"] == "exiting"), "{log}");
 }
 
+/// journald adds its own timestamp, and reads an sd-daemon `<N>` prefix as the priority, so
+/// `journalctl -p err` shows the errors.
 #[test]
-fn under_journald_text_lines_carry_no_timestamp() {
+fn under_journald_text_lines_carry_a_priority_and_no_timestamp() {
     let dir = tempfile::tempdir().expect("tempdir");
     let conf = config(dir.path(), free_udp_port(), "");
     let c = conf.to_str().expect("utf-8");
@@ -69,17 +72,98 @@ fn under_journald_text_lines_carry_no_timestamp() {
         &dir.path().join("err"),
     );
     wait_running(&daemon, &conf);
+    // An error: a SIGHUP with a broken file.
+    let text = std::fs::read_to_string(&conf).expect("read");
+    std::fs::write(&conf, format!("{text}\n    Nonsense = 1\n")).expect("break");
+    // SAFETY: kill() on the daemon this test started, with a valid signal number.
+    assert_eq!(
+        unsafe { libc::kill(daemon.pid() as libc::pid_t, libc::SIGHUP) },
+        0
+    );
+    daemon.wait_for(Duration::from_secs(10), "the refused reload", || {
+        daemon.log().contains("keeping the old one").then_some(())
+    });
     daemon.signal_and_wait(libc::SIGTERM);
     let log = daemon.log();
     assert!(
         log.lines()
-            .any(|l| l.starts_with("knock-spad ") && l.contains("starting")),
+            .any(|l| l.starts_with("<6>knock-spad ") && l.contains("starting")),
         "{log}"
     );
     assert!(
-        log.lines().all(|l| !l.starts_with("20")),
-        "no date prefix: {log}"
+        log.lines()
+            .any(|l| l
+                .starts_with("<3>SIGHUP: the new configuration is invalid; keeping the old one")),
+        "{log}"
     );
+    assert!(
+        log.lines().all(|l| l.starts_with('<')),
+        "every line has a priority and no date: {log}"
+    );
+}
+
+/// logrotate moves the file away and sends SIGUSR1: the daemon writes on in a new file.
+#[test]
+fn sigusr1_reopens_the_log_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("knock-spad.log");
+    let conf = config(
+        dir.path(),
+        free_udp_port(),
+        &format!("    LogFile = {}\n", file.display()),
+    );
+    let mut daemon = Daemon::start(
+        &["-c", conf.to_str().expect("utf-8")],
+        &dir.path().join("err"),
+    );
+    wait_running(&daemon, &conf);
+    let rotated = dir.path().join("knock-spad.log.1");
+    std::fs::rename(&file, &rotated).expect("rotate");
+    // SAFETY: kill() on the daemon this test started, with a valid signal number.
+    assert_eq!(
+        unsafe { libc::kill(daemon.pid() as libc::pid_t, libc::SIGUSR1) },
+        0
+    );
+    daemon.wait_for(Duration::from_secs(10), "the new log file", || {
+        std::fs::read_to_string(&file)
+            .ok()
+            .filter(|t| t.contains("SIGUSR1: reopened the log file"))
+    });
+    daemon.signal_and_wait(libc::SIGTERM);
+    let old = std::fs::read_to_string(&rotated).expect("rotated");
+    assert!(
+        old.contains("starting") && !old.contains("exiting"),
+        "{old}"
+    );
+    let new = std::fs::read_to_string(&file).expect("new");
+    assert!(new.contains("] exiting"), "{new}");
+}
+
+/// `UseSyslog` on a machine without /dev/log: a warning and stderr, not a refusal to start.
+#[test]
+fn use_syslog_without_dev_log_falls_back_to_stderr() {
+    require_root_and(&["unshare"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = config(dir.path(), free_udp_port(), "    UseSyslog\n");
+    let devdir = dir.path().join("dev");
+    std::fs::create_dir(&devdir).expect("mkdir");
+    std::fs::write(devdir.join("null"), b"").expect("touch");
+    let script = format!(
+        "set -e; mount --bind /dev/null {d}/null; mount --rbind {d} /dev; exec {bin} -c {c}",
+        d = devdir.display(),
+        bin = BIN,
+        c = conf.display()
+    );
+    let mut daemon = start_in_private_mounts(&script, &dir.path().join("err"));
+    wait_running(&daemon, &conf);
+    daemon.signal_and_wait(libc::SIGTERM);
+    let log = daemon.log();
+    assert!(
+        log.contains("UseSyslog: cannot reach /dev/log (")
+            && log.contains("logging to stderr instead"),
+        "{log}"
+    );
+    assert!(log.contains(" starting: "), "{log}");
 }
 
 #[test]

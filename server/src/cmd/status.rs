@@ -7,10 +7,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::cli::Cli;
-use knock_shared::verify::RejectKind;
 use serde::Serialize;
 
-use crate::store::status::{self, liveness, reason_key, Counters, GrantView, Liveness, Snapshot};
+use crate::store::status::{self, liveness, Counters, GrantView, Liveness, Snapshot};
 
 use super::{print_bytes, state_dir_of};
 
@@ -277,10 +276,10 @@ pub fn render(path: &Path, snap: &Snapshot, now: u64) -> String {
         vec!["knock sequences".to_owned(), c.knocks.to_string()],
         vec!["rejected".to_owned(), c.rejected_total().to_string()],
     ];
-    for k in RejectKind::ALL {
-        let n = c.rejected.get(&reason_key(k)).copied().unwrap_or(0);
+    for (key, label) in status::refusal_reasons() {
+        let n = c.rejected.get(&key).copied().unwrap_or(0);
         if n > 0 {
-            rows.push(vec![format!("  {}", k.as_str()), n.to_string()]);
+            rows.push(vec![format!("  {label}"), n.to_string()]);
         }
     }
     if c.evicted > 0 {

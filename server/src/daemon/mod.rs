@@ -52,7 +52,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if cli.daemon {
         process::daemonize()?;
     }
-    log::init(log::Settings {
+    let log_warning = log::init(log::Settings {
         min,
         stderr: !cli.daemon,
         format: cli.log_format,
@@ -60,6 +60,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         syslog: opts.use_syslog,
     })
     .context("cannot open the log")?;
+    if let Some(w) = log_warning {
+        error!("{w}");
+    }
     if let Some(problem) = notify_problem {
         error!("{problem}");
     }
@@ -102,13 +105,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("tokio runtime")?;
-    let (mut term, mut int, mut hup, control) = {
+    let (mut term, mut int, mut hup, mut usr1, control) = {
         use tokio::signal::unix::{signal, SignalKind};
         let _in_runtime = tokio_rt.enter();
         (
             signal(SignalKind::terminate())?,
             signal(SignalKind::interrupt())?,
             signal(SignalKind::hangup())?,
+            signal(SignalKind::user_defined1())?,
             control::bind(store.dir()).with_context(|| {
                 format!(
                     "cannot create the control socket {}",
@@ -207,6 +211,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tokio::select! {
                 _ = term.recv() => { info!("SIGTERM received"); break; }
                 _ = int.recv() => { info!("SIGINT received"); break; }
+                _ = usr1.recv() => match log::reopen() {
+                    Ok(Some(path)) => info!("SIGUSR1: reopened the log file {}", path.display()),
+                    Ok(None) => info!("SIGUSR1: no log file to reopen"),
+                    Err(e) => error!("SIGUSR1: cannot reopen the log file: {e}; writing on to the old one"),
+                },
                 ended = &mut manager => {
                     manager_done = true;
                     failed = true;

@@ -453,6 +453,7 @@ impl PacketLoop {
         let key = self.rt.verifier.key_name(accepted.key()).to_owned();
         let req = accepted.request();
         if req.timestamp < self.not_before {
+            self.stats.before_start.fetch_add(1, Ordering::Relaxed);
             info!(
                 "spa: rejected packet from {src} (key {key}): stamped before the daemon started \
                  and the replay cache was lost; send a new one"
@@ -461,6 +462,7 @@ impl PacketLoop {
         }
         // Persist before acting: after a crash the packet must still be a replay.
         if let Err(e) = self.journal.append(accepted.digest(), accepted.expiry()) {
+            self.stats.unsaved.fetch_add(1, Ordering::Relaxed);
             error!(
                 "spa: refusing packet from {src} (key {key}): cannot save the replay cache: {e}"
             );

@@ -63,6 +63,27 @@ pub struct Stats {
     pub packets: AtomicU64,
     /// Stage-1 knock attempts evicted to make room (a flood in progress).
     pub evicted: AtomicU64,
+    /// Authentic SPA packets refused because they were stamped before a start that found no
+    /// trustworthy replay cache.
+    pub before_start: AtomicU64,
+    /// Authentic SPA packets refused because their replay record could not be saved.
+    pub unsaved: AtomicU64,
+}
+
+/// The reasons for refusing a packet that the daemon itself gives, after the verifier
+/// accepted it: (JSON key, label). `status` lists them with the verifier's reject reasons.
+pub const DAEMON_REFUSALS: [(&str, &str); 2] = [
+    ("stamped_before_start", "stamped before start"),
+    ("replay_not_saved", "replay not saved"),
+];
+
+/// Every refusal reason, (JSON key, label): the verifier's, then the daemon's.
+pub fn refusal_reasons() -> Vec<(String, &'static str)> {
+    RejectKind::ALL
+        .iter()
+        .map(|k| (reason_key(*k), k.as_str()))
+        .chain(DAEMON_REFUSALS.iter().map(|(k, l)| ((*k).to_owned(), *l)))
+        .collect()
 }
 
 /// One open grant as `status` shows it.
@@ -106,7 +127,8 @@ pub struct Counters {
     pub knocks: u64,
     /// Knock attempts evicted to make room (a flood).
     pub evicted: u64,
-    /// Rejected SPA packets, by reason (every reason, zeros included; see [`reason_key`]).
+    /// Rejected SPA packets, by reason (every reason, zeros included; see [`reason_key`] and
+    /// [`DAEMON_REFUSALS`]).
     pub rejected: BTreeMap<String, u64>,
 }
 
@@ -126,6 +148,16 @@ impl Counters {
                         stats.rejected[k.index()].load(Ordering::Relaxed),
                     )
                 })
+                .chain([
+                    (
+                        DAEMON_REFUSALS[0].0.to_owned(),
+                        stats.before_start.load(Ordering::Relaxed),
+                    ),
+                    (
+                        DAEMON_REFUSALS[1].0.to_owned(),
+                        stats.unsaved.load(Ordering::Relaxed),
+                    ),
+                ])
                 .collect(),
         }
     }
