@@ -285,6 +285,9 @@ pub fn render(path: &Path, snap: &Snapshot, now: u64) -> String {
     if c.evicted > 0 {
         rows.push(vec!["knocks evicted".to_owned(), c.evicted.to_string()]);
     }
+    if c.dropped > 0 {
+        rows.push(vec!["actions dropped".to_owned(), c.dropped.to_string()]);
+    }
     out.push_str(&format!(
         "counters since start (as of {} ago):\n",
         human_duration(age)

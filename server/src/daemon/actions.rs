@@ -54,6 +54,11 @@ pub enum Action {
     },
 }
 
+/// Actions that may wait for the grant keeper at once: beyond them the packet thread drops
+/// new ones (counted in `status`, logged), so a flood of completed knock sequences from
+/// spoofed sources costs bounded memory, and the packet thread never waits.
+pub const QUEUE_LEN: usize = 1024;
+
 /// What the main loop tells the grant keeper about stopping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shutdown {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::Sender;
 
 use super::actions::{Action, CloseFilter};
 use crate::log::error;
@@ -40,7 +40,7 @@ pub fn bind(dir: &Path) -> io::Result<UnixListener> {
 }
 
 /// Serves requests until the runtime ends.
-pub async fn serve(listener: UnixListener, tx: UnboundedSender<Action>) {
+pub async fn serve(listener: UnixListener, tx: Sender<Action>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
@@ -56,7 +56,7 @@ pub async fn serve(listener: UnixListener, tx: UnboundedSender<Action>) {
     }
 }
 
-async fn answer(stream: UnixStream, tx: &UnboundedSender<Action>) -> io::Result<()> {
+async fn answer(stream: UnixStream, tx: &Sender<Action>) -> io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(MAX_REQUEST));
@@ -68,7 +68,7 @@ async fn answer(stream: UnixStream, tx: &UnboundedSender<Action>) -> io::Result<
             Err(why) => format!("error: {why}\n"),
             Ok(filter) => {
                 let (reply, done) = tokio::sync::oneshot::channel();
-                if tx.send(Action::Close { filter, reply }).is_err() {
+                if tx.send(Action::Close { filter, reply }).await.is_err() {
                     "error: the daemon is stopping\n".to_owned()
                 } else {
                     match done.await {

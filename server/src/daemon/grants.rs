@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use knock_shared::types::PortSpec;
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::Receiver;
 use tokio::sync::watch;
 
 use crate::daemon::actions::{Action, Shutdown};
@@ -32,6 +32,8 @@ use crate::store::{GrantRecord, StateDir};
 pub const MAX_CLOSE_ATTEMPTS: u32 = 3;
 /// Pause between close attempts.
 pub const CLOSE_RETRY: Duration = Duration::from_secs(5);
+/// Least time between two reports of opens refused for the caps.
+const FULL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -56,6 +58,8 @@ pub struct GrantKeeper {
     applied: HashSet<Vec<String>>,
     /// Where `status` reads the open grants from (see [`crate::status`]).
     board: Option<Arc<crate::store::status::StatusBoard>>,
+    /// Opens refused for the caps since the last report, and when that was.
+    full: (u64, Option<std::time::Instant>),
 }
 
 impl GrantKeeper {
@@ -94,6 +98,7 @@ impl GrantKeeper {
             live,
             applied: HashSet::new(),
             board: None,
+            full: (0, None),
         }
     }
 
@@ -129,7 +134,7 @@ impl GrantKeeper {
     /// `heart` beats at every turn (at least every [`KEEPER_BEAT`]) and ends with the task.
     pub async fn run(
         mut self,
-        mut rx: UnboundedReceiver<Action>,
+        mut rx: Receiver<Action>,
         mut shutdown: watch::Receiver<Shutdown>,
         keep: bool,
         heart: Arc<Heartbeat>,
@@ -276,6 +281,15 @@ impl GrantKeeper {
             }
             return true;
         }
+        // The caps: a flood of knock completions from spoofed sources (anyone who saw the
+        // sequence once can send it) must not grow the grants without bound.
+        let door_max = self.rt.config.doors.get(door).map_or(0, |d| d.max_grants);
+        let total_max = self.rt.config.options.max_grants;
+        let in_door = self.live.iter().filter(|l| l.rec.door == name).count();
+        if self.live.len() >= total_max || in_door >= door_max {
+            self.refused_full(&name, addr, in_door, door_max, total_max);
+            return false;
+        }
         self.live.push(Live {
             rec: GrantRecord {
                 door: name.clone(),
@@ -409,6 +423,34 @@ impl GrantKeeper {
             }
         }
         self.save();
+    }
+
+    /// Logs an open refused for the caps: the first at once, then at most one summary per
+    /// [`FULL_LOG_INTERVAL`].
+    fn refused_full(
+        &mut self,
+        name: &str,
+        addr: IpAddr,
+        in_door: usize,
+        door_max: usize,
+        total_max: usize,
+    ) {
+        self.full.0 += 1;
+        let now = std::time::Instant::now();
+        if self
+            .full
+            .1
+            .is_none_or(|t| now.duration_since(t) >= FULL_LOG_INTERVAL)
+        {
+            error!(
+                "{addr}: {name}: not opened: {in_door} grant(s) open in this door (Max_Grants \
+                 {door_max}), {} in all (MaxGrants {total_max}); {} open(s) refused so since the \
+                 last report",
+                self.live.len(),
+                self.full.0
+            );
+            self.full = (0, Some(now));
+        }
     }
 
     /// Ends every grant for which `ends` holds, now: runs its stop command (a failed one is

@@ -156,7 +156,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         rt.server_names.join(",")
     );
 
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, rx) = tokio::sync::mpsc::channel(actions::QUEUE_LEN);
     let (reload_tx, reload_rx) = std::sync::mpsc::channel();
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(actions::Shutdown::Running);
     let packets_heart = Arc::new(supervise::Heartbeat::default());

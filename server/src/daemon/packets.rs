@@ -20,7 +20,8 @@ use knock_shared::sequence::{Event, Hit, SeqDoorSpec, SequenceTracker, TcpFlags,
 use knock_shared::types::{PortSpec, Proto};
 use knock_shared::verify::{Reject, RejectKind};
 use knock_shared::wire::Action as SpaAction;
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::mpsc::Sender;
 
 use crate::load::KnockDoor;
 use crate::load::LoadedConfig;
@@ -122,9 +123,12 @@ pub struct PacketLoop {
     tracker: SequenceTracker,
     events: Vec<Event>,
     store: StateDir,
-    tx: UnboundedSender<Action>,
+    tx: Sender<Action>,
     stats: Arc<Stats>,
     rejects: RejectLog,
+    /// Actions dropped since the last report, and when that was (a full queue is reported at
+    /// most once per [`REJECT_LOG_INTERVAL`]).
+    dropped: (u64, Option<Instant>),
     /// Packets stamped before this are refused: set when the replay cache was lost, so a
     /// packet accepted before the loss cannot be replayed (fail closed).
     not_before: u64,
@@ -169,7 +173,7 @@ impl PacketLoop {
         rt: Arc<LoadedConfig>,
         replay: ReplayState,
         store: StateDir,
-        tx: UnboundedSender<Action>,
+        tx: Sender<Action>,
         stats: Arc<Stats>,
         only_v4: bool,
     ) -> Self {
@@ -189,6 +193,7 @@ impl PacketLoop {
             tx,
             stats,
             rejects: RejectLog::new(),
+            dropped: (0, None),
             not_before,
             started: Instant::now(),
             only_v4,
@@ -293,7 +298,8 @@ impl PacketLoop {
                 self.reload(rt.clone());
                 // After every action made with the old configuration: the keeper switches
                 // exactly between them, so a door index always means the door it meant.
-                let _ = self.tx.send(Action::Reload(rt));
+                // Never dropped: it waits for room (the keeper drains the queue).
+                let _ = self.tx.blocking_send(Action::Reload(rt));
             }
         }
         if let Err(e) = self.store.save_replay(&self.cache, &mut self.journal) {
@@ -322,6 +328,31 @@ impl PacketLoop {
             rt.verifier.len()
         );
         self.rt = rt;
+    }
+
+    /// Gives an action to the grant keeper, or drops it when the keeper's queue is full.
+    fn hand_over(&mut self, action: Action) {
+        match self.tx.try_send(action) {
+            Ok(()) | Err(TrySendError::Closed(_)) => {}
+            Err(TrySendError::Full(_)) => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                self.dropped.0 += 1;
+                let now = Instant::now();
+                if self
+                    .dropped
+                    .1
+                    .is_none_or(|t| now.duration_since(t) >= REJECT_LOG_INTERVAL)
+                {
+                    error!(
+                        "the grant keeper is behind: dropped {} action(s) since the last report \
+                         ({} wait already; a flood of completed knocks?)",
+                        self.dropped.0,
+                        super::actions::QUEUE_LEN
+                    );
+                    self.dropped = (0, Some(now));
+                }
+            }
+        }
     }
 
     /// One captured packet.
@@ -361,10 +392,11 @@ impl PacketLoop {
                     };
                     self.stats.knocks.fetch_add(1, Ordering::Relaxed);
                     info!("{src}: {}: OPEN SESAME", self.door_name(door));
-                    let _ = self.tx.send(Action::KnockOpen {
+                    let action = Action::KnockOpen {
                         door: slot.door,
                         addr: src,
-                    });
+                    };
+                    self.hand_over(action);
                     self.advance_one_time(door);
                 }
                 Event::Timeout { door, src, stage } => {
@@ -485,7 +517,7 @@ impl PacketLoop {
                 ports,
             },
         };
-        let _ = self.tx.send(action);
+        self.hand_over(action);
         // The rule is on its way; now is the time for the occasional full snapshot.
         if self.journal.records() >= JOURNAL_COMPACT_AFTER {
             if let Err(e) = self.store.save_replay(&self.cache, &mut self.journal) {

@@ -68,6 +68,8 @@ pub struct Stats {
     pub before_start: AtomicU64,
     /// Authentic SPA packets refused because their replay record could not be saved.
     pub unsaved: AtomicU64,
+    /// Actions the packet thread dropped because the grant keeper's queue was full.
+    pub dropped: AtomicU64,
 }
 
 /// The reasons for refusing a packet that the daemon itself gives, after the verifier
@@ -127,6 +129,9 @@ pub struct Counters {
     pub knocks: u64,
     /// Knock attempts evicted to make room (a flood).
     pub evicted: u64,
+    /// Opens and closes dropped because the grant keeper's queue was full.
+    #[serde(default)]
+    pub dropped: u64,
     /// Rejected SPA packets, by reason (every reason, zeros included; see [`reason_key`] and
     /// [`DAEMON_REFUSALS`]).
     pub rejected: BTreeMap<String, u64>,
@@ -140,6 +145,7 @@ impl Counters {
             accepted: stats.accepted.load(Ordering::Relaxed),
             knocks: stats.knocks.load(Ordering::Relaxed),
             evicted: stats.evicted.load(Ordering::Relaxed),
+            dropped: stats.dropped.load(Ordering::Relaxed),
             rejected: RejectKind::ALL
                 .iter()
                 .map(|k| {

@@ -23,6 +23,7 @@ pub(super) enum Directive {
     SpaWindow,
     Capture,
     ReplayCacheSize,
+    MaxGrants,
     KeepRulesOnExit,
     // doors, knock sequence only
     Sequence,
@@ -36,6 +37,7 @@ pub(super) enum Directive {
     StopCommand,
     StopCommand6,
     CmdTimeout,
+    DoorMaxGrants,
     // doors, SPA only
     Keys,
     KeyFile,
@@ -64,6 +66,8 @@ const DIRECTIVES: &[(&str, Directive)] = &[
     ("SPAWINDOW", Directive::SpaWindow),
     ("CAPTURE", Directive::Capture),
     ("REPLAYCACHESIZE", Directive::ReplayCacheSize),
+    ("MAXGRANTS", Directive::MaxGrants),
+    ("MAX_GRANTS", Directive::DoorMaxGrants),
     ("KEEPRULESONEXIT", Directive::KeepRulesOnExit),
     ("SEQUENCE", Directive::Sequence),
     ("ONE_TIME_SEQUENCES", Directive::OneTimeSequences),
@@ -106,6 +110,8 @@ impl Directive {
             Directive::SpaWindow => "SpaWindow",
             Directive::Capture => "Capture",
             Directive::ReplayCacheSize => "ReplayCacheSize",
+            Directive::MaxGrants => "MaxGrants",
+            Directive::DoorMaxGrants => "Max_Grants",
             Directive::KeepRulesOnExit => "KeepRulesOnExit",
             Directive::Sequence => "Sequence",
             Directive::OneTimeSequences => "One_Time_Sequences",
@@ -137,6 +143,7 @@ impl Directive {
             | Directive::SpaWindow
             | Directive::Capture
             | Directive::ReplayCacheSize
+            | Directive::MaxGrants
             | Directive::KeepRulesOnExit => Scope::Options,
             Directive::Sequence
             | Directive::OneTimeSequences
@@ -147,7 +154,8 @@ impl Directive {
             | Directive::StartCommand6
             | Directive::StopCommand
             | Directive::StopCommand6
-            | Directive::CmdTimeout => Scope::Both,
+            | Directive::CmdTimeout
+            | Directive::DoorMaxGrants => Scope::Both,
             Directive::Keys
             | Directive::KeyFile
             | Directive::AllowPorts

@@ -16,8 +16,8 @@ use crate::types::Proto;
 use super::directives::{Directive, Scope};
 use super::error::{quoted, ConfigError};
 use super::model::{
-    Config, Door, DoorKind, SequenceDoor, SpaDoor, DEFAULT_CMD_TIMEOUT, DEFAULT_SEQ_TIMEOUT,
-    DEFAULT_SPA_CMD_TIMEOUT,
+    Config, Door, DoorKind, SequenceDoor, SpaDoor, DEFAULT_CMD_TIMEOUT, DEFAULT_DOOR_MAX_GRANTS,
+    DEFAULT_SEQ_TIMEOUT, DEFAULT_SPA_CMD_TIMEOUT,
 };
 use super::raw::{Parser, RawDoor};
 
@@ -170,6 +170,7 @@ impl Parser {
                 stop_command: d.stop.map(|(_, t)| t),
                 stop_command_6: d.stop6.map(|(_, t)| t),
                 cmd_timeout,
+                max_grants: d.max_grants.unwrap_or(DEFAULT_DOOR_MAX_GRANTS),
             });
         }
 
@@ -253,6 +254,7 @@ impl Parser {
             stop_command: d.stop.map(|(_, t)| t),
             stop_command_6: d.stop6.map(|(_, t)| t),
             cmd_timeout: d.cmd_timeout.map_or(DEFAULT_CMD_TIMEOUT, |(_, n)| n),
+            max_grants: d.max_grants.unwrap_or(DEFAULT_DOOR_MAX_GRANTS),
         })
     }
 

@@ -42,9 +42,10 @@ pub use error::{ConfigError, Warning};
 pub use key_files::parse_keys_file;
 pub use model::{
     Capture, Config, Door, DoorKind, Options, SequenceDoor, SpaDoor, DEFAULT_CMD_TIMEOUT,
-    DEFAULT_INTERFACE, DEFAULT_REPLAY_CACHE_SIZE, DEFAULT_SEQ_TIMEOUT, DEFAULT_SPA_CMD_TIMEOUT,
-    DEFAULT_SPA_PORT, DEFAULT_SPA_WINDOW, DEFAULT_STATE_DIR, MAX_INTERFACE_LEN,
-    MAX_REPLAY_CACHE_SIZE, MAX_SEQUENCE_LEN, MAX_SPA_WINDOW, MAX_TIMEOUT, MIN_REPLAY_CACHE_SIZE,
+    DEFAULT_DOOR_MAX_GRANTS, DEFAULT_INTERFACE, DEFAULT_MAX_GRANTS, DEFAULT_REPLAY_CACHE_SIZE,
+    DEFAULT_SEQ_TIMEOUT, DEFAULT_SPA_CMD_TIMEOUT, DEFAULT_SPA_PORT, DEFAULT_SPA_WINDOW,
+    DEFAULT_STATE_DIR, MAX_INTERFACE_LEN, MAX_MAX_GRANTS, MAX_REPLAY_CACHE_SIZE, MAX_SEQUENCE_LEN,
+    MAX_SPA_WINDOW, MAX_TIMEOUT, MIN_REPLAY_CACHE_SIZE,
 };
 pub use one_time::{mark_used, parse_one_time_sequences, OneTimeSeq};
 pub use sequence::{
@@ -463,6 +464,32 @@ mod tests {
     }
 
     #[test]
+    fn grant_caps_have_defaults_and_can_be_set() {
+        let c = ok(&mixed());
+        assert_eq!(c.options.max_grants, DEFAULT_MAX_GRANTS);
+        assert!(c
+            .doors
+            .iter()
+            .all(|d| d.max_grants == DEFAULT_DOOR_MAX_GRANTS));
+        let text = mixed()
+            .replace(
+                "    KeepRulesOnExit\n",
+                "    KeepRulesOnExit\n    MaxGrants = 100\n",
+            )
+            .replace(
+                "    Max_Timeout = 600\n",
+                "    Max_Timeout = 600\n    Max_Grants = 7\n",
+            );
+        let c = ok(&text);
+        assert_eq!(c.options.max_grants, 100);
+        assert_eq!(c.door("spaSSH").expect("door").max_grants, 7);
+        assert_eq!(
+            c.door("openSSH").expect("door").max_grants,
+            DEFAULT_DOOR_MAX_GRANTS
+        );
+    }
+
+    #[test]
     fn mixed_legacy_and_spa() {
         let c = ok(&mixed());
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
@@ -655,6 +682,8 @@ mod tests {
             ("[options]\nSpaWindow = 3601\n".into(), 2, "SpaWindow = \"3601\": expected a whole number of seconds from 1 to 3600"),
             ("[options]\nCapture = bpf\n".into(), 2, "Capture = \"bpf\": expected pcap or udp"),
             ("[options]\nReplayCacheSize = 10\n".into(), 2, "ReplayCacheSize = \"10\": expected a whole number of entries from 64"),
+            ("[options]\nMaxGrants = 0\n".into(), 2, "MaxGrants = \"0\": expected a whole number of grants from 1 to 1048576"),
+            (format!("[s]\nkeys = {ALICE}\nallow_ports = 22\nmax_grants = many\n"), 4, "max_grants = \"many\": expected a whole number of grants from 1"),
             ("[options]\nStateDir = var/lib/x\n".into(), 2, "StateDir = \"var/lib/x\": expected an absolute directory path"),
             ("[options]\nServerName = a,,b\n".into(), 2, "ServerName = \"a,,b\": name 2 is empty"),
             ("[options]\nInterface = eth0 eth1\n".into(), 2, "Interface = \"eth0 eth1\": expected an interface name"),

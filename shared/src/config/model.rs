@@ -38,6 +38,12 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/knock-spa";
 pub const DEFAULT_SPA_WINDOW: u64 = 60;
 /// Largest accepted `SpaWindow`.
 pub const MAX_SPA_WINDOW: u64 = 3600;
+/// Default `MaxGrants`: open grants in all, at most.
+pub const DEFAULT_MAX_GRANTS: usize = 4096;
+/// Default `Max_Grants` of a door: its open grants at most.
+pub const DEFAULT_DOOR_MAX_GRANTS: usize = 1024;
+/// Largest accepted `MaxGrants` and `Max_Grants`.
+pub const MAX_MAX_GRANTS: usize = 1 << 20;
 /// Default `ReplayCacheSize` (entries).
 pub const DEFAULT_REPLAY_CACHE_SIZE: usize = 65_536;
 /// Smallest accepted `ReplayCacheSize`.
@@ -111,6 +117,8 @@ pub struct Options {
     pub capture: Capture,
     /// `ReplayCacheSize`: entries in the replay cache.
     pub replay_cache_size: usize,
+    /// `MaxGrants`: open grants in all, at most; an open beyond it is refused.
+    pub max_grants: usize,
     /// `KeepRulesOnExit`: leave open grants in place on SIGTERM/SIGINT.
     pub keep_rules_on_exit: bool,
 }
@@ -128,6 +136,7 @@ impl Default for Options {
             spa_window: DEFAULT_SPA_WINDOW,
             capture: Capture::Pcap,
             replay_cache_size: DEFAULT_REPLAY_CACHE_SIZE,
+            max_grants: DEFAULT_MAX_GRANTS,
             keep_rules_on_exit: false,
         }
     }
@@ -153,6 +162,8 @@ pub struct Door {
     /// `Cmd_Timeout` in seconds: time between start and stop command (SPA: the default open
     /// time).
     pub cmd_timeout: u64,
+    /// `Max_Grants`: this door's open grants at most; an open beyond it is refused.
+    pub max_grants: usize,
 }
 
 impl Door {

@@ -27,8 +27,8 @@ use super::directives::{parse_bool, parse_number, parse_port_list, Directive, Sc
 use super::error::{quoted, ConfigError, Warning};
 use super::key_files::keys_value;
 use super::model::{
-    Capture, Options, MAX_INTERFACE_LEN, MAX_REPLAY_CACHE_SIZE, MAX_SPA_WINDOW, MAX_TIMEOUT,
-    MIN_REPLAY_CACHE_SIZE,
+    Capture, Options, MAX_INTERFACE_LEN, MAX_MAX_GRANTS, MAX_REPLAY_CACHE_SIZE, MAX_SPA_WINDOW,
+    MAX_TIMEOUT, MIN_REPLAY_CACHE_SIZE,
 };
 use super::sequence::{parse_sequence, sequence_warnings};
 use super::template::CommandTemplate;
@@ -56,6 +56,7 @@ pub(super) struct RawDoor {
     pub(super) stop: Option<(usize, CommandTemplate)>,
     pub(super) stop6: Option<(usize, CommandTemplate)>,
     pub(super) cmd_timeout: Option<(usize, u64)>,
+    pub(super) max_grants: Option<usize>,
     pub(super) keys: Vec<(usize, NamedKey)>,
     pub(super) key_files: Vec<(usize, String)>,
     pub(super) allow_ports: Option<Vec<PortSpec>>,
@@ -80,6 +81,7 @@ impl RawDoor {
             stop: None,
             stop6: None,
             cmd_timeout: None,
+            max_grants: None,
             keys: Vec::new(),
             key_files: Vec::new(),
             allow_ports: None,
@@ -393,6 +395,17 @@ impl Parser {
                     Some(format!("{key} = {q}: expected pcap or udp"))
                 }
             }
+            Directive::MaxGrants => match parse_number(v, 1, MAX_MAX_GRANTS as u64)
+                .and_then(|n| usize::try_from(n).ok())
+            {
+                Some(n) => {
+                    o.max_grants = n;
+                    None
+                }
+                None => Some(format!(
+                    "{key} = {q}: expected a whole number of grants from 1 to {MAX_MAX_GRANTS}"
+                )),
+            },
             Directive::ReplayCacheSize => {
                 match parse_number(
                     v,
@@ -458,6 +471,17 @@ impl Parser {
                     None
                 }
                 None => Some(timeout_problem()),
+            },
+            Directive::DoorMaxGrants => match parse_number(v, 1, MAX_MAX_GRANTS as u64)
+                .and_then(|n| usize::try_from(n).ok())
+            {
+                Some(n) => {
+                    d.max_grants = Some(n);
+                    None
+                }
+                None => Some(format!(
+                    "{key} = {q}: expected a whole number of grants from 1 to {MAX_MAX_GRANTS}"
+                )),
             },
             Directive::MaxTimeout => match parse_number(v, 1, MAX_TIMEOUT) {
                 Some(n) => {
