@@ -26,7 +26,8 @@ use knock_keys::{valid_name, NamedKey};
 use knock_shared::config::{
     format_sequence, mark_used, parse_keys_file, parse_one_time_sequences, parse_sequence,
     parse_str, CommandTemplate, Config, ConfigError, DoorKind, TcpFlags, MAX_INTERFACE_LEN,
-    MAX_REPLAY_CACHE_SIZE, MAX_SEQUENCE_LEN, MAX_SPA_WINDOW, MAX_TIMEOUT, MIN_REPLAY_CACHE_SIZE,
+    MAX_MAX_GRANTS, MAX_REPLAY_CACHE_SIZE, MAX_SEQUENCE_LEN, MAX_SPA_WINDOW, MAX_TIMEOUT,
+    MIN_REPLAY_CACHE_SIZE,
 };
 use knock_shared::types::{PortSpec, Proto};
 use libfuzzer_sys::fuzz_target;
@@ -150,6 +151,7 @@ fn check_config(text: &str, c: &Config) {
     let o = &c.options;
     assert!((1..=MAX_SPA_WINDOW).contains(&o.spa_window));
     assert!((MIN_REPLAY_CACHE_SIZE..=MAX_REPLAY_CACHE_SIZE).contains(&o.replay_cache_size));
+    assert!((1..=MAX_MAX_GRANTS).contains(&o.max_grants));
     if let Some(i) = &o.interface {
         assert!(
             !i.is_empty() && i.len() <= MAX_INTERFACE_LEN,
@@ -163,6 +165,7 @@ fn check_config(text: &str, c: &Config) {
         assert!(names.insert(d.name.as_str()), "door [{}] twice", d.name);
         assert!((1..=n).contains(&d.line));
         assert!((1..=MAX_TIMEOUT).contains(&d.cmd_timeout));
+        assert!((1..=MAX_MAX_GRANTS).contains(&d.max_grants));
         let knock = matches!(d.kind, DoorKind::Sequence(_));
         for t in [
             &d.start_command,
