@@ -27,10 +27,14 @@ pub type Digest = [u8; 32];
 /// Default number of entries.
 pub const DEFAULT_CAPACITY: usize = 65_536;
 
-/// Magic and format version at the start of the serialised cache.
-pub const MAGIC: &[u8; 8] = b"KSPARC01";
+/// Magic and format version at the start of the serialised cache (version 2: with the
+/// high-water time).
+pub const MAGIC: &[u8; 8] = b"KSPARC02";
+/// The first format, without the high-water time: still read.
+pub const MAGIC_V1: &[u8; 8] = b"KSPARC01";
 const ENTRY_LEN: usize = 32 + 8;
-const HEADER_LEN: usize = 8 + 8;
+const HEADER_LEN_V1: usize = 8 + 8;
+const HEADER_LEN: usize = 8 + 8 + 8;
 const CHECKSUM_LEN: usize = 32;
 
 /// Magic and format version at the start of a replay journal.
@@ -142,6 +146,9 @@ pub struct ReplayCache {
     map: HashMap<Digest, u64>,
     by_expiry: BTreeSet<(u64, Digest)>,
     capacity: usize,
+    /// The latest server time the cache was used at: its clock never goes back from here
+    /// (see [`observe`](Self::observe)).
+    high_water: u64,
 }
 
 impl ReplayCache {
@@ -151,7 +158,23 @@ impl ReplayCache {
             map: HashMap::new(),
             by_expiry: BTreeSet::new(),
             capacity: capacity.max(1),
+            high_water: 0,
         }
+    }
+
+    /// The time to judge by at server time `now`: the latest time the cache has seen, so that
+    /// a clock stepped forward (which expires and purges entries) and then back cannot bring
+    /// a captured packet back inside its window with its entry gone. Until the real clock
+    /// catches up, packets are judged against the high-water time (fresh ones may be refused
+    /// as stale: safe, and over when the clock is right again).
+    pub fn observe(&mut self, now: u64) -> u64 {
+        self.high_water = self.high_water.max(now);
+        self.high_water
+    }
+
+    /// The latest time the cache was used at (persisted with it).
+    pub fn high_water(&self) -> u64 {
+        self.high_water
     }
 
     /// Whether the digest is remembered.
@@ -174,8 +197,9 @@ impl ReplayCache {
         self.capacity
     }
 
-    /// Drops entries whose expiry is before `now`. Returns how many.
+    /// Drops entries whose expiry is before `now` (or the high-water time). Returns how many.
     pub fn purge(&mut self, now: u64) -> usize {
+        let now = self.observe(now);
         let mut n = 0;
         while let Some(&(expiry, digest)) = self.by_expiry.first() {
             if expiry >= now {
@@ -211,6 +235,7 @@ impl ReplayCache {
     /// [`InsertError::Full`] when the live entries exceed the capacity (the configured
     /// `ReplayCacheSize` shrank); the caller must not trust the cache then.
     pub fn restore(&mut self, now: u64, digest: Digest, expiry: u64) -> Result<(), InsertError> {
+        let now = self.observe(now);
         if expiry < now {
             return Ok(());
         }
@@ -225,12 +250,13 @@ impl ReplayCache {
         self.insert(now, digest, expiry)
     }
 
-    /// Serialises: magic, entry count (u64), entries (digest, expiry u64) in expiry order,
-    /// then SHA-256 of everything before it.
+    /// Serialises: magic, entry count (u64), high-water time (u64), entries (digest, expiry
+    /// u64) in expiry order, then SHA-256 of everything before it.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER_LEN + self.len() * ENTRY_LEN + CHECKSUM_LEN);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&(self.len() as u64).to_be_bytes());
+        out.extend_from_slice(&self.high_water.to_be_bytes());
         for (expiry, digest) in &self.by_expiry {
             out.extend_from_slice(digest);
             out.extend_from_slice(&expiry.to_be_bytes());
@@ -240,21 +266,26 @@ impl ReplayCache {
         out
     }
 
-    /// Parses what [`encode`](Self::encode) wrote. Anything truncated, garbled or over
-    /// capacity is refused whole.
+    /// Parses what [`encode`](Self::encode) wrote, or the first format ([`MAGIC_V1`], no
+    /// high-water time). Anything truncated, garbled or over capacity is refused whole.
     pub fn decode(bytes: &[u8], capacity: usize) -> Result<Self, DecodeError> {
-        if bytes.len() < HEADER_LEN + CHECKSUM_LEN || &bytes[..8] != MAGIC {
-            return Err(if bytes.starts_with(MAGIC) {
-                DecodeError::Length
-            } else {
-                DecodeError::Magic
-            });
+        let header = match bytes.get(..8) {
+            Some(m) if m == MAGIC => HEADER_LEN,
+            Some(m) if m == MAGIC_V1 => HEADER_LEN_V1,
+            _ => return Err(DecodeError::Magic),
+        };
+        if bytes.len() < header + CHECKSUM_LEN {
+            return Err(DecodeError::Length);
         }
         let (body, sum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
-        let mut count = [0u8; 8];
-        count.copy_from_slice(&body[8..16]);
-        let count = u64::from_be_bytes(count);
-        let entries = &body[HEADER_LEN..];
+        let word = |at: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&body[at..at + 8]);
+            u64::from_be_bytes(w)
+        };
+        let count = word(8);
+        let high_water = if header == HEADER_LEN { word(16) } else { 0 };
+        let entries = &body[header..];
         if entries.len() % ENTRY_LEN != 0 || (entries.len() / ENTRY_LEN) as u64 != count {
             return Err(DecodeError::Length);
         }
@@ -262,6 +293,7 @@ impl ReplayCache {
             return Err(DecodeError::Checksum);
         }
         let mut cache = Self::new(capacity);
+        cache.high_water = high_water;
         if entries.len() / ENTRY_LEN > cache.capacity {
             return Err(DecodeError::TooMany);
         }
@@ -405,6 +437,25 @@ mod tests {
             ReplayCache::decode(&bytes, 4).unwrap_err(),
             DecodeError::TooMany
         );
+    }
+
+    #[test]
+    fn the_empty_cache_encodes_as_documented() {
+        // docs/PROTOCOL.md, "Persistence".
+        let hex: String = ReplayCache::new(4)
+            .encode()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            hex,
+            "4b53504152433032000000000000000000000000000000005688d9d85f98ff9b1f8eb139a2362b76b5ff09c71b0fbbbd23585209d7c1d5eb"
+        );
+        let mut c = ReplayCache::new(4);
+        assert_eq!(c.observe(100), 100);
+        assert_eq!(c.observe(50), 100, "never back");
+        let back = ReplayCache::decode(&c.encode(), 4).expect("decode");
+        assert_eq!(back.high_water(), 100);
     }
 
     #[test]

@@ -387,7 +387,9 @@ impl Verifier {
         if !self.servers.contains(&request.server) {
             return Err(Reject::WrongServer);
         }
-        // 7. Clock.
+        // 7. Clock: judged by the cache's high-water time, never earlier than a time it has
+        // already purged entries at (a clock stepped forward, then back).
+        let now = cache.observe(now);
         let t = request.timestamp;
         if t.saturating_add(self.window) < now {
             return Err(Reject::Stale { age: now - t });
@@ -663,6 +665,49 @@ mod tests {
         let stale = packet(&alice, &request(Admit::Addr(src()), &["22"], 0), 1);
         assert!(v.verify(NOW, src(), &stale, &mut cache).is_err());
         assert!(cache.is_empty());
+    }
+
+    /// Regression: a forward clock step purged live entries, and a step back then let a
+    /// captured packet in again.
+    #[test]
+    fn a_forward_then_backward_clock_step_does_not_readmit() {
+        let v = verifier();
+        let mut cache = ReplayCache::new(16);
+        let alice = key(1, "alice");
+        let captured = packet(&alice, &request(Admit::Addr(src()), &["22"], NOW), 1);
+        assert!(v.verify(NOW, src(), &captured, &mut cache).is_ok());
+        // The clock jumps a day ahead; a packet accepted then purges the captured one's entry.
+        let later = packet(
+            &alice,
+            &request(Admit::Addr(src()), &["22"], NOW + 86_400),
+            2,
+        );
+        assert!(v.verify(NOW + 86_400, src(), &later, &mut cache).is_ok());
+        assert!(!cache.contains(&packet_digest(&captured)), "purged");
+        // Back to the right time: the captured packet is judged by the high-water time.
+        assert_eq!(
+            v.verify(NOW + 5, src(), &captured, &mut cache),
+            Err(Reject::Stale { age: 86_400 })
+        );
+        // And so after a restart: the high-water time is in the snapshot.
+        let mut reloaded = ReplayCache::decode(&cache.encode(), 16).expect("decode");
+        assert_eq!(reloaded.high_water(), NOW + 86_400);
+        assert_eq!(
+            v.verify(NOW + 5, src(), &captured, &mut reloaded),
+            Err(Reject::Stale { age: 86_400 })
+        );
+        // A snapshot of the first format has no high-water time: it decodes, at 0.
+        let mut v1 = cache.encode();
+        v1.drain(16..24);
+        v1[..8].copy_from_slice(crate::replay::MAGIC_V1);
+        let n = v1.len() - 32;
+        let sum = {
+            use sha2::Digest as _;
+            sha2::Sha256::digest(&v1[..n])
+        };
+        v1[n..].copy_from_slice(&sum);
+        let old = ReplayCache::decode(&v1, 16).expect("a v1 snapshot");
+        assert_eq!((old.len(), old.high_water()), (1, 0));
     }
 
     #[test]
