@@ -94,6 +94,9 @@ pub enum LoadErrorKind {
         /// The file.
         path: PathBuf,
     },
+    /// The one-time sequence just knocked is no longer an unused line of its file.
+    #[error("the sequence just knocked is no longer an unused line of this file (edited?)")]
+    OneTimeGone,
     /// A `One_Time_Sequences` file that cannot be read or parsed.
     #[error("{0}")]
     OneTime(Box<LoadError>),
@@ -318,12 +321,22 @@ pub fn next_one_time(path: &Path) -> Result<Option<(usize, Vec<PortSpec>)>, Load
     Ok(seqs.into_iter().next().map(|s| (s.line, s.knocks)))
 }
 
-/// Marks line `line` of a one-time file used (a `#` over its first character, as knockd
-/// does), atomically (the file keeps its owner and mode), and returns the next unused
-/// sequence.
-pub fn use_one_time(path: &Path, line: usize) -> Result<Option<(usize, Vec<PortSpec>)>, LoadError> {
+/// Marks the sequence `used` used in a one-time file (a `#` over the first character of the
+/// first unused line holding it, as knockd does: found by its content, so a file edited since
+/// it was read, lines added or removed above, marks the right line), atomically, keeping the
+/// file's owner and mode, and durably; then returns the next unused sequence. An error when
+/// the sequence is no longer in the file (the administrator removed it): the caller must not
+/// open the door then.
+pub fn use_one_time(
+    path: &Path,
+    used: &[PortSpec],
+) -> Result<Option<(usize, Vec<PortSpec>)>, LoadError> {
     let read_error = |e| Located::new(LoadErrorKind::Io(e)).in_file(path);
     let text = fs::read_to_string(path).map_err(read_error)?;
+    let seqs = config::parse_one_time_sequences(&text).map_err(|e| parse_error(path, e))?;
+    let Some(line) = seqs.iter().find(|s| s.knocks == used).map(|s| s.line) else {
+        return Err(Located::new(LoadErrorKind::OneTimeGone).in_file(path));
+    };
     let marked = config::mark_used(&text, line);
     // The one atomic writer, keeping the file's owner and mode; refused if the file changed
     // since it was read.

@@ -505,7 +505,9 @@ fn mixed_protocols_and_cmd_timeout() {
 // 3. One_Time_Sequences.
 
 /// Each line of a one-time file opens once: a replay of a used line does nothing, the next
-/// line works, and used lines get a `#` over their first character.
+/// line works, and used lines get a `#` over their first character, before the door opens
+/// (its command sees the line marked), and found by content (an edit above it since the
+/// last use does not make the daemon mark another line).
 #[test]
 fn one_time_sequences() {
     let topo = topology();
@@ -513,12 +515,27 @@ fn one_time_sequences() {
         "one-time.seq",
         "# one-time sequences for [oneTime]\n 7001,8001,9001\n 7002,8002:udp,9002\n 7003,8003,9003\n",
     );
+    // The door's command keeps a copy of the file as it is when the door opens.
+    let at_open = topo.dir().path().join("at-open.seq");
+    let open_script = topo.dir().write(
+        "open.sh",
+        &format!(
+            "#!/bin/sh\ncp {} {}\nexec /usr/sbin/iptables -I INPUT -s \"$1\" -p tcp --dport {SSH} -j ACCEPT\n",
+            seqs.display(),
+            at_open.display()
+        ),
+    );
+    std::fs::set_permissions(
+        &open_script,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
     let doors = format!(
         "[oneTime]
 \tone_time_sequences = {}
 \tseq_timeout        = 10
 \ttcpflags           = syn
-\tcommand            = /usr/sbin/iptables -I INPUT -s %IP% -p tcp --dport {SSH} -j ACCEPT
+\tcommand            = {} %IP%
 
 [closeSSH]
 \tsequence    = 6001,6002
@@ -527,11 +544,12 @@ fn one_time_sequences() {
 
 {}",
         seqs.display(),
+        open_script.display(),
         marker_door()
     );
     let conf = spad_conf(&topo, "", &doors);
     let daemon = Daemon::start(&topo.server, &conf, &[]);
-    // The daemon marks the line right after it logs OPEN SESAME: poll for the expected text.
+    // The daemon marks the line right after it logs OPEN SESAME, before the door opens.
     let expect_seqs = |want: &str, what: &str| {
         let start = Instant::now();
         loop {
@@ -567,7 +585,16 @@ fn one_time_sequences() {
         "# one-time sequences for [oneTime]\n#7001,8001,9001\n 7002,8002:udp,9002\n 7003,8003,9003\n",
         "first line used",
     );
+    assert_eq!(
+        std::fs::read_to_string(&at_open).expect("the copy made at open"),
+        "# one-time sequences for [oneTime]\n#7001,8001,9001\n 7002,8002:udp,9002\n 7003,8003,9003\n",
+        "the line was not marked before the door opened"
+    );
     close();
+    // The administrator adds a comment at the top: every line moves down by one.
+    let edited = "# rotated weekly\n# one-time sequences for [oneTime]\n#7001,8001,9001\n 7002,8002:udp,9002\n 7003,8003,9003\n";
+    let tmp = topo.dir().write("one-time.seq.new", edited);
+    std::fs::rename(&tmp, &seqs).expect("replace the file");
 
     // A replay of the used sequence does nothing.
     knock(&topo.client, &["10.99.0.1", "7001", "8001", "9001"]);
@@ -585,8 +612,8 @@ fn one_time_sequences() {
     expect_open(&topo, &daemon, &topo.client, "the second one-time sequence");
     wait_count(&topo, &daemon, OPENED, 2, SYNC_DEADLINE);
     expect_seqs(
-        "# one-time sequences for [oneTime]\n#7001,8001,9001\n#7002,8002:udp,9002\n 7003,8003,9003\n",
-        "second line used",
+        "# rotated weekly\n# one-time sequences for [oneTime]\n#7001,8001,9001\n#7002,8002:udp,9002\n 7003,8003,9003\n",
+        "second line used, found by its content",
     );
 }
 

@@ -396,8 +396,12 @@ impl PacketLoop {
                         door: slot.door,
                         addr: src,
                     };
+                    // A one-time line is marked used, durably, before the door opens: a
+                    // crash in between must not leave it usable again.
+                    if slot.one_time.is_some() && !self.advance_one_time(door) {
+                        continue;
+                    }
                     self.hand_over(action);
-                    self.advance_one_time(door);
                 }
                 Event::Timeout { door, src, stage } => {
                     verbose!(
@@ -425,17 +429,19 @@ impl PacketLoop {
             .map_or("?", |d| d.name.as_str())
     }
 
-    /// A one-time door was used: mark its line, load the next sequence.
-    fn advance_one_time(&mut self, seq_idx: usize) {
-        let Some((path, line)) = self
+    /// A one-time door was used: mark its sequence used, load the next one. Returns whether
+    /// the use was recorded (the door may open).
+    fn advance_one_time(&mut self, seq_idx: usize) -> bool {
+        let Some((path, used)) = self
             .knock_doors
             .get(seq_idx)
-            .and_then(|s| s.one_time.clone())
+            .and_then(|s| Some((s.one_time.clone()?.0, s.sequence.clone())))
         else {
-            return;
+            return false;
         };
         let name = self.door_name(seq_idx).to_owned();
-        let next = match crate::load::use_one_time(&path, line) {
+        let mut recorded = true;
+        let next = match crate::load::use_one_time(&path, &used) {
             Ok(Some((next_line, seq))) => {
                 verbose!("{name}: next one-time sequence from line {next_line}");
                 Some((next_line, seq))
@@ -448,7 +454,11 @@ impl PacketLoop {
                 None
             }
             Err(e) => {
-                error!("{name}: cannot update one-time sequences: {e}; the door stays shut");
+                error!(
+                    "{name}: cannot mark the one-time sequence used: {e}; not opening, and \
+                     the door stays shut"
+                );
+                recorded = false;
                 None
             }
         };
@@ -464,6 +474,7 @@ impl PacketLoop {
             slot.one_time = one_time;
         }
         self.filter_stale = true;
+        recorded
     }
 
     /// One SPA payload from `src`.
