@@ -519,7 +519,7 @@ fn one_time_sequences() {
     let at_open = topo.dir().path().join("at-open.seq");
     let open_script = topo.dir().write(
         "open.sh",
-        &format!(
+        format!(
             "#!/bin/sh\ncp {} {}\nexec /usr/sbin/iptables -I INPUT -s \"$1\" -p tcp --dport {SSH} -j ACCEPT\n",
             seqs.display(),
             at_open.display()
