@@ -1,11 +1,13 @@
-//! The daemon: bring-up (configuration, state directory, capture, signal handlers), the
-//! supervision loop (SIGTERM, SIGINT, SIGHUP reloads), and the orderly stop. The parts it
-//! starts are in its submodules: the packet thread ([`packets`], reading from [`capture`]),
-//! the grant keeper task ([`grants`]), and the process plumbing ([`process`], [`notify`]).
+//! The daemon: bring-up (configuration, the state directory and its lock, capture, signal
+//! handlers, the control socket), the main loop (SIGTERM, SIGINT, SIGHUP reloads, SIGUSR1 log
+//! reopening, supervision of the other parts), and the orderly stop. The parts it starts are
+//! in its submodules: the packet thread ([`packets`], reading from [`capture`]), the grant
+//! keeper task ([`grants`], fed by [`actions`] and [`control`]), and the process plumbing
+//! ([`process`], [`notify`], [`supervise`]).
 //!
 //! Threads: `packets` (capture, verifier, tracker), `status` (the status file), and the
-//! current-thread tokio runtime here (signals and the grant keeper). They talk over channels
-//! only; each resource has one owner.
+//! current-thread tokio runtime here (signals, the control socket and the grant keeper). They
+//! talk over bounded channels only; each resource has one owner.
 
 pub mod actions;
 pub mod capture;
