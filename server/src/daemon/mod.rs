@@ -5,7 +5,8 @@
 //! keeper task ([`grants`], fed by [`actions`] and [`control`]), and the process plumbing
 //! ([`process`], [`notify`], [`supervise`]).
 //!
-//! Threads: `packets` (capture, verifier, tracker), `status` (the status file), and the
+//! Threads: `packets` (capture, verifier, tracker), `snapshots` (replay snapshots, off the
+//! packet thread), `status` (the status file), and the
 //! current-thread tokio runtime here (signals, the control socket and the grant keeper). They
 //! talk over bounded channels only; each resource has one owner.
 
@@ -167,6 +168,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
     let manager = grants::GrantKeeper::new(rt.clone(), store.clone()).with_status(board.clone());
     let only_v4 = cli.only_v4;
+    let snapshots = store::SnapshotWriter::spawn(store.clone(), |e| {
+        error!("cannot write the replay snapshot (the journals keep growing): {e}");
+    })
+    .context("cannot start the snapshot thread")?;
     let engine_thread = {
         let rt = rt.clone();
         let stop = stop.clone();
@@ -176,7 +181,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         std::thread::Builder::new()
             .name("packets".into())
             .spawn(move || {
-                let mut e = packets::PacketLoop::new(rt, replay, store, tx, stats, only_v4);
+                let mut e =
+                    packets::PacketLoop::new(rt, replay, store, snapshots, tx, stats, only_v4);
                 e.run(source, reload_rx, &stop, &heart);
             })
             .context("cannot start the packet thread")?

@@ -26,7 +26,7 @@ use tokio::sync::mpsc::Sender;
 use crate::load::KnockDoor;
 use crate::load::LoadedConfig;
 use crate::store::status::Stats;
-use crate::store::{ReplayJournal, ReplayState, StateDir, JOURNAL_COMPACT_AFTER};
+use crate::store::{ReplayJournal, ReplayState, SnapshotWriter, StateDir, JOURNAL_COMPACT_AFTER};
 
 use super::actions::Action;
 use super::capture::{self, Source, POLL_MS};
@@ -123,6 +123,8 @@ pub struct PacketLoop {
     tracker: SequenceTracker,
     events: Vec<Event>,
     store: StateDir,
+    /// Writes replay snapshots off this thread.
+    snapshots: SnapshotWriter,
     tx: Sender<Action>,
     stats: Arc<Stats>,
     rejects: RejectLog,
@@ -173,6 +175,7 @@ impl PacketLoop {
         rt: Arc<LoadedConfig>,
         replay: ReplayState,
         store: StateDir,
+        snapshots: SnapshotWriter,
         tx: Sender<Action>,
         stats: Arc<Stats>,
         only_v4: bool,
@@ -190,6 +193,7 @@ impl PacketLoop {
             cache,
             events: Vec::with_capacity(8),
             store,
+            snapshots,
             tx,
             stats,
             rejects: RejectLog::new(),
@@ -302,6 +306,8 @@ impl PacketLoop {
                 let _ = self.tx.blocking_send(Action::Reload(rt));
             }
         }
+        // One writer of the snapshot at a time: the one under way first, then the last one.
+        self.snapshots.finish();
         if let Err(e) = self.store.save_replay(&self.cache, &mut self.journal) {
             error!("cannot save the replay cache: {e}");
         }
@@ -529,10 +535,14 @@ impl PacketLoop {
             },
         };
         self.hand_over(action);
-        // The rule is on its way; now is the time for the occasional full snapshot.
-        if self.journal.records() >= JOURNAL_COMPACT_AFTER {
-            if let Err(e) = self.store.save_replay(&self.cache, &mut self.journal) {
-                error!("cannot snapshot the replay cache (the journal keeps growing): {e}");
+        // The rule is on its way; now is the time for the occasional compaction: a new
+        // journal here, the snapshot written by the snapshot thread from a copy of the cache.
+        if self.journal.records() >= JOURNAL_COMPACT_AFTER && !self.snapshots.busy() {
+            match self.store.rotate_journal(&mut self.journal) {
+                Ok(_) => self.snapshots.request(self.cache.clone()),
+                Err(e) => {
+                    error!("cannot rotate the replay journal (it keeps growing): {e}");
+                }
             }
         }
     }

@@ -215,6 +215,34 @@ impl StateDir {
             .map_err(|source| StateError::Io { path, source })
     }
 
+    /// Renames `from` to `to` inside the directory and makes it durable (directory fsync).
+    pub(super) fn rename_within(&self, from: &str, to: &str) -> Result<(), StateError> {
+        let io = |source| StateError::Io {
+            path: self.path(from),
+            source,
+        };
+        fs::rename(self.path(from), self.path(to)).map_err(io)?;
+        fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)
+    }
+
+    /// Removes `name` if it exists, durably.
+    pub(super) fn remove(&self, name: &str) -> Result<(), StateError> {
+        let io = |source| StateError::Io {
+            path: self.path(name),
+            source,
+        };
+        match fs::remove_file(self.path(name)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io(e)),
+        }
+        fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)
+    }
+
     pub(super) fn move_aside(&self, name: &str, why: String) -> StateError {
         let path = self.path(name);
         let now = std::time::SystemTime::now()

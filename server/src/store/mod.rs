@@ -15,4 +15,4 @@ pub mod status;
 
 pub use dir::{LockError, StateDir};
 pub use grants::GrantRecord;
-pub use replay::{LoadedReplay, ReplayJournal, ReplayState, JOURNAL_COMPACT_AFTER};
+pub use replay::{LoadedReplay, ReplayJournal, ReplayState, SnapshotWriter, JOURNAL_COMPACT_AFTER};

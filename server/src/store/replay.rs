@@ -9,9 +9,14 @@
 //!   [`JOURNAL_COMPACT_AFTER`] records.
 //! - `replay.journal`: the packets accepted since that snapshot, one
 //!   [`knock_shared::replay::journal_record`] each, appended and `fdatasync`ed before the
-//!   packet is acted on. Loading reads the snapshot, then the journal. Compaction writes a
-//!   new snapshot first and empties the journal after, so a crash in between leaves entries
-//!   in both, which is harmless.
+//!   packet is acted on.
+//! - `replay.journal.prev`: during a compaction, the journal moved aside. Compaction keeps the
+//!   packet thread free of large writes: when the journal has [`JOURNAL_COMPACT_AFTER`]
+//!   records, the packet thread renames it to `replay.journal.prev`, starts an empty journal,
+//!   and hands a copy of the cache to the [`SnapshotWriter`] thread, which writes the snapshot
+//!   and then removes `replay.journal.prev`. Loading reads the snapshot, then
+//!   `replay.journal.prev`, then the journal; a crash at any step leaves every record in at
+//!   least one of them (duplicates are harmless).
 //! - `replay.not-before`: `knock-spa-not-before v1 <unix seconds>`, written atomically when the
 //!   daemon starts without a trustworthy replay cache: packets stamped before that instant are
 //!   refused, by this run and by every later one (a restart soon after must not forget it).
@@ -31,6 +36,7 @@ use super::dir::{open_in_place, StateDir, StateError};
 
 const REPLAY: &str = "replay.bin";
 const JOURNAL: &str = "replay.journal";
+const JOURNAL_PREV: &str = "replay.journal.prev";
 const NOT_BEFORE: &str = "replay.not-before";
 const NOT_BEFORE_MAGIC: &str = "knock-spa-not-before v1";
 
@@ -39,15 +45,62 @@ const NOT_BEFORE_MAGIC: &str = "knock-spa-not-before v1";
 pub const JOURNAL_COMPACT_AFTER: usize = 4096;
 
 impl StateDir {
-    /// Writes a snapshot of the whole replay cache, then empties the journal (whose records
-    /// the snapshot holds).
+    /// Writes a snapshot of the whole replay cache, then empties the journal and removes a
+    /// journal moved aside (the snapshot holds their records). Only while no
+    /// [`SnapshotWriter`] runs: at start and at exit.
     pub fn save_replay(
         &self,
         cache: &ReplayCache,
         journal: &mut ReplayJournal,
     ) -> Result<(), StateError> {
         self.write_atomic(REPLAY, &cache.encode())?;
-        journal.clear()
+        journal.clear()?;
+        self.remove(JOURNAL_PREV)
+    }
+
+    /// The packet thread's half of a compaction: moves the journal aside and starts an empty
+    /// one. `Ok(false)`, changing nothing, while a journal moved aside earlier is still there
+    /// (its snapshot failed): the caller then asks for a snapshot all the same, which covers
+    /// both journals. On an error the journal goes on appending where it did (maybe to the
+    /// journal aside, which then is not removed before a later rotation succeeds).
+    pub fn rotate_journal(&self, journal: &mut ReplayJournal) -> Result<bool, StateError> {
+        let prev = self.path(JOURNAL_PREV);
+        // After a rotation that moved the journal but could not start the new one, the
+        // descriptor still appends to the journal aside: start the new one now.
+        if journal.path != prev {
+            if prev.exists() {
+                return Ok(false);
+            }
+            self.rename_within(JOURNAL, JOURNAL_PREV)?;
+            // From here the old descriptor writes into the journal moved aside: both files
+            // are loaded, so nothing is lost if what follows fails.
+            journal.path = prev;
+        }
+        let path = self.path(JOURNAL);
+        let io = |source| StateError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut file = open_in_place(&path).map_err(io)?;
+        file.write_all(JOURNAL_MAGIC).map_err(io)?;
+        file.sync_data().map_err(io)?;
+        fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+        *journal = ReplayJournal {
+            file,
+            path,
+            len: JOURNAL_MAGIC.len() as u64,
+            records: 0,
+        };
+        Ok(true)
+    }
+
+    /// The [`SnapshotWriter`]'s half: writes `cache` (a copy taken at or after the rotation)
+    /// as the snapshot, then removes the journal moved aside.
+    fn finish_compaction(&self, cache: &ReplayCache) -> Result<(), StateError> {
+        self.write_atomic(REPLAY, &cache.encode())?;
+        self.remove(JOURNAL_PREV)
     }
 
     /// Loads the replay cache: the snapshot, then the journal's records (entries expired at
@@ -63,8 +116,9 @@ impl StateDir {
         now: u64,
     ) -> Result<Option<LoadedReplay>, StateError> {
         let snapshot = self.read(REPLAY)?;
+        let prev = self.read(JOURNAL_PREV)?;
         let journal = self.read(JOURNAL)?;
-        if snapshot.is_none() && journal.is_none() {
+        if snapshot.is_none() && journal.is_none() && prev.is_none() {
             return Ok(None);
         }
         let mut cache = match snapshot {
@@ -73,12 +127,15 @@ impl StateDir {
             None => ReplayCache::new(capacity),
         };
         let mut tail_lost = false;
-        if let Some(bytes) = journal {
-            let j = decode_journal(&bytes).map_err(|e| self.move_aside(JOURNAL, e.to_string()))?;
-            tail_lost = j.torn_tail;
+        for (name, bytes) in [(JOURNAL_PREV, prev), (JOURNAL, journal)] {
+            let Some(bytes) = bytes else {
+                continue;
+            };
+            let j = decode_journal(&bytes).map_err(|e| self.move_aside(name, e.to_string()))?;
+            tail_lost |= j.torn_tail;
             for (digest, expiry) in j.entries {
                 if let Err(e) = cache.restore(now, digest, expiry) {
-                    return Err(self.move_aside(JOURNAL, format!("restoring its records: {e}")));
+                    return Err(self.move_aside(name, format!("restoring its records: {e}")));
                 }
             }
         }
@@ -213,6 +270,72 @@ impl ReplayJournal {
     }
 }
 
+/// The thread that writes replay snapshots, so that the packet thread never waits for a
+/// large write: it takes one copy of the cache at a time ([`request`](Self::request)).
+#[derive(Debug)]
+pub struct SnapshotWriter {
+    tx: Option<std::sync::mpsc::SyncSender<ReplayCache>>,
+    busy: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SnapshotWriter {
+    /// Starts the thread for `store`; `failed` is called with each error (for the log).
+    pub fn spawn(
+        store: StateDir,
+        failed: impl Fn(&StateError) + Send + 'static,
+    ) -> io::Result<Self> {
+        use std::sync::atomic::Ordering;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<ReplayCache>(1);
+        let busy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = busy.clone();
+        let handle = std::thread::Builder::new()
+            .name("snapshots".into())
+            .spawn(move || {
+                for cache in rx {
+                    if let Err(e) = store.finish_compaction(&cache) {
+                        failed(&e);
+                    }
+                    flag.store(false, Ordering::Release);
+                }
+            })?;
+        Ok(Self {
+            tx: Some(tx),
+            busy,
+            handle: Some(handle),
+        })
+    }
+
+    /// Whether a snapshot is being written.
+    pub fn busy(&self) -> bool {
+        self.busy.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Hands over a copy of the cache to write (call when not [`busy`](Self::busy)).
+    pub fn request(&self, cache: ReplayCache) {
+        if let Some(tx) = &self.tx {
+            self.busy.store(true, std::sync::atomic::Ordering::Release);
+            if tx.try_send(cache).is_err() {
+                self.busy.store(false, std::sync::atomic::Ordering::Release);
+            }
+        }
+    }
+
+    /// Waits for the snapshot under way and ends the thread.
+    pub fn finish(&mut self) {
+        self.tx = None;
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for SnapshotWriter {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,5 +435,52 @@ mod tests {
         fs::write(&journal_path, &bytes).expect("write");
         let back = store.load_replay(10, 10).expect("load").expect("some");
         assert!(back.cache.contains(&[4; 32]) && back.cache.contains(&[5; 32]));
+    }
+
+    /// Compaction off the packet thread: the journal moved aside, a new one started, the
+    /// snapshot written by the snapshot thread; a crash at every step loses no record.
+    #[test]
+    fn compaction_rotates_the_journal_and_the_writer_snapshots() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = StateDir::open(dir.path()).expect("open");
+        let prev = dir.path().join(JOURNAL_PREV);
+        let mut cache = ReplayCache::new(10);
+        let mut journal = store.open_journal(&cache).expect("journal");
+        for b in [1u8, 2] {
+            cache.insert(0, [b; 32], 100).expect("insert");
+            journal.append(&[b; 32], 100).expect("append");
+        }
+        // The packet thread's half: a new journal, the old one aside.
+        assert!(store.rotate_journal(&mut journal).expect("rotate"));
+        assert_eq!(journal.records(), 0);
+        assert!(prev.exists());
+        cache.insert(0, [3; 32], 100).expect("insert");
+        journal
+            .append(&[3; 32], 100)
+            .expect("append into the new journal");
+        // A crash now (no snapshot yet): the old journal and the new one are both read.
+        let back = store.load_replay(10, 10).expect("load").expect("some");
+        assert!((1..=3u8).all(|b| back.cache.contains(&[b; 32])));
+        // A second rotation waits for the first to be snapshotted.
+        assert!(!store
+            .rotate_journal(&mut journal)
+            .expect("no second rotation"));
+        assert_eq!(journal.records(), 1, "nothing changed");
+        // The writer's half.
+        let mut writer = SnapshotWriter::spawn(store.clone(), |e| panic!("{e}")).expect("spawn");
+        writer.request(cache.clone());
+        writer.finish();
+        assert!(!writer.busy());
+        assert!(
+            !prev.exists(),
+            "the journal aside is gone once the snapshot is written"
+        );
+        let back = store.load_replay(10, 10).expect("load").expect("some");
+        assert_eq!(back.cache.len(), 3);
+        // At exit (no writer running): the last snapshot removes any journal aside too.
+        assert!(store.rotate_journal(&mut journal).expect("rotate"));
+        store.save_replay(&cache, &mut journal).expect("save");
+        assert!(!prev.exists());
+        assert_eq!(journal.records(), 0);
     }
 }
