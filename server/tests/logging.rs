@@ -24,6 +24,19 @@ fn config(dir: &Path, port: u16, extra: &str) -> std::path::PathBuf {
     )
 }
 
+/// A running daemon with `LogFile = dir/knock-spad.log`, and that path.
+fn start_with_log_file(dir: &Path) -> (Daemon, std::path::PathBuf) {
+    let file = dir.join("knock-spad.log");
+    let conf = config(
+        dir,
+        free_udp_port(),
+        &format!("    LogFile = {}\n", file.display()),
+    );
+    let daemon = Daemon::start(&["-c", conf.to_str().expect("utf-8")], &dir.join("err"));
+    wait_running(&daemon, &conf);
+    (daemon, file)
+}
+
 fn wait_running(daemon: &Daemon, conf: &Path) {
     let c = conf.to_str().expect("utf-8");
     daemon.wait_for(Duration::from_secs(10), "the daemon to run", || {
@@ -106,17 +119,7 @@ fn under_journald_text_lines_carry_a_priority_and_no_timestamp() {
 #[test]
 fn sigusr1_reopens_the_log_file() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("knock-spad.log");
-    let conf = config(
-        dir.path(),
-        free_udp_port(),
-        &format!("    LogFile = {}\n", file.display()),
-    );
-    let mut daemon = Daemon::start(
-        &["-c", conf.to_str().expect("utf-8")],
-        &dir.path().join("err"),
-    );
-    wait_running(&daemon, &conf);
+    let (mut daemon, file) = start_with_log_file(dir.path());
     let rotated = dir.path().join("knock-spad.log.1");
     std::fs::rename(&file, &rotated).expect("rotate");
     // SAFETY: kill() on the daemon this test started, with a valid signal number.
@@ -169,17 +172,7 @@ fn use_syslog_without_dev_log_falls_back_to_stderr() {
 #[test]
 fn log_file_has_knockd_line_format() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("knock-spad.log");
-    let conf = config(
-        dir.path(),
-        free_udp_port(),
-        &format!("    LogFile = {}\n", file.display()),
-    );
-    let mut daemon = Daemon::start(
-        &["-c", conf.to_str().expect("utf-8")],
-        &dir.path().join("err"),
-    );
-    wait_running(&daemon, &conf);
+    let (mut daemon, file) = start_with_log_file(dir.path());
     daemon.signal_and_wait(libc::SIGTERM);
     let text = std::fs::read_to_string(&file).expect("LogFile");
     assert!(text.lines().count() >= 2, "{text}");
