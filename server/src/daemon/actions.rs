@@ -1,6 +1,7 @@
 //! What the packet thread asks the grant keeper to do: the one message type between them.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use knock_shared::types::PortSpec;
@@ -40,6 +41,9 @@ pub enum Action {
         door: usize,
         /// The knocker.
         addr: IpAddr,
+        /// For a one-time door: the sequence used, which the keeper marks in its file before
+        /// the door opens.
+        one_time: Option<OneTimeUse>,
     },
     /// The configuration changed (SIGHUP), sent by the packet thread once it applied it,
     /// after every action it made with the old one.
@@ -58,6 +62,29 @@ pub enum Action {
 /// new ones (counted in `status`, logged), so a flood of completed knock sequences from
 /// spoofed sources costs bounded memory, and the packet thread never waits.
 pub const QUEUE_LEN: usize = 1024;
+
+/// A one-time door's sequence that was just knocked. The packet thread stops accepting it at
+/// once; the grant keeper marks it used in its file (off the packet thread), opens the door
+/// only if that worked, and answers with a [`NextOneTime`].
+#[derive(Debug, Clone)]
+pub struct OneTimeUse {
+    /// The one-time sequences file.
+    pub path: PathBuf,
+    /// The sequence knocked.
+    pub used: Vec<PortSpec>,
+}
+
+/// The grant keeper's answer to a [`OneTimeUse`]: the door's next sequence, with its line
+/// (`None`: none left, or the file cannot be read: the door stays shut).
+#[derive(Debug, Clone)]
+pub struct NextOneTime {
+    /// The door's name.
+    pub door: String,
+    /// Its one-time sequences file.
+    pub path: PathBuf,
+    /// The next sequence.
+    pub next: Option<(usize, Vec<PortSpec>)>,
+}
 
 /// What the main loop tells the grant keeper about stopping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

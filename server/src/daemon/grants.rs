@@ -21,11 +21,11 @@ use knock_shared::types::PortSpec;
 use tokio::sync::mpsc::Receiver;
 use tokio::sync::watch;
 
-use crate::daemon::actions::{Action, Shutdown};
+use crate::daemon::actions::{Action, NextOneTime, OneTimeUse, Shutdown};
 use crate::daemon::supervise::{fault, Heartbeat, KEEPER_BEAT};
 use crate::firewall::commands::{self, check_argv, rule_op, rule_present, RuleOp};
 use crate::load::LoadedConfig;
-use crate::log::{error, info};
+use crate::log::{error, info, verbose};
 use crate::store::{GrantRecord, StateDir};
 
 /// Close attempts before a grant is given up (and reported).
@@ -60,6 +60,8 @@ pub struct GrantKeeper {
     board: Option<Arc<crate::store::status::StatusBoard>>,
     /// Opens refused for the caps since the last report, and when that was.
     full: (u64, Option<std::time::Instant>),
+    /// Where the next sequence of a one-time door goes (the packet thread).
+    one_time: Option<std::sync::mpsc::SyncSender<NextOneTime>>,
 }
 
 impl GrantKeeper {
@@ -99,7 +101,14 @@ impl GrantKeeper {
             applied: HashSet::new(),
             board: None,
             full: (0, None),
+            one_time: None,
         }
+    }
+
+    /// Sends the next sequences of one-time doors to `tx` (the packet thread).
+    pub fn with_one_time(mut self, tx: std::sync::mpsc::SyncSender<NextOneTime>) -> Self {
+        self.one_time = Some(tx);
+        self
     }
 
     /// Publishes the open grants on `board` for `knock-spad status`, now and at every change.
@@ -217,7 +226,11 @@ impl GrantKeeper {
                 addr,
                 ports,
             } => self.spa_close(door, &key, addr, &ports).await,
-            Action::KnockOpen { door, addr } => self.knock_open(door, addr).await,
+            Action::KnockOpen {
+                door,
+                addr,
+                one_time,
+            } => self.knock_open(door, addr, one_time).await,
         }
     }
 
@@ -397,12 +410,48 @@ impl GrantKeeper {
         }
     }
 
-    async fn knock_open(&mut self, door: usize, addr: IpAddr) {
+    async fn knock_open(&mut self, door: usize, addr: IpAddr, one_time: Option<OneTimeUse>) {
         let Some(d) = self.rt.config.doors.get(door) else {
             return;
         };
         let secs = d.cmd_timeout;
+        let name = d.name.clone();
+        if let Some(used) = one_time {
+            if !self.use_one_time(&name, used) {
+                return;
+            }
+        }
         self.open_one(door, "", addr, None, secs).await;
+    }
+
+    /// Marks a one-time sequence used in its file, durably, before its door opens (a crash
+    /// in between must not leave it usable again), and tells the packet thread the door's
+    /// next sequence. Returns whether the door may open: not when the sequence could not be
+    /// marked (the file cannot be written, or the sequence is no longer an unused line: a
+    /// second completion of it, say).
+    fn use_one_time(&mut self, name: &str, used: OneTimeUse) -> bool {
+        let (opens, next) = match crate::load::use_one_time(&used.path, &used.used) {
+            Ok(next) => (true, next),
+            Err(e) => {
+                error!("{name}: cannot mark the one-time sequence used: {e}; not opening");
+                (false, crate::load::next_one_time(&used.path).ok().flatten())
+            }
+        };
+        match &next {
+            Some((line, _)) => verbose!("{name}: next one-time sequence from line {line}"),
+            None => info!(
+                "{name}: one-time sequences used up (or unreadable); the door stays shut until \
+                 more are added and the daemon is reloaded"
+            ),
+        }
+        if let Some(tx) = &self.one_time {
+            let _ = tx.try_send(NextOneTime {
+                door: name.to_owned(),
+                path: used.path,
+                next,
+            });
+        }
+        opens
     }
 
     async fn spa_close(&mut self, door: usize, key: &str, addr: IpAddr, ports: &[PortSpec]) {

@@ -161,12 +161,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
     let (tx, rx) = tokio::sync::mpsc::channel(actions::QUEUE_LEN);
     let (reload_tx, reload_rx) = std::sync::mpsc::channel();
+    let (one_time_tx, one_time_rx) = std::sync::mpsc::sync_channel(actions::QUEUE_LEN);
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(actions::Shutdown::Running);
     let packets_heart = Arc::new(supervise::Heartbeat::default());
     let keeper_heart = Arc::new(supervise::Heartbeat::default());
     let stop = Arc::new(AtomicBool::new(false));
 
-    let manager = grants::GrantKeeper::new(rt.clone(), store.clone()).with_status(board.clone());
+    let manager = grants::GrantKeeper::new(rt.clone(), store.clone())
+        .with_status(board.clone())
+        .with_one_time(one_time_tx);
     let only_v4 = cli.only_v4;
     let snapshots = store::SnapshotWriter::spawn(store.clone(), |e| {
         error!("cannot write the replay snapshot (the journals keep growing): {e}");
@@ -183,7 +186,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .spawn(move || {
                 let mut e =
                     packets::PacketLoop::new(rt, replay, store, snapshots, tx, stats, only_v4);
-                e.run(source, reload_rx, &stop, &heart);
+                e.run(source, reload_rx, one_time_rx, &stop, &heart);
             })
             .context("cannot start the packet thread")?
     };

@@ -1,11 +1,14 @@
 //! The packet loop: one thread that owns the capture (or the UDP socket), the SPA verifier's
 //! replay cache and the knock-sequence tracker, and turns packets into [`Action`]s for the
-//! grant manager.
+//! grant keeper.
 //!
 //! Hot-path rules: no allocation and no syscall per rejected packet beyond the capture itself
 //! (libpcap reads a ring of packets per wake-up), no logging per packet (rejects are counted
 //! and logged at most once per reason per interval, with a periodic summary), and nothing
-//! here waits for a firewall command: actions go to another task over a channel.
+//! here waits for a firewall command: actions go to another task over a bounded channel. The
+//! only file I/O is the replay journal's append (one record and one `fdatasync` per accepted
+//! packet, before it is acted on) and, every 4096 accepts, the journal's rotation; snapshots
+//! are written by the snapshot thread and one-time files by the grant keeper.
 
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
@@ -28,7 +31,7 @@ use crate::load::LoadedConfig;
 use crate::store::status::Stats;
 use crate::store::{ReplayJournal, ReplayState, SnapshotWriter, StateDir, JOURNAL_COMPACT_AFTER};
 
-use super::actions::Action;
+use super::actions::{Action, NextOneTime, OneTimeUse};
 use super::capture::{self, Source, POLL_MS};
 use super::supervise::{fault, Heartbeat};
 use crate::log::{error, info, verbose};
@@ -210,6 +213,7 @@ impl PacketLoop {
         &mut self,
         mut source: Source,
         reload: Receiver<Arc<LoadedConfig>>,
+        one_time: Receiver<NextOneTime>,
         stop: &std::sync::atomic::AtomicBool,
         heart: &Arc<Heartbeat>,
     ) {
@@ -291,6 +295,9 @@ impl PacketLoop {
                 }
             }
             self.expire_knocks(now);
+            while let Ok(n) = one_time.try_recv() {
+                self.handle_next_one_time(n);
+            }
             while let Ok(rt) = reload.try_recv() {
                 if let Source::Pcap { cap, .. } = &mut source {
                     let filter = capture::bpf_filter(&rt, self.only_v4);
@@ -337,9 +344,11 @@ impl PacketLoop {
     }
 
     /// Gives an action to the grant keeper, or drops it when the keeper's queue is full.
-    fn hand_over(&mut self, action: Action) {
+    /// Returns whether it was handed over.
+    fn hand_over(&mut self, action: Action) -> bool {
         match self.tx.try_send(action) {
-            Ok(()) | Err(TrySendError::Closed(_)) => {}
+            Ok(()) => true,
+            Err(TrySendError::Closed(_)) => false,
             Err(TrySendError::Full(_)) => {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 self.dropped.0 += 1;
@@ -357,6 +366,7 @@ impl PacketLoop {
                     );
                     self.dropped = (0, Some(now));
                 }
+                false
             }
         }
     }
@@ -398,16 +408,22 @@ impl PacketLoop {
                     };
                     self.stats.knocks.fetch_add(1, Ordering::Relaxed);
                     info!("{src}: {}: OPEN SESAME", self.door_name(door));
+                    // A one-time sequence: the grant keeper marks it used in its file before
+                    // the door opens; from now on this thread no longer accepts it, and the
+                    // next one comes back from the keeper (`NextOneTime`).
+                    let one_time = slot.one_time.as_ref().map(|(path, _)| OneTimeUse {
+                        path: path.clone(),
+                        used: slot.sequence.clone(),
+                    });
+                    let is_one_time = one_time.is_some();
                     let action = Action::KnockOpen {
                         door: slot.door,
                         addr: src,
+                        one_time,
                     };
-                    // A one-time line is marked used, durably, before the door opens: a
-                    // crash in between must not leave it usable again.
-                    if slot.one_time.is_some() && !self.advance_one_time(door) {
-                        continue;
+                    if self.hand_over(action) && is_one_time {
+                        self.set_one_time(door, None);
                     }
-                    self.hand_over(action);
                 }
                 Event::Timeout { door, src, stage } => {
                     verbose!(
@@ -435,52 +451,37 @@ impl PacketLoop {
             .map_or("?", |d| d.name.as_str())
     }
 
-    /// A one-time door was used: mark its sequence used, load the next one. Returns whether
-    /// the use was recorded (the door may open).
-    fn advance_one_time(&mut self, seq_idx: usize) -> bool {
-        let Some((path, used)) = self
-            .knock_doors
-            .get(seq_idx)
-            .and_then(|s| Some((s.one_time.clone()?.0, s.sequence.clone())))
-        else {
-            return false;
-        };
-        let name = self.door_name(seq_idx).to_owned();
-        let mut recorded = true;
-        let next = match crate::load::use_one_time(&path, &used) {
-            Ok(Some((next_line, seq))) => {
-                verbose!("{name}: next one-time sequence from line {next_line}");
-                Some((next_line, seq))
-            }
-            Ok(None) => {
-                info!(
-                    "{name}: one-time sequences used up; the door stays shut until more are \
-                     added and the daemon is reloaded"
-                );
-                None
-            }
-            Err(e) => {
-                error!(
-                    "{name}: cannot mark the one-time sequence used: {e}; not opening, and \
-                     the door stays shut"
-                );
-                recorded = false;
-                None
-            }
-        };
-        let (one_time, seq) = match next {
-            Some((l, seq)) => (Some((path, l)), seq),
-            None => (None, Vec::new()),
-        };
+    /// Puts a one-time door's sequence in force (or none: the door stays shut), and has the
+    /// capture filter follow.
+    fn set_one_time(&mut self, seq_idx: usize, next: Option<(usize, Vec<PortSpec>)>) {
+        let (line, seq) = next.unwrap_or_default();
         if let Err(e) = self.tracker.set_sequence(seq_idx, seq.clone()) {
-            error!("{name}: {e:?}");
+            error!("{}: {e:?}", self.door_name(seq_idx));
         }
         if let Some(slot) = self.knock_doors.get_mut(seq_idx) {
             slot.sequence = seq;
-            slot.one_time = one_time;
+            if let Some((_, l)) = slot.one_time.as_mut() {
+                *l = line;
+            }
         }
         self.filter_stale = true;
-        recorded
+    }
+
+    /// The grant keeper marked a one-time sequence used: its door's next sequence, if the
+    /// door is still the one it was (a reload may have changed the doors meanwhile).
+    fn handle_next_one_time(&mut self, n: NextOneTime) {
+        let found = self.knock_doors.iter().position(|kd| {
+            kd.one_time.as_ref().is_some_and(|(p, _)| *p == n.path)
+                && self
+                    .rt
+                    .config
+                    .doors
+                    .get(kd.door)
+                    .is_some_and(|d| d.name == n.door)
+        });
+        if let Some(idx) = found {
+            self.set_one_time(idx, n.next);
+        }
     }
 
     /// One SPA payload from `src`.
