@@ -153,9 +153,20 @@ fn unix_now() -> u64 {
 
 /// An SPA packet from `key` for server `server`, admitting the source address.
 pub fn spa_packet(key: &NamedKey, server: &str, ports: &[&str], action: Action) -> Vec<u8> {
+    spa_packet_at(key, server, ports, action, unix_now())
+}
+
+/// [`spa_packet`] stamped `timestamp`.
+pub fn spa_packet_at(
+    key: &NamedKey,
+    server: &str,
+    ports: &[&str],
+    action: Action,
+    timestamp: u64,
+) -> Vec<u8> {
     let ports: Vec<PortSpec> = ports.iter().map(|p| p.parse().expect("port")).collect();
     let request = Request {
-        timestamp: unix_now(),
+        timestamp,
         action,
         admit: Admit::Source,
         duration: 0,
