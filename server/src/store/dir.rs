@@ -162,22 +162,8 @@ impl StateDir {
             path: path.clone(),
             source,
         };
-        let mut file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)
-            .map_err(io)?;
-        let meta = file.metadata().map_err(io)?;
-        if let Err(why) = trusted(&meta) {
-            return Err(LockError::Io {
-                path: path.clone(),
-                source: io::Error::other(why),
-            });
-        }
+        // Like every state file: no link, a regular file, one we can trust.
+        let mut file = open_in_place(&path).map_err(io)?;
         // SAFETY: flock takes a descriptor and flags; `file` owns the open descriptor for the
         // duration of the call.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
