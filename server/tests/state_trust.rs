@@ -83,20 +83,16 @@ fn an_untrusted_state_directory_or_file_is_refused_and_nothing_in_it_runs() {
     );
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).expect("chmod");
 
-    // A grants slot owned by another user.
-    let slot = ["grants.0", "grants.1"]
-        .iter()
-        .map(|n| state.join(n))
-        .find(|p| p.exists())
-        .expect("a grants slot");
-    std::os::unix::fs::chown(&slot, Some(65534), Some(65534)).expect("chown");
+    // The grants journal (which records the grant) owned by another user.
+    let journal = state.join("grants.journal");
+    std::os::unix::fs::chown(&journal, Some(65534), Some(65534)).expect("chown");
     let (code, err) = start();
     assert_eq!(code, Some(Some(1)), "{err}");
     assert!(
         err.contains("owned by uid 65534, neither root nor the daemon's user"),
         "{err}"
     );
-    std::os::unix::fs::chown(&slot, Some(0), Some(0)).expect("chown back");
+    std::os::unix::fs::chown(&journal, Some(0), Some(0)).expect("chown back");
 
     // A link planted in the directory.
     let link = state.join("replay.not-before");

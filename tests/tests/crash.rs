@@ -69,6 +69,30 @@ fn start_and_open(topo: &Topology, conf: &Path, key: &ClientKey) -> (Daemon, Vec
     (d, p)
 }
 
+/// Starts the daemon and opens the port for the client for 60 s; returns once the rule is in
+/// the firewall.
+fn open_for_a_minute(topo: &Topology, conf: &Path, key: &ClientKey) -> Daemon {
+    let mut d = Daemon::start_args(&topo.server, conf, &[]);
+    // As in `start_and_open`: packets stamped before the next second may be refused.
+    std::thread::sleep(Duration::from_millis(1100));
+    knock_spa_ok(
+        &topo.client,
+        Some(key),
+        &["open", "ssh", "10.99.0.1", "--for", "60"],
+    );
+    d.expect_log("OPEN SESAME", Duration::from_secs(3));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while rules_for_client(topo) != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rule did not come:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    d
+}
+
 fn state_dir(topo: &Topology) -> PathBuf {
     topo.dir().join("state")
 }
@@ -323,8 +347,9 @@ fn damaged_replay_journal_after_a_crash_fails_closed() {
 }
 
 /// Truncated, garbled or emptied state files: reported, moved aside, and nothing opens
-/// because of them: an earlier packet stays refused. A damaged grants file loses its records;
-/// the log says the rules it listed must be checked by hand.
+/// because of them: an earlier packet stays refused. A damaged grants snapshot is made up
+/// for by the journal; a damaged journal line loses its record, and the log says the rules
+/// it listed must be checked by hand.
 #[test]
 fn damaged_state_files_are_reported_and_fail_closed() {
     let (topo, key, conf) = setup();
@@ -357,18 +382,10 @@ fn damaged_state_files_are_reported_and_fail_closed() {
         assert!(d.stop());
     }
 
-    // A damaged grants slot while a grant is open: the newest slot (the one recording the
-    // grant) garbled, the daemon falls back to the other slot, the state before the open,
-    // and says so: the grant's record is lost, so its rule is not closed by the daemon and
-    // the log says to check by hand. Nothing new is opened because of it.
-    let mut d = Daemon::start_args(&topo.server, &conf, &[]);
-    std::thread::sleep(Duration::from_millis(1100));
-    knock_spa_ok(
-        &topo.client,
-        Some(&key),
-        &["open", "ssh", "10.99.0.1", "--for", "60"],
-    );
-    d.expect_log("OPEN SESAME", Duration::from_secs(3));
+    // A damaged grants snapshot while a grant is open: the newest slot garbled, the daemon
+    // falls back to the other slot and says so; the grant, recorded in the journal, is still
+    // known, and its rule is closed at the clean stop. Nothing new is opened because of it.
+    let mut d = open_for_a_minute(&topo, &conf, &key);
     d.crash();
     let (newest, _) = grants_slots(&topo)
         .into_iter()
@@ -378,10 +395,31 @@ fn damaged_state_files_are_reported_and_fail_closed() {
     let mut d = Daemon::start_args(&topo.server, &conf, &[]);
     d.expect_log(": corrupt", Duration::from_secs(3));
     d.expect_log("may need checking by hand", Duration::from_secs(3));
+    d.expect_log(
+        "1 grant(s) recorded before the restart",
+        Duration::from_secs(3),
+    );
+    assert!(d.stop());
+    assert_eq!(rules_for_client(&topo), 0, "the journal's grant was closed");
+
+    // The journal's line of an open grant garbled: the grant's record is lost, so its rule
+    // is not closed by the daemon, and the log says to check by hand.
+    let mut d = open_for_a_minute(&topo, &conf, &key);
+    d.crash();
+    let journal = state_dir(&topo).join("grants.journal");
+    let mut bytes = std::fs::read(&journal).expect("journal");
+    // The start folded the journal into a snapshot: the open is the first line now.
+    assert!(bytes.starts_with(b"g1 "), "a journal line first");
+    bytes[20] ^= 0x01;
+    std::fs::write(&journal, &bytes).expect("write");
+    let mut d = Daemon::start_args(&topo.server, &conf, &[]);
+    d.expect_log("damaged line(s) ignored", Duration::from_secs(3));
+    d.expect_log("may need checking by hand", Duration::from_secs(3));
     assert!(rules_for_client(&topo) <= 1, "a damaged file added rules");
     d.crash();
 
-    // Both slots damaged: nothing is known about the open rules; reported, nothing opened.
+    // Both slots damaged: nothing is known about the open rules but what the journal says;
+    // reported, nothing opened.
     let slots = grants_slots(&topo);
     assert!(!slots.is_empty());
     for (path, _) in &slots {

@@ -1,39 +1,50 @@
-//! The grant manager: runs open and close commands, keeps the list of open grants on disk,
-//! and closes each grant when its time is up.
+//! The grant keeper: decides which rule opens and closes when, keeps the open grants on
+//! disk, and hands the commands to its two [`lanes`](super::lanes).
 //!
 //! Every rule is recorded before its open command runs and forgotten only after its close
 //! command succeeded (or failed [`MAX_CLOSE_ATTEMPTS`] times, which is logged as an error), so
 //! a crash at any moment leaves at worst a record of a rule that is not there, never a rule
-//! without a record. On start the manager loads the records: those whose time passed while
-//! the daemon was down are closed at once, the others are re-armed.
+//! without a record. Each change is one line in the grants journal ([`GrantLog`]): its cost
+//! does not grow with the number of open grants. On start the keeper loads the records: those
+//! whose time passed while the daemon was down are closed at once, the others are re-armed.
+//!
+//! The keeper never waits for a command. A grant goes `Opening` (its start command queued
+//! or running on the open lane) → `Open` → `Closing` (its stop command on the close lane) →
+//! forgotten; a grant due while still `Opening` closes as soon as its start command ends, so a
+//! delete never overtakes its insert. Closes never wait behind opens.
 //!
 //! A second open for the same door, address and port extends the grant instead of running
-//! the open command again (one grant, one rule). For knockd-style doors with only a
-//! `Command` (no stop command), an insert (`-I`/`-A`) identical to one already run is
-//! skipped until a matching delete (`-D`) runs: knockd inserts duplicates (knock issue 70).
+//! the open command again (one grant, one rule); one that comes while the grant is closing
+//! opens it anew once the close is done. For knockd-style doors with only a `Command` (no
+//! stop command), an insert (`-I`/`-A`) identical to one already run is skipped until a
+//! matching delete (`-D`) runs: knockd inserts duplicates (knock issue 70).
 
-use std::collections::HashSet;
 use std::net::IpAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use knock_shared::types::PortSpec;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::mpsc::Receiver;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use crate::daemon::actions::{Action, NextOneTime, OneTimeUse, Shutdown};
+use crate::daemon::lanes::{Closed, Done, Lanes, OpenJob, StopJob, OPEN_LANE_LEN};
 use crate::daemon::supervise::{fault, Heartbeat, KEEPER_BEAT};
-use crate::firewall::commands::{self, check_argv, rule_op, rule_present, RuleOp};
 use crate::load::LoadedConfig;
 use crate::log::{error, info, verbose};
-use crate::store::{GrantRecord, StateDir};
+use crate::store::status::{Stats, StatusBoard};
+use crate::store::{GrantChange, GrantLog, GrantRecord, StateDir};
 
 /// Close attempts before a grant is given up (and reported).
 pub const MAX_CLOSE_ATTEMPTS: u32 = 3;
 /// Pause between close attempts.
 pub const CLOSE_RETRY: Duration = Duration::from_secs(5);
-/// Least time between two reports of opens refused for the caps.
+/// Least time between two reports of opens refused for the caps or a full open lane.
 const FULL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// How soon a due close is tried again when the close lane was full.
+const CLOSE_LANE_RETRY: Duration = Duration::from_millis(100);
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -41,66 +52,116 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Its start command is queued or running.
+    Opening,
+    /// Its rule is in place (or was recorded before a restart).
+    Open,
+    /// Its stop command is queued or running.
+    Closing,
+}
+
 #[derive(Debug)]
 struct Live {
     rec: GrantRecord,
+    phase: Phase,
     attempts: u32,
     /// Unix ms before which no close is tried (retry back-off).
     not_before_ms: u64,
+    /// Ended before its time (a client's close, the operator, a reload): no "timeout" line.
+    ended: bool,
+    /// An open of the same door, address and port that came while this grant was closing:
+    /// its start command and record, opened once the close is done.
+    reopen: Option<(Vec<String>, GrantRecord)>,
+}
+
+/// An operator's `knock-spad close` waiting for its grants' stop commands.
+#[derive(Debug)]
+struct Waiter {
+    /// The grants not answered yet, with their description.
+    pending: Vec<(u64, String)>,
+    lines: Vec<String>,
+    reply: oneshot::Sender<Vec<String>>,
+}
+
+/// Rate-limited reports of refused opens: how many since the last, and when that was.
+#[derive(Debug, Default)]
+struct Refusals(u64, Option<Instant>);
+
+impl Refusals {
+    /// Counts one; true when it is time to report (then the count restarts).
+    fn count(&mut self) -> Option<u64> {
+        self.0 += 1;
+        let now = Instant::now();
+        if self
+            .1
+            .is_none_or(|t| now.duration_since(t) >= FULL_LOG_INTERVAL)
+        {
+            let n = self.0;
+            *self = Self(0, Some(now));
+            return Some(n);
+        }
+        None
+    }
 }
 
 /// Open grants and the commands that manage them.
 #[derive(Debug)]
 pub struct GrantKeeper {
     rt: Arc<LoadedConfig>,
-    store: StateDir,
+    log: GrantLog,
     live: Vec<Live>,
-    applied: HashSet<Vec<String>>,
-    /// Where `status` reads the open grants from (see [`crate::status`]).
-    board: Option<Arc<crate::store::status::StatusBoard>>,
-    /// Opens refused for the caps since the last report, and when that was.
-    full: (u64, Option<std::time::Instant>),
+    lanes: Lanes,
+    waiters: Vec<Waiter>,
+    /// The grants changed since they were last published.
+    dirty: bool,
+    /// Where `status` reads the open grants from (see [`crate::store::status`]).
+    board: Option<Arc<StatusBoard>>,
+    stats: Option<Arc<Stats>>,
+    /// Opens refused for the caps, and for a full open lane.
+    full: Refusals,
+    busy: Refusals,
     /// Where the next sequence of a one-time door goes (the packet thread).
     one_time: Option<std::sync::mpsc::SyncSender<NextOneTime>>,
 }
 
 impl GrantKeeper {
-    /// Loads the recorded grants (a corrupt file is reported and treated as empty: nothing
-    /// is opened because of it).
+    /// Loads the recorded grants (what is damaged is reported; nothing opens because of it).
     pub fn new(rt: Arc<LoadedConfig>, store: StateDir) -> Self {
-        let records = match store.load_grants() {
-            Ok(loaded) => {
-                if let Some(w) = loaded.warning {
-                    error!("state: {w}");
-                }
-                loaded.records
-            }
-            Err(e) => {
-                error!("state: {e}; rules it listed (if any) must be checked by hand");
-                Vec::new()
-            }
-        };
-        if !records.is_empty() {
+        let opened = store.open_grants();
+        for p in &opened.problems {
+            error!("state: {p}");
+        }
+        if !opened.records.is_empty() {
             info!(
                 "state: {} grant(s) recorded before the restart",
-                records.len()
+                opened.records.len()
             );
         }
-        let live = records
+        let live = opened
+            .records
             .into_iter()
             .map(|rec| Live {
                 rec,
+                phase: Phase::Open,
                 attempts: 0,
                 not_before_ms: 0,
+                ended: false,
+                reopen: None,
             })
             .collect();
         Self {
             rt,
-            store,
+            log: opened.log,
             live,
-            applied: HashSet::new(),
+            lanes: Lanes::new(),
+            waiters: Vec::new(),
+            dirty: true,
             board: None,
-            full: (0, None),
+            stats: None,
+            full: Refusals::default(),
+            busy: Refusals::default(),
             one_time: None,
         }
     }
@@ -111,32 +172,56 @@ impl GrantKeeper {
         self
     }
 
-    /// Publishes the open grants on `board` for `knock-spad status`, now and at every change.
-    pub fn with_status(mut self, board: Arc<crate::store::status::StatusBoard>) -> Self {
+    /// Publishes the open grants on `board` for `knock-spad status`, now and at every change;
+    /// counts opens refused for a full open lane in `stats`.
+    pub fn with_status(mut self, board: Arc<StatusBoard>, stats: Arc<Stats>) -> Self {
         board.set_grants(&self.grants());
         self.board = Some(board);
+        self.stats = Some(stats);
         self
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
+        if !std::mem::take(&mut self.dirty) {
+            return;
+        }
         if let Some(b) = &self.board {
             b.set_grants(&self.grants());
         }
     }
 
-    /// The open grants.
+    /// The open grants (those opening and closing too).
     pub fn grants(&self) -> Vec<GrantRecord> {
         self.live.iter().map(|l| l.rec.clone()).collect()
     }
 
-    fn save(&self) -> bool {
-        match self.store.save_grants(&self.grants()) {
+    /// Makes `change` durable, before memory changes. A compaction due first writes the
+    /// state before the change as the new snapshot.
+    fn record(&mut self, change: GrantChange) -> bool {
+        if self.log.wants_compaction(self.live.len()) {
+            let all = self.grants();
+            if let Err(e) = self.log.compact(&all) {
+                error!("state: cannot write the grants snapshot: {e}; the journal grows on");
+            }
+        }
+        self.dirty = true;
+        match self.log.record(&change) {
             Ok(()) => true,
             Err(e) => {
-                error!("state: cannot save grants: {e}");
+                error!("state: cannot record a change to the grants: {e}");
                 false
             }
         }
+    }
+
+    fn index(&self, id: u64) -> Option<usize> {
+        self.live.iter().position(|l| l.rec.id == id)
+    }
+
+    fn find(&self, door: &str, addr: IpAddr, port: &str) -> Option<usize> {
+        self.live
+            .iter()
+            .position(|l| l.rec.door == door && l.rec.addr == addr && l.rec.port == port)
     }
 
     /// Runs until `shutdown` turns true; then closes every grant unless `keep` is set.
@@ -149,19 +234,29 @@ impl GrantKeeper {
         heart: Arc<Heartbeat>,
     ) {
         let _alive = heart.alive();
+        let Some(mut done) = self.lanes.spawn() else {
+            unreachable!("run takes the keeper by value, so its lanes start once")
+        };
         loop {
             heart.beat();
-            self.close_due().await;
+            let lane_full = self.close_due();
             self.publish();
-            let wait = self
-                .next_deadline_ms()
-                .map_or(KEEPER_BEAT, |t| {
-                    Duration::from_millis(t.saturating_sub(now_ms()))
-                })
-                .min(KEEPER_BEAT);
+            let wait = if lane_full {
+                CLOSE_LANE_RETRY
+            } else {
+                self.next_deadline_ms()
+                    .map_or(KEEPER_BEAT, |t| {
+                        Duration::from_millis(t.saturating_sub(now_ms()))
+                    })
+                    .min(KEEPER_BEAT)
+            };
             tokio::select! {
+                d = done.recv() => match d {
+                    Some(d) => self.done(d),
+                    None => panic!("the grant keeper's command lanes ended"),
+                },
                 msg = rx.recv() => match msg {
-                    Some(a) => self.handle(a).await,
+                    Some(a) => self.handle(a),
                     None => break,
                 },
                 _ = tokio::time::sleep(wait) => {}
@@ -179,20 +274,26 @@ impl GrantKeeper {
                 self.live.len()
             );
         } else {
-            self.close_all().await;
+            self.close_all(&mut done).await;
         }
         self.publish();
     }
 
+    /// When the next grant that is open comes due (or may be retried).
     fn next_deadline_ms(&self) -> Option<u64> {
         self.live
             .iter()
+            .filter(|l| l.phase == Phase::Open)
             .map(|l| (l.rec.expires * 1000).max(l.not_before_ms))
             .min()
     }
 
-    async fn handle(&mut self, action: Action) {
+    fn handle(&mut self, action: Action) {
         assert!(!fault("grants"), "fault injected: KNOCK_SPAD_FAULT=grants");
+        if fault("grants-stall") {
+            static ONCE: std::sync::Once = std::sync::Once::new();
+            ONCE.call_once(|| std::thread::sleep(Duration::from_secs(15)));
+        }
         match action {
             Action::Reload(rt) => {
                 self.rt = rt.clone();
@@ -200,18 +301,16 @@ impl GrantKeeper {
                     b.set_config(rt.config.doors.len(), rt.verifier.len(), true);
                 }
                 // Revoking a key or removing a door ends its grants now, not at their timeout.
-                self.end_where("its door or key was removed by a reload", |r| {
+                self.end_where("its door or key was removed by a reload", None, |r| {
                     !rt.admits(&r.door, &r.key)
-                })
-                .await;
+                });
             }
             Action::Close { filter, reply } => {
-                let lines = self
-                    .end_where("closed by the operator (knock-spad close)", |r| {
-                        filter.matches(&r.door, &r.key, r.addr)
-                    })
-                    .await;
-                let _ = reply.send(lines);
+                self.end_where(
+                    "closed by the operator (knock-spad close)",
+                    Some(reply),
+                    |r| filter.matches(&r.door, &r.key, r.addr),
+                );
             }
             Action::SpaOpen {
                 door,
@@ -219,171 +318,176 @@ impl GrantKeeper {
                 addr,
                 ports,
                 duration,
-            } => self.spa_open(door, &key, addr, &ports, duration).await,
+            } => self.spa_open(door, &key, addr, &ports, duration),
             Action::SpaClose {
                 door,
                 key,
                 addr,
                 ports,
-            } => self.spa_close(door, &key, addr, &ports).await,
+            } => self.spa_close(door, &key, addr, &ports),
             Action::KnockOpen {
                 door,
                 addr,
                 one_time,
-            } => self.knock_open(door, addr, one_time).await,
+            } => self.knock_open(door, addr, one_time),
         }
     }
 
-    fn find(&self, door: &str, addr: IpAddr, port: &str) -> Option<usize> {
-        self.live
-            .iter()
-            .position(|l| l.rec.door == door && l.rec.addr == addr && l.rec.port == port)
-    }
-
-    /// Records a grant, runs the open command, forgets the grant if the command failed.
-    async fn open_one(
+    /// Records a grant and queues its start command; extends the grant there is instead.
+    fn open_one(
         &mut self,
         door: usize,
         key: &str,
         addr: IpAddr,
         port: Option<PortSpec>,
         secs: u64,
-    ) -> bool {
+    ) {
         let Some(d) = self.rt.config.doors.get(door) else {
-            return false;
+            return;
         };
         let name = d.name.clone();
+        let door_max = d.max_grants;
         let Some(start) = d.start_command_for(addr).map(|t| t.render(addr, port)) else {
             error!("{name}: no start command for {addr}");
-            return false;
+            return;
         };
         let stop = d.stop_command_for(addr).map(|t| t.render(addr, port));
-        let port_s = port.map(|p| p.to_string()).unwrap_or_default();
-        let now = now_ms();
         let Some(stop) = stop else {
             // knockd's `Command` without a stop command: run once, nothing to close.
-            return self.run_once(&name, start).await;
+            let job = OpenJob::Once {
+                door: name.clone(),
+                argv: start,
+            };
+            if let Err(e) = self.lanes.open.try_send(job) {
+                self.lane_refused(e, &name, addr);
+            }
+            return;
+        };
+        let port_s = port.map(|p| p.to_string()).unwrap_or_default();
+        let now = now_ms();
+        let expires = now.div_ceil(1000) + secs;
+        let rec = GrantRecord {
+            door: name.clone(),
+            key: key.to_owned(),
+            addr,
+            port: port_s.clone(),
+            opened: now / 1000,
+            expires,
+            stop,
+            id: 0,
         };
         if let Some(i) = self.find(&name, addr, &port_s) {
-            let expires = now.div_ceil(1000) + secs;
-            let l = &mut self.live[i];
-            l.rec.expires = l.rec.expires.max(expires);
-            info!(
-                "{addr}: {name}: already open{}; extended to {} s from now",
-                if port_s.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({port_s})")
-                },
-                l.rec.expires.saturating_sub(now / 1000)
-            );
-            self.save();
-            // The grant is live, but its rule may have been deleted by hand (or by a firewall
-            // reload) since: for iptables, ask the firewall, and put the rule back if it is gone.
-            if let RuleOp::Insert(rule) = rule_op(&start) {
-                if let Some(check) = check_argv(&start, &rule) {
-                    if rule_present(&check).await == Some(false) {
-                        info!("{name}: the rule of this grant is not in the firewall; inserting it again");
-                        info!("{name}: running command: {}", commands::display(&start));
-                        if let Err(e) = commands::run(&start).await {
-                            error!("{name}: command failed: {e}");
-                            return false;
-                        }
-                    }
-                }
-            }
-            return true;
+            self.extend(i, start, rec);
+            return;
         }
         // The caps: a flood of knock completions from spoofed sources (anyone who saw the
         // sequence once can send it) must not grow the grants without bound.
-        let door_max = self.rt.config.doors.get(door).map_or(0, |d| d.max_grants);
         let total_max = self.rt.config.options.max_grants;
         let in_door = self.live.iter().filter(|l| l.rec.door == name).count();
         if self.live.len() >= total_max || in_door >= door_max {
-            self.refused_full(&name, addr, in_door, door_max, total_max);
-            return false;
+            if let Some(n) = self.full.count() {
+                error!(
+                    "{addr}: {name}: not opened: {in_door} grant(s) open in this door \
+                     (Max_Grants {door_max}), {} in all (MaxGrants {total_max}); {n} open(s) \
+                     refused so since the last report",
+                    self.live.len()
+                );
+            }
+            return;
+        }
+        self.open_new(start, rec);
+    }
+
+    /// Records `rec` as a new grant and queues `start`, if the open lane has room.
+    fn open_new(&mut self, start: Vec<String>, mut rec: GrantRecord) {
+        let (name, addr) = (rec.door.clone(), rec.addr);
+        if self.lanes.open.capacity() == 0 {
+            self.lane_refused(TrySendError::Full(()), &name, addr);
+            return;
+        }
+        rec.id = self.log.new_id();
+        let id = rec.id;
+        if !self.record(GrantChange::Open(rec.clone())) {
+            error!("{name}: not opening for {addr}: the grant could not be recorded");
+            return;
         }
         self.live.push(Live {
-            rec: GrantRecord {
-                door: name.clone(),
-                key: key.to_owned(),
-                addr,
-                port: port_s,
-                opened: now / 1000,
-                expires: now.div_ceil(1000) + secs,
-                stop,
-            },
+            rec,
+            phase: Phase::Opening,
             attempts: 0,
             not_before_ms: 0,
+            ended: false,
+            reopen: None,
         });
-        if !self.save() {
-            self.live.pop();
-            error!("{name}: not opening for {addr}: the grant could not be recorded");
-            return false;
-        }
-        info!("{name}: running command: {}", commands::display(&start));
-        match commands::run(&start).await {
-            Ok(()) => true,
-            Err(e) => {
-                error!("{name}: command failed: {e}");
-                self.live.pop();
-                self.save();
-                false
+        let job = OpenJob::Start {
+            id,
+            door: name.clone(),
+            argv: start,
+        };
+        if let Err(e) = self.lanes.open.try_send(job) {
+            self.lane_refused(e, &name, addr);
+            if let Some(i) = self.index(id) {
+                self.forget(i, "not opened");
             }
         }
     }
 
-    async fn run_once(&mut self, name: &str, argv: Vec<String>) -> bool {
-        let op = rule_op(&argv);
-        if let RuleOp::Insert(rule) = &op {
-            // One rule, not two. For iptables the firewall itself is asked (`-C`): it knows
-            // about a rule inserted before a restart, and about one deleted by hand since this
-            // daemon inserted it (memory alone would then skip the insert, and the knock
-            // would never open again). Other tools, and a check that cannot answer, fall back
-            // on what this daemon inserted and has not deleted since.
-            let present = match check_argv(&argv, rule) {
-                Some(check) => rule_present(&check).await,
-                None => None,
-            }
-            .unwrap_or_else(|| self.applied.contains(rule));
-            if present {
-                self.applied.insert(rule.clone());
-                info!(
-                    "{name}: rule already in place (inserted by an earlier knock and not deleted \
-                     since); not inserting it twice"
-                );
-                return true;
-            }
+    /// A second open of grant `i` (`rec` is what the new one would be).
+    fn extend(&mut self, i: usize, start: Vec<String>, rec: GrantRecord) {
+        let l = &self.live[i];
+        let (name, addr, id) = (l.rec.door.clone(), l.rec.addr, l.rec.id);
+        let port = if rec.port.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", rec.port)
+        };
+        if l.phase == Phase::Closing {
+            info!("{addr}: {name}: closing{port}; opening again once it is closed");
+            self.live[i].reopen = Some((start, rec));
+            return;
         }
-        info!("{name}: running command: {}", commands::display(&argv));
-        match commands::run(&argv).await {
-            Ok(()) => {
-                match op {
-                    RuleOp::Insert(rule) => {
-                        self.applied.insert(rule);
-                    }
-                    RuleOp::Delete(rule) => {
-                        self.applied.remove(&rule);
-                    }
-                    RuleOp::Other => {}
-                }
-                true
-            }
-            Err(_) if self.rule_already_gone(&argv).await => {
-                if let RuleOp::Delete(rule) = op {
-                    self.applied.remove(&rule);
-                }
-                info!("{name}: the rule was already gone from the firewall; nothing to delete");
-                true
-            }
-            Err(e) => {
-                error!("{name}: command failed: {e}");
-                false
+        let expires = l.rec.expires.max(rec.expires);
+        if expires != l.rec.expires && !self.record(GrantChange::Extend { id, expires }) {
+            error!("{name}: not extending for {addr}: the change could not be recorded");
+            return;
+        }
+        let l = &mut self.live[i];
+        l.rec.expires = expires;
+        l.ended = false;
+        info!(
+            "{addr}: {name}: already open{port}; extended to {} s from now",
+            expires.saturating_sub(now_ms() / 1000)
+        );
+        // The grant is live, but its rule may have been deleted by hand since.
+        if l.phase == Phase::Open {
+            let job = OpenJob::Recheck {
+                door: name,
+                argv: start,
+            };
+            if self.lanes.open.try_send(job).is_err() {
+                verbose!("{addr}: the open lane is full; the rule is not checked this time");
             }
         }
     }
 
-    async fn spa_open(
+    /// An open refused because the open lane is full (or gone: then the keeper ends, and
+    /// the supervisor restarts the daemon).
+    fn lane_refused<T>(&mut self, e: TrySendError<T>, name: &str, addr: IpAddr) {
+        if let TrySendError::Closed(_) = e {
+            panic!("the grant keeper's open lane ended");
+        }
+        if let Some(s) = &self.stats {
+            s.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(n) = self.busy.count() {
+            error!(
+                "{addr}: {name}: not opened: {OPEN_LANE_LEN} start commands wait already (a \
+                 slow or hung command?); {n} open(s) refused so since the last report"
+            );
+        }
+    }
+
+    fn spa_open(
         &mut self,
         door: usize,
         key: &str,
@@ -406,11 +510,11 @@ impl GrantKeeper {
             list.join(",")
         );
         for &p in ports {
-            self.open_one(door, key, addr, Some(p), secs).await;
+            self.open_one(door, key, addr, Some(p), secs);
         }
     }
 
-    async fn knock_open(&mut self, door: usize, addr: IpAddr, one_time: Option<OneTimeUse>) {
+    fn knock_open(&mut self, door: usize, addr: IpAddr, one_time: Option<OneTimeUse>) {
         let Some(d) = self.rt.config.doors.get(door) else {
             return;
         };
@@ -421,7 +525,7 @@ impl GrantKeeper {
                 return;
             }
         }
-        self.open_one(door, "", addr, None, secs).await;
+        self.open_one(door, "", addr, None, secs);
     }
 
     /// Marks a one-time sequence used in its file, durably, before its door opens (a crash
@@ -454,7 +558,7 @@ impl GrantKeeper {
         opens
     }
 
-    async fn spa_close(&mut self, door: usize, key: &str, addr: IpAddr, ports: &[PortSpec]) {
+    fn spa_close(&mut self, door: usize, key: &str, addr: IpAddr, ports: &[PortSpec]) {
         let Some(name) = self.rt.config.doors.get(door).map(|d| d.name.clone()) else {
             return;
         };
@@ -465,178 +569,239 @@ impl GrantKeeper {
         );
         for p in ports {
             match self.find(&name, addr, &p.to_string()) {
-                Some(i) => {
-                    self.close_index(i).await;
-                }
+                Some(i) => self.end_now(i),
                 None => info!("{addr}: {name}: {p} was not open"),
             }
         }
-        self.save();
     }
 
-    /// Logs an open refused for the caps: the first at once, then at most one summary per
-    /// [`FULL_LOG_INTERVAL`].
-    fn refused_full(
-        &mut self,
-        name: &str,
-        addr: IpAddr,
-        in_door: usize,
-        door_max: usize,
-        total_max: usize,
-    ) {
-        self.full.0 += 1;
-        let now = std::time::Instant::now();
-        if self
-            .full
-            .1
-            .is_none_or(|t| now.duration_since(t) >= FULL_LOG_INTERVAL)
-        {
-            error!(
-                "{addr}: {name}: not opened: {in_door} grant(s) open in this door (Max_Grants \
-                 {door_max}), {} in all (MaxGrants {total_max}); {} open(s) refused so since the \
-                 last report",
-                self.live.len(),
-                self.full.0
-            );
-            self.full = (0, Some(now));
-        }
-    }
-
-    /// Ends every grant for which `ends` holds, now: runs its stop command (a failed one is
-    /// retried as at a timeout, the grant being due). Returns a line per grant, for the
-    /// operator.
-    async fn end_where(&mut self, why: &str, ends: impl Fn(&GrantRecord) -> bool) -> Vec<String> {
+    /// Makes grant `i` due now (durably: a restart does not re-arm it), so that it closes at
+    /// this turn, or once its start command ended.
+    fn end_now(&mut self, i: usize) {
         let now_s = now_ms() / 1000;
-        let mut done = Vec::new();
-        let mut i = 0;
-        while i < self.live.len() {
-            if !ends(&self.live[i].rec) {
-                i += 1;
+        let (id, expires) = (self.live[i].rec.id, self.live[i].rec.expires);
+        if expires > now_s {
+            // Not recorded: the grant still closes now, and a restart closes it at its time.
+            let _ = self.record(GrantChange::Extend { id, expires: now_s });
+        }
+        let l = &mut self.live[i];
+        l.rec.expires = expires.min(now_s);
+        l.not_before_ms = 0;
+        l.ended = true;
+        l.reopen = None;
+    }
+
+    /// Ends every grant for which `ends` holds, now. With `reply` (the operator's request),
+    /// answers a line per grant once its stop command ended.
+    fn end_where(
+        &mut self,
+        why: &str,
+        reply: Option<oneshot::Sender<Vec<String>>>,
+        ends: impl Fn(&GrantRecord) -> bool,
+    ) {
+        let mut pending = Vec::new();
+        for i in 0..self.live.len() {
+            let rec = &self.live[i].rec;
+            if !ends(rec) {
                 continue;
             }
-            let rec = self.live[i].rec.clone();
             info!("{}: {}: {why}; closing", rec.addr, rec.door);
-            self.live[i].rec.expires = rec.expires.min(now_s);
-            let what = format!(
-                "{} {}{}{}",
-                rec.door,
-                rec.addr,
-                if rec.port.is_empty() {
-                    String::new()
-                } else {
-                    format!(" {}", rec.port)
-                },
-                if rec.key.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (key {})", rec.key)
-                },
-            );
-            if self.close_index(i).await {
-                done.push(format!("closed {what}"));
+            pending.push((rec.id, describe(rec)));
+            self.end_now(i);
+        }
+        if let Some(reply) = reply {
+            if pending.is_empty() {
+                let _ = reply.send(Vec::new());
+            } else {
+                self.waiters.push(Waiter {
+                    pending,
+                    lines: Vec::new(),
+                    reply,
+                });
+            }
+        }
+    }
+
+    /// Answers the operator's requests waiting for grant `id` with `line`.
+    fn answer(&mut self, id: u64, line: impl Fn(&str) -> String) {
+        let mut i = 0;
+        while i < self.waiters.len() {
+            let w = &mut self.waiters[i];
+            if let Some(at) = w.pending.iter().position(|(p, _)| *p == id) {
+                let (_, what) = w.pending.swap_remove(at);
+                w.lines.push(line(&what));
+            }
+            if w.pending.is_empty() {
+                let w = self.waiters.swap_remove(i);
+                let _ = w.reply.send(w.lines);
                 continue;
             }
-            done.push(format!("closing {what}: its stop command failed, retrying"));
             i += 1;
         }
-        if !done.is_empty() {
-            self.save();
-            self.publish();
-        }
-        done
     }
 
-    /// Runs the stop command of grant `i`; removes it on success or after the last attempt.
-    /// Returns whether it was removed.
-    async fn close_index(&mut self, i: usize) -> bool {
-        let rec = self.live[i].rec.clone();
-        info!(
-            "{}: running command: {}",
-            rec.door,
-            commands::display(&rec.stop)
-        );
-        match commands::run(&rec.stop).await {
-            Ok(()) => {
-                self.live.remove(i);
-                true
-            }
-            Err(_) if self.rule_already_gone(&rec.stop).await => {
-                info!(
-                    "{}: the rule for {} was already gone from the firewall (deleted by hand?)",
-                    rec.door, rec.addr
-                );
-                self.live.remove(i);
-                true
-            }
-            Err(e) => {
-                let l = &mut self.live[i];
-                l.attempts += 1;
-                if l.attempts >= MAX_CLOSE_ATTEMPTS {
-                    error!(
-                        "{}: close command for {} failed {} times ({e}); giving up: check the \
-                         firewall by hand",
-                        rec.door, rec.addr, l.attempts
-                    );
-                    self.live.remove(i);
-                    true
+    /// Forgets grant `i` (its rule is gone, or never came): recorded, then removed.
+    /// Returns the open that waited for it.
+    fn forget(&mut self, i: usize, how: &str) -> Option<(Vec<String>, GrantRecord)> {
+        let id = self.live[i].rec.id;
+        // A close that cannot be recorded leaves a record of a rule that is gone: the next
+        // start runs its stop command once more, which is harmless.
+        let _ = self.record(GrantChange::Close { id });
+        let l = self.live.remove(i);
+        self.answer(id, |what| format!("{how} {what}"));
+        l.reopen
+    }
+
+    /// A lane's result.
+    fn done(&mut self, done: Done) {
+        match done {
+            Done::Started { id, ok } => {
+                let Some(i) = self.index(id) else { return };
+                if ok {
+                    self.live[i].phase = Phase::Open;
+                    self.dirty = true;
                 } else {
-                    error!(
-                        "{}: close command for {} failed ({e}); will retry",
-                        rec.door, rec.addr
-                    );
-                    l.not_before_ms = now_ms() + CLOSE_RETRY.as_millis() as u64;
-                    false
+                    self.forget(i, "closed");
+                }
+            }
+            Done::Stopped { id, how } => {
+                let Some(i) = self.index(id) else { return };
+                match how {
+                    Closed::Done | Closed::AlreadyGone => {
+                        if let Some((start, rec)) = self.forget(i, "closed") {
+                            self.open_new(start, rec);
+                        }
+                    }
+                    Closed::Failed(e) => self.close_failed(i, &e),
                 }
             }
         }
     }
 
-    /// Whether a failed iptables delete failed because its rule is not in the firewall (asked
-    /// with `-C`): then the grant is closed all the same. Other tools cannot be asked.
-    async fn rule_already_gone(&self, stop: &[String]) -> bool {
-        let RuleOp::Delete(rule) = rule_op(stop) else {
-            return false;
-        };
-        match check_argv(stop, &rule) {
-            Some(check) => rule_present(&check).await == Some(false),
-            None => false,
+    fn close_failed(&mut self, i: usize, e: &str) {
+        let l = &mut self.live[i];
+        l.attempts += 1;
+        l.phase = Phase::Open;
+        let (door, addr, id) = (l.rec.door.clone(), l.rec.addr, l.rec.id);
+        if l.attempts >= MAX_CLOSE_ATTEMPTS {
+            error!(
+                "{door}: close command for {addr} failed {} times ({e}); giving up: check the \
+                 firewall by hand",
+                l.attempts
+            );
+            if let Some((start, rec)) = self.forget(i, "gave up closing") {
+                self.open_new(start, rec);
+            }
+            return;
         }
+        error!("{door}: close command for {addr} failed ({e}); will retry");
+        l.not_before_ms = now_ms() + CLOSE_RETRY.as_millis() as u64;
+        if let Some((_, rec)) = l.reopen.take() {
+            // Asked for again while closing, and the rule is still there: it stays open.
+            l.attempts = 0;
+            l.not_before_ms = 0;
+            l.ended = false;
+            let expires = rec.expires;
+            if self.record(GrantChange::Extend { id, expires }) {
+                self.live[i].rec.expires = expires;
+            }
+        }
+        self.answer(id, |what| {
+            format!("closing {what}: its stop command failed, retrying")
+        });
     }
 
-    async fn close_due(&mut self) {
+    /// Hands the stop command of every open grant that is due to the close lane. Returns
+    /// whether the lane was full (the rest wait for the next turn).
+    fn close_due(&mut self) -> bool {
         let now = now_ms();
-        let mut changed = false;
-        let mut i = 0;
-        while i < self.live.len() {
-            let l = &self.live[i];
-            if l.rec.expires * 1000 <= now && l.not_before_ms <= now {
-                if l.attempts == 0 {
-                    info!("{}: {}: command timeout", l.rec.addr, l.rec.door);
-                }
-                changed = true;
-                if self.close_index(i).await {
-                    continue;
-                }
+        for l in &mut self.live {
+            if l.phase != Phase::Open || l.rec.expires * 1000 > now || l.not_before_ms > now {
+                continue;
             }
-            i += 1;
+            if l.attempts == 0 && !l.ended {
+                info!("{}: {}: command timeout", l.rec.addr, l.rec.door);
+            }
+            let job = StopJob {
+                id: l.rec.id,
+                door: l.rec.door.clone(),
+                addr: l.rec.addr,
+                argv: l.rec.stop.clone(),
+            };
+            match self.lanes.close.try_send(job) {
+                Ok(()) => {
+                    l.phase = Phase::Closing;
+                    self.dirty = true;
+                }
+                Err(TrySendError::Full(_)) => return true,
+                Err(TrySendError::Closed(_)) => panic!("the grant keeper's close lane ended"),
+            }
+            // Logged once per grant, not at every turn the lane was full.
+            l.ended = true;
         }
-        if changed {
-            self.save();
-        }
+        false
     }
 
-    async fn close_all(&mut self) {
+    /// At a clean stop: waits for the start commands running, then runs every stop command
+    /// once. A grant whose stop command fails stays recorded for the next start.
+    async fn close_all(&mut self, done: &mut tokio::sync::mpsc::UnboundedReceiver<Done>) {
         if self.live.is_empty() {
             return;
         }
         info!("exiting: closing {} open grant(s)", self.live.len());
-        while !self.live.is_empty() {
-            let last = self.live.len() - 1;
-            if !self.close_index(last).await {
-                // Keep the record (and the rest) for the next start, which retries.
+        let mut kept = 0;
+        loop {
+            let now_s = now_ms() / 1000;
+            for l in &mut self.live {
+                l.rec.expires = l.rec.expires.min(now_s);
+                l.not_before_ms = 0;
+                l.ended = true;
+                l.reopen = None;
+            }
+            let lane_full = self.close_due();
+            if self.live.iter().all(|l| l.phase == Phase::Open) && !lane_full {
                 break;
             }
+            match done.recv().await {
+                Some(Done::Stopped {
+                    id,
+                    how: Closed::Failed(e),
+                }) => {
+                    if let Some(i) = self.index(id) {
+                        let l = self.live.remove(i);
+                        error!(
+                            "{}: close command for {} failed ({e}); left recorded for the next \
+                             start",
+                            l.rec.door, l.rec.addr
+                        );
+                        kept += 1;
+                    }
+                }
+                Some(d) => self.done(d),
+                None => break,
+            }
         }
-        self.save();
+        if kept > 0 {
+            info!("exiting: {kept} grant(s) left recorded for the next start");
+        }
     }
+}
+
+/// A grant, for the operator: `DOOR ADDR [PORT] [(key NAME)]`.
+fn describe(rec: &GrantRecord) -> String {
+    format!(
+        "{} {}{}{}",
+        rec.door,
+        rec.addr,
+        if rec.port.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", rec.port)
+        },
+        if rec.key.is_empty() {
+            String::new()
+        } else {
+            format!(" (key {})", rec.key)
+        },
+    )
 }

@@ -14,6 +14,7 @@ pub mod actions;
 pub mod capture;
 pub mod control;
 pub mod grants;
+pub mod lanes;
 pub mod notify;
 pub mod packets;
 pub mod process;
@@ -168,7 +169,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let stop = Arc::new(AtomicBool::new(false));
 
     let manager = grants::GrantKeeper::new(rt.clone(), store.clone())
-        .with_status(board.clone())
+        .with_status(board.clone(), stats.clone())
         .with_one_time(one_time_tx);
     let only_v4 = cli.only_v4;
     let snapshots = store::SnapshotWriter::spawn(store.clone(), |e| {

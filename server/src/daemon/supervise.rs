@@ -129,7 +129,9 @@ impl Supervisor {
 /// Faults for the tests of this module's promise, in debug builds only:
 /// `KNOCK_SPAD_FAULT=packets` makes the packet thread panic at a UDP payload
 /// `knock-spad-fault` to the SPA port,
-/// `KNOCK_SPAD_FAULT=grants` the grant keeper at its first action.
+/// `KNOCK_SPAD_FAULT=grants` the grant keeper at its first action,
+/// `KNOCK_SPAD_FAULT=grants-stall` blocks the grant keeper for 15 s at its first action (as a
+/// stalled disk would; the packet thread's queue then fills).
 /// Read once (the packet thread asks at every packet).
 pub fn fault(part: &str) -> bool {
     static FAULT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();

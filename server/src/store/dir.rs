@@ -9,14 +9,12 @@
 //! open nothing.
 //!
 //! Whole-file writes go through the workspace's one atomic writer ([`knock_keys::atomic`]);
-//! the grants slots and the replay journal are written in place, as their modules say.
+//! the grants slots, the grants journal and the replay journal are written in place, as their modules say.
 
 use std::fs;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
 
 use knock_keys::atomic;
 
@@ -93,8 +91,6 @@ pub enum LockError {
 #[derive(Debug, Clone)]
 pub struct StateDir {
     pub(super) dir: PathBuf,
-    /// The `seq` of the next grants save; 0 until the slots were read.
-    pub(super) grants_seq: Arc<AtomicU64>,
 }
 
 impl StateDir {
@@ -143,7 +139,6 @@ impl StateDir {
         }
         Ok(Self {
             dir: dir.to_owned(),
-            grants_seq: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -194,7 +189,7 @@ impl StateDir {
         self.dir.join(name)
     }
 
-    /// Writes `bytes` to `name` atomically.    /// Writes `bytes` to `name` atomically (mode 0600, durable).
+    /// Writes `bytes` to `name` atomically (mode 0600, durable).
     pub(super) fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<(), StateError> {
         let path = self.path(name);
         atomic::write(&path, bytes, &atomic::Options::PRIVATE)

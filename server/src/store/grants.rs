@@ -1,15 +1,16 @@
-//! The open grants, persisted in the state directory so that a restart or a crash never
-//! leaves a port open forever.
+//! Snapshots of the open grants, persisted in the state directory so that a restart or a
+//! crash never leaves a port open forever. The changes since the newest snapshot are in the
+//! [journal](super::grant_journal), whose [`GrantLog`](super::GrantLog) is the one writer of
+//! both.
 //!
-//! - `grants.0` and `grants.1`: the open grants, double-buffered. Each save writes the whole
-//!   list, as `knock-spa-grants v2 <seq> <length> <sha256 hex>`, a newline, a JSON array of
-//!   [`GrantRecord`]s of that length (then padding), into the slot that does *not* hold the
-//!   newest state (`seq` even: `grants.0`, odd: `grants.1`), in place, followed by one
-//!   `fdatasync`. No rename and no directory fsync (but when a slot file is first created), so
-//!   a save costs one data sync. A crash mid-save damages only the slot being written; the
-//!   other still holds the state before the change, whose rule was not touched yet (the
-//!   record is durable before the firewall command runs). Loading takes the valid slot with
-//!   the higher `seq`.
+//! - `grants.0` and `grants.1`: snapshots, double-buffered. Each writes the whole list, as
+//!   `knock-spa-grants v2 <seq> <length> <sha256 hex>`, a newline, a JSON array of
+//!   [`GrantRecord`]s of that length (then padding), into the slot of `seq`'s parity (even:
+//!   `grants.0`, odd: `grants.1`), so never over the newest snapshot, in place, followed by
+//!   one `fdatasync`. No rename and no directory fsync (but when a slot file is first
+//!   created). A crash mid-write damages only the slot being written; the other still holds
+//!   the snapshot before, and the journal still holds the changes since it. Loading takes
+//!   the valid slot with the higher `seq`.
 //! - `grants.json` (versions before the slots): `knock-spa-grants v1 <sha256 hex>`, a newline,
 //!   the JSON array. Read when no slot exists; removed after the first slot is written.
 
@@ -17,15 +18,14 @@ use std::fs;
 use std::io;
 use std::net::IpAddr;
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::dir::{hex, open_in_place, StateDir, StateError};
 
-const GRANTS: &str = "grants.json";
-const GRANT_SLOTS: [&str; 2] = ["grants.0", "grants.1"];
+pub(super) const GRANTS: &str = "grants.json";
+pub(super) const GRANT_SLOTS: [&str; 2] = ["grants.0", "grants.1"];
 const GRANTS_MAGIC_V2: &str = "knock-spa-grants v2";
 /// Slots are padded to a multiple of this, so that a save rarely changes the file's size
 /// (which would make the data sync a metadata commit too).
@@ -49,32 +49,31 @@ pub struct GrantRecord {
     pub expires: u64,
     /// The rendered stop command, kept so a changed configuration cannot orphan the rule.
     pub stop: Vec<String>,
+    /// The grant's number, unique in this state directory: what the journal's records name.
+    /// (0 in files of versions before the journal; renumbered when read.)
+    #[serde(default)]
+    pub id: u64,
 }
 
-/// What [`StateDir::load_grants`] found.
+/// What [`StateDir::load_grants_slots`] found.
 #[derive(Debug, Default)]
-pub struct LoadedGrants {
-    /// The open grants of the newest valid state.
+pub(super) struct LoadedGrants {
+    /// The open grants of the newest valid snapshot.
     pub records: Vec<GrantRecord>,
+    /// Its `seq` (0: none, or the pre-slot file).
+    pub seq: u64,
     /// Set when a slot was damaged but the other was valid: what happened, for the log.
     pub warning: Option<String>,
 }
 
 impl StateDir {
-    /// Whether any grants file exists (the daemon ran here before).
-    pub fn has_grants(&self) -> bool {
-        GRANT_SLOTS
-            .iter()
-            .chain([&GRANTS])
-            .any(|n| self.path(n).exists())
-    }
-
-    /// Saves the open grants (see the module docs): one in-place write and one data sync.
-    pub fn save_grants(&self, grants: &[GrantRecord]) -> Result<(), StateError> {
-        let mut seq = self.grants_seq.load(Ordering::Relaxed);
-        if seq == 0 {
-            seq = self.newest_grants_seq() + 1;
-        }
+    /// Writes the snapshot `seq` of the open grants (see the module docs): one in-place write
+    /// into the slot of `seq`'s parity and one data sync.
+    pub(super) fn write_grants_slot(
+        &self,
+        seq: u64,
+        grants: &[GrantRecord],
+    ) -> Result<(), StateError> {
         let name = GRANT_SLOTS[usize::from(seq % 2 == 1)];
         let path = self.path(name);
         let io = |source| StateError::Io {
@@ -97,7 +96,6 @@ impl StateDir {
                 .and_then(|d| d.sync_all())
                 .map_err(io)?;
         }
-        self.grants_seq.store(seq + 1, Ordering::Relaxed);
         // The pre-slot file is superseded now (best effort: the slots win over it anyway).
         let legacy = self.path(GRANTS);
         if legacy.exists() && fs::remove_file(&legacy).is_ok() {
@@ -106,22 +104,12 @@ impl StateDir {
         Ok(())
     }
 
-    /// The highest `seq` among the valid slots (0 if none).
-    fn newest_grants_seq(&self) -> u64 {
-        GRANT_SLOTS
-            .iter()
-            .filter_map(|n| fs::read(self.path(n)).ok())
-            .filter_map(|b| parse_grants_v2(&b).ok())
-            .map(|(seq, _)| seq)
-            .max()
-            .unwrap_or(0)
-    }
-
-    /// Loads the open grants: the valid slot with the higher `seq`; the pre-slot
-    /// `grants.json` when no slot exists; none when nothing exists. A damaged slot is moved
-    /// aside; if the other is valid it is used, with [`LoadedGrants::warning`] set; if none
-    /// is valid, that is an error (nothing is known about the open rules).
-    pub fn load_grants(&self) -> Result<LoadedGrants, StateError> {
+    /// Loads the newest snapshot of the open grants: the valid slot with the higher `seq`;
+    /// the pre-slot `grants.json` when no slot exists (`seq` 0); none when nothing exists. A
+    /// damaged slot is moved aside; if the other is valid it is used, with
+    /// [`LoadedGrants::warning`] set; if none is valid, that is an error (nothing is known
+    /// about the open rules but what the journal says).
+    pub(super) fn load_grants_slots(&self) -> Result<LoadedGrants, StateError> {
         let mut newest: Option<(u64, Vec<GrantRecord>)> = None;
         let mut bad = Vec::new();
         for name in GRANT_SLOTS {
@@ -137,10 +125,6 @@ impl StateDir {
                 Err(why) => bad.push(self.move_aside(name, why)),
             }
         }
-        self.grants_seq.store(
-            newest.as_ref().map_or(0, |(s, _)| *s) + 1,
-            Ordering::Relaxed,
-        );
         // Both slots damaged: one error that names both.
         let mut bad = bad.into_iter();
         let bad = match (bad.next(), bad.next()) {
@@ -154,12 +138,14 @@ impl StateDir {
             (first, _) => first,
         };
         match (newest, bad) {
-            (Some((_, records)), None) => Ok(LoadedGrants {
+            (Some((seq, records)), None) => Ok(LoadedGrants {
                 records,
+                seq,
                 warning: None,
             }),
             (Some((seq, records)), Some(e)) => Ok(LoadedGrants {
                 records,
+                seq,
                 warning: Some(format!(
                     "{e}; using the other slot (save {seq}). After a crash during a save that \
                      is the state before the change, and nothing is lost; otherwise the last \
@@ -174,6 +160,7 @@ impl StateDir {
                 match parse_grants(&bytes) {
                     Ok(records) => Ok(LoadedGrants {
                         records,
+                        seq: 0,
                         warning: None,
                     }),
                     Err(why) => Err(self.move_aside(GRANTS, why)),
@@ -242,6 +229,7 @@ mod tests {
             opened: 100,
             expires: 130,
             stop: vec!["/sbin/iptables".into(), "-D".into(), "INPUT".into()],
+            id: 1,
         }
     }
 
@@ -249,12 +237,13 @@ mod tests {
     fn grants_round_trip_and_corruption_is_detected() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = StateDir::open(&dir.path().join("state")).expect("open");
-        let loaded = store.load_grants().expect("empty");
+        let loaded = store.load_grants_slots().expect("empty");
         assert_eq!(loaded.records, vec![]);
         assert!(!store.has_grants());
-        store.save_grants(&[record()]).expect("save");
+        store.write_grants_slot(1, &[record()]).expect("save");
         assert!(store.has_grants());
-        assert_eq!(store.load_grants().expect("load").records, vec![record()]);
+        let loaded = store.load_grants_slots().expect("load");
+        assert_eq!((loaded.seq, loaded.records), (1, vec![record()]));
 
         // Only one slot exists so far: any damage to it is an error, and it is moved aside.
         let path = store.dir().join(GRANT_SLOTS[1]);
@@ -264,7 +253,7 @@ mod tests {
         let end = good.iter().rposition(|&b| b == b']').expect("JSON array");
         for cut in [0, 10, 100, end] {
             fs::write(&path, &good[..cut]).expect("write");
-            let err = store.load_grants().unwrap_err();
+            let err = store.load_grants_slots().unwrap_err();
             assert!(
                 matches!(err, StateError::Corrupt { .. }),
                 "cut {cut}: {err}"
@@ -275,7 +264,7 @@ mod tests {
         garbled[150] ^= 0x20;
         fs::write(&path, &garbled).expect("write");
         assert!(matches!(
-            store.load_grants(),
+            store.load_grants_slots(),
             Err(StateError::Corrupt { .. })
         ));
         let aside = fs::read_dir(store.dir())
@@ -304,9 +293,9 @@ mod tests {
             r.addr = std::net::IpAddr::from([192, 0, 2, i]);
             big.push(r);
         }
-        store.save_grants(&big).expect("save 1"); // grants.1
-        store.save_grants(&[record()]).expect("save 2"); // grants.0
-        store.save_grants(&two).expect("save 3"); // grants.1, over the longer save 1
+        store.write_grants_slot(1, &big).expect("save 1"); // grants.1
+        store.write_grants_slot(2, &[record()]).expect("save 2"); // grants.0
+        store.write_grants_slot(3, &two).expect("save 3"); // grants.1, over the longer save 1
         let slot0 = fs::read(dir.path().join(GRANT_SLOTS[0])).expect("read");
         let slot1 = fs::read(dir.path().join(GRANT_SLOTS[1])).expect("read");
         assert!(slot0.starts_with(b"knock-spa-grants v2 2 "));
@@ -316,16 +305,16 @@ mod tests {
             "never shrunk: still the size of save 1"
         );
 
-        // A fresh StateDir (a restart) reads the newest and continues the sequence.
+        // A fresh StateDir (a restart) reads the newest.
         let again = StateDir::open(dir.path()).expect("open");
-        let loaded = again.load_grants().expect("load");
-        assert_eq!(loaded.records, two);
+        let loaded = again.load_grants_slots().expect("load");
+        assert_eq!((loaded.seq, &loaded.records), (3, &two));
         assert!(loaded.warning.is_none());
-        again.save_grants(&[]).expect("save 4"); // grants.0
+        again.write_grants_slot(4, &[]).expect("save 4"); // grants.0
         assert!(fs::read(dir.path().join(GRANT_SLOTS[0]))
             .expect("read")
             .starts_with(b"knock-spa-grants v2 4 "));
-        assert_eq!(again.load_grants().expect("load").records, vec![]);
+        assert_eq!(again.load_grants_slots().expect("load").records, vec![]);
 
         // Both slots damaged (in a copy of the directory): one error naming both.
         let both = tempfile::tempdir().expect("tempdir");
@@ -336,7 +325,7 @@ mod tests {
         }
         let err = StateDir::open(both.path())
             .expect("open")
-            .load_grants()
+            .load_grants_slots()
             .expect_err("both damaged");
         let text = err.to_string();
         assert!(
@@ -350,16 +339,16 @@ mod tests {
         torn[60] ^= 0x01;
         fs::write(dir.path().join(GRANT_SLOTS[1]), &torn).expect("write");
         let restarted = StateDir::open(dir.path()).expect("open");
-        let loaded = restarted.load_grants().expect("load");
-        assert_eq!(loaded.records, vec![]);
+        let loaded = restarted.load_grants_slots().expect("load");
+        assert_eq!((loaded.seq, loaded.records), (4, vec![]));
         let warning = loaded.warning.expect("warned");
         assert!(warning.contains("grants.1: corrupt"), "{warning}");
-        restarted.save_grants(&[record()]).expect("save 5");
+        restarted.write_grants_slot(5, &[record()]).expect("save 5");
         assert!(fs::read(dir.path().join(GRANT_SLOTS[1]))
             .expect("read")
             .starts_with(b"knock-spa-grants v2 5 "));
         assert_eq!(
-            restarted.load_grants().expect("load").records,
+            restarted.load_grants_slots().expect("load").records,
             vec![record()]
         );
     }
@@ -375,17 +364,20 @@ mod tests {
         v1.extend_from_slice(&body);
         fs::write(dir.path().join(GRANTS), &v1).expect("write");
         assert!(store.has_grants());
-        assert_eq!(store.load_grants().expect("load").records, vec![record()]);
-        store.save_grants(&[]).expect("save");
+        assert_eq!(
+            store.load_grants_slots().expect("load").records,
+            vec![record()]
+        );
+        store.write_grants_slot(1, &[]).expect("save");
         assert!(!dir.path().join(GRANTS).exists(), "superseded");
-        assert_eq!(store.load_grants().expect("load").records, vec![]);
+        assert_eq!(store.load_grants_slots().expect("load").records, vec![]);
         // Damaged, it is an error as before.
         let other = tempfile::tempdir().expect("tempdir");
         let store = StateDir::open(other.path()).expect("open");
         v1[30] ^= 0x01;
         fs::write(other.path().join(GRANTS), &v1).expect("write");
         assert!(matches!(
-            store.load_grants(),
+            store.load_grants_slots(),
             Err(StateError::Corrupt { .. })
         ));
     }

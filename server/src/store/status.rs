@@ -68,7 +68,8 @@ pub struct Stats {
     pub before_start: AtomicU64,
     /// Authentic SPA packets refused because their replay record could not be saved.
     pub unsaved: AtomicU64,
-    /// Actions the packet thread dropped because the grant keeper's queue was full.
+    /// Actions the packet thread dropped because the grant keeper's queue was full, and opens
+    /// the keeper refused because its open lane was full.
     pub dropped: AtomicU64,
 }
 
@@ -580,6 +581,7 @@ pub(crate) mod tests {
             opened: 1,
             expires: 2,
             stop: vec!["/bin/true".into()],
+            id: 1,
         };
         b.set_grants(std::slice::from_ref(&rec));
         assert!(std::mem::take(&mut b.lock().urgent));

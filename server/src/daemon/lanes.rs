@@ -1,0 +1,266 @@
+//! The grant keeper's two command lanes: start commands run on one, stop commands on the
+//! other, each lane one command at a time in the order given. So a slow or hung start command
+//! (killed after [`COMMAND_TIMEOUT`](crate::firewall::commands::COMMAND_TIMEOUT)) never holds
+//! up a due close, and the keeper itself never waits for a command: it hands jobs over and
+//! takes up their results ([`Done`]) as they come.
+//!
+//! Both queues are bounded: the open lane at [`OPEN_LANE_LEN`] (beyond it the keeper refuses
+//! new opens, counted with the dropped actions), the close lane at [`CLOSE_LANE_LEN`] (beyond
+//! it a due close waits for the next turn). Each job sends back at most one [`Done`], so the
+//! results waiting are bounded by the two queues and the two jobs running.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use tokio::sync::mpsc;
+
+use crate::firewall::commands::{self, check_argv, rule_op, rule_present, RuleOp};
+use crate::log::{error, info};
+
+/// Start jobs that may wait at once.
+pub const OPEN_LANE_LEN: usize = 256;
+/// Stop jobs that may wait at once.
+pub const CLOSE_LANE_LEN: usize = 8192;
+
+/// A job for the open lane.
+#[derive(Debug)]
+pub enum OpenJob {
+    /// Run a recorded grant's start command; answered with [`Done::Started`].
+    Start {
+        /// The grant.
+        id: u64,
+        /// Its door, for the log.
+        door: String,
+        /// The rendered start command.
+        argv: Vec<String>,
+    },
+    /// A grant was extended: for iptables, ask the firewall whether its rule is still there
+    /// (it may have been deleted by hand, or by a firewall reload), and insert it again if
+    /// not. No answer.
+    Recheck {
+        /// The door, for the log.
+        door: String,
+        /// The grant's rendered start command.
+        argv: Vec<String>,
+    },
+    /// knockd's `Command` without a stop command: run once, nothing to close. An insert
+    /// identical to one already in place is skipped (one rule, not two). No answer.
+    Once {
+        /// The door, for the log.
+        door: String,
+        /// The rendered command.
+        argv: Vec<String>,
+    },
+}
+
+/// A job for the close lane: run a grant's stop command; answered with [`Done::Stopped`].
+#[derive(Debug)]
+pub struct StopJob {
+    /// The grant.
+    pub id: u64,
+    /// Its door, for the log.
+    pub door: String,
+    /// Its address, for the log.
+    pub addr: IpAddr,
+    /// The stop command.
+    pub argv: Vec<String>,
+}
+
+/// What a stop command did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Closed {
+    /// It succeeded.
+    Done,
+    /// It failed, but the rule is not in the firewall (asked with iptables `-C`).
+    AlreadyGone,
+    /// It failed: why.
+    Failed(String),
+}
+
+/// A job's result, for the keeper.
+#[derive(Debug)]
+pub enum Done {
+    /// A start command ended: whether it succeeded.
+    Started {
+        /// The grant.
+        id: u64,
+        /// Success.
+        ok: bool,
+    },
+    /// A stop command ended.
+    Stopped {
+        /// The grant.
+        id: u64,
+        /// How.
+        how: Closed,
+    },
+}
+
+/// The keeper's ends of the lanes. The lanes' tasks start with [`Lanes::spawn`].
+#[derive(Debug)]
+pub struct Lanes {
+    /// Start jobs go here.
+    pub open: mpsc::Sender<OpenJob>,
+    /// Stop jobs go here.
+    pub close: mpsc::Sender<StopJob>,
+    tasks: Option<Tasks>,
+}
+
+/// The lanes' ends until their tasks start.
+#[derive(Debug)]
+struct Tasks {
+    open: mpsc::Receiver<OpenJob>,
+    close: mpsc::Receiver<StopJob>,
+    done_tx: mpsc::UnboundedSender<Done>,
+    done: mpsc::UnboundedReceiver<Done>,
+}
+
+impl Lanes {
+    /// The queues, with no task on them yet.
+    pub fn new() -> Self {
+        let (open, open_rx) = mpsc::channel(OPEN_LANE_LEN);
+        let (close, close_rx) = mpsc::channel(CLOSE_LANE_LEN);
+        let (done_tx, done) = mpsc::unbounded_channel();
+        Self {
+            open,
+            close,
+            tasks: Some(Tasks {
+                open: open_rx,
+                close: close_rx,
+                done_tx,
+                done,
+            }),
+        }
+    }
+
+    /// Starts the two lanes' tasks (needs the tokio runtime's context) and returns where
+    /// their results come from; `None` if they were started already. They end when their
+    /// queue's senders are dropped.
+    pub fn spawn(&mut self) -> Option<mpsc::UnboundedReceiver<Done>> {
+        let t = self.tasks.take()?;
+        tokio::spawn(open_lane(t.open, t.done_tx.clone()));
+        tokio::spawn(close_lane(t.close, t.done_tx));
+        Some(t.done)
+    }
+}
+
+impl Default for Lanes {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+async fn open_lane(mut jobs: mpsc::Receiver<OpenJob>, done: mpsc::UnboundedSender<Done>) {
+    // The inserts of `Once` jobs this daemon made and has not deleted since.
+    let mut applied = HashSet::new();
+    while let Some(job) = jobs.recv().await {
+        match job {
+            OpenJob::Start { id, door, argv } => {
+                info!("{door}: running command: {}", commands::display(&argv));
+                let ok = match commands::run(&argv).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        error!("{door}: command failed: {e}");
+                        false
+                    }
+                };
+                let _ = done.send(Done::Started { id, ok });
+            }
+            OpenJob::Recheck { door, argv } => recheck(&door, &argv).await,
+            OpenJob::Once { door, argv } => run_once(&door, &argv, &mut applied).await,
+        }
+    }
+}
+
+async fn close_lane(mut jobs: mpsc::Receiver<StopJob>, done: mpsc::UnboundedSender<Done>) {
+    while let Some(job) = jobs.recv().await {
+        info!(
+            "{}: running command: {}",
+            job.door,
+            commands::display(&job.argv)
+        );
+        let how = match commands::run(&job.argv).await {
+            Ok(()) => Closed::Done,
+            Err(_) if rule_already_gone(&job.argv).await => {
+                info!(
+                    "{}: the rule for {} was already gone from the firewall (deleted by hand?)",
+                    job.door, job.addr
+                );
+                Closed::AlreadyGone
+            }
+            Err(e) => Closed::Failed(e.to_string()),
+        };
+        let _ = done.send(Done::Stopped { id: job.id, how });
+    }
+}
+
+async fn recheck(door: &str, start: &[String]) {
+    let RuleOp::Insert(rule) = rule_op(start) else {
+        return;
+    };
+    let Some(check) = check_argv(start, &rule) else {
+        return;
+    };
+    if rule_present(&check).await == Some(false) {
+        info!("{door}: the rule of this grant is not in the firewall; inserting it again");
+        info!("{door}: running command: {}", commands::display(start));
+        if let Err(e) = commands::run(start).await {
+            error!("{door}: command failed: {e}");
+        }
+    }
+}
+
+async fn run_once(door: &str, argv: &[String], applied: &mut HashSet<Vec<String>>) {
+    let op = rule_op(argv);
+    if let RuleOp::Insert(rule) = &op {
+        // One rule, not two. For iptables the firewall itself is asked (`-C`): it knows about
+        // a rule inserted before a restart, and about one deleted by hand since this daemon
+        // inserted it (memory alone would then skip the insert, and the knock would never
+        // open again). Other tools, and a check that cannot answer, fall back on what this
+        // daemon inserted and has not deleted since.
+        let present = match check_argv(argv, rule) {
+            Some(check) => rule_present(&check).await,
+            None => None,
+        }
+        .unwrap_or_else(|| applied.contains(rule));
+        if present {
+            applied.insert(rule.clone());
+            info!(
+                "{door}: rule already in place (inserted by an earlier knock and not deleted \
+                 since); not inserting it twice"
+            );
+            return;
+        }
+    }
+    info!("{door}: running command: {}", commands::display(argv));
+    match commands::run(argv).await {
+        Ok(()) => match op {
+            RuleOp::Insert(rule) => {
+                applied.insert(rule);
+            }
+            RuleOp::Delete(rule) => {
+                applied.remove(&rule);
+            }
+            RuleOp::Other => {}
+        },
+        Err(_) if rule_already_gone(argv).await => {
+            if let RuleOp::Delete(rule) = op {
+                applied.remove(&rule);
+            }
+            info!("{door}: the rule was already gone from the firewall; nothing to delete");
+        }
+        Err(e) => error!("{door}: command failed: {e}"),
+    }
+}
+
+/// Whether a failed iptables delete failed because its rule is not in the firewall (asked
+/// with `-C`): then the grant is closed all the same. Other tools cannot be asked.
+async fn rule_already_gone(stop: &[String]) -> bool {
+    let RuleOp::Delete(rule) = rule_op(stop) else {
+        return false;
+    };
+    match check_argv(stop, &rule) {
+        Some(check) => rule_present(&check).await == Some(false),
+        None => false,
+    }
+}
