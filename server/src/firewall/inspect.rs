@@ -18,7 +18,7 @@ pub fn other_firewall(door: &knock_shared::config::Door) -> Option<&'static str>
         .into_iter()
         .flatten()
     {
-        for word in cmd.as_str().split_whitespace() {
+        for word in cmd.code().split_whitespace() {
             let base = word.rsplit('/').next().unwrap_or(word);
             let base = base.trim_matches(|c| c == '\'' || c == '"');
             if base.starts_with("iptables") || base.starts_with("ip6tables") {
@@ -314,10 +314,13 @@ mod tests {
              [both]\nsequence = 7002,8002,9002\n\
              command = /bin/sh -c 'nft list ruleset; iptables -I INPUT -s %IP% --dport 443 -j ACCEPT'\n\
              [ipt]\nsequence = 1,2,3\n\
-             command = /sbin/iptables-legacy -I INPUT -s %IP% -p udp --dport 53 -j ACCEPT\n";
+             command = /sbin/iptables-legacy -I INPUT -s %IP% -p udp --dport 53 -j ACCEPT\n\
+             [commented]\nsequence = 4,6,5\n\
+             command = /usr/local/bin/open-door %IP% # was: nft add element\n";
         let cfg = knock_shared::config::parse_str(text).expect("valid");
         let tools: Vec<Option<&str>> = cfg.doors.iter().map(other_firewall).collect();
-        assert_eq!(tools, vec![Some("nft"), Some("nft"), None, None]);
+        // A comment is not run, so the tool it names is not the door's.
+        assert_eq!(tools, vec![Some("nft"), Some("nft"), None, None, None]);
         assert_eq!(
             ports_of(&cfg, Backend::Iptables),
             vec![p("443"), p("53/udp")]

@@ -753,7 +753,9 @@ mod tests {
         let c = ok(
             "[d]\nsequence = 2222:udp,3333:udp\ntcpflags = syn\ncmd_timeout = 5\n\
                     [e]\nsequence = 80\ncommand = /bin/true\n[f]\nsequence = 9,5,5,1\n\
-                    command = /sbin/iptables -I INPUT -s %IP% -j ACCEPT; logger opened\n",
+                    command = /sbin/iptables -I INPUT -s %IP% -j ACCEPT; logger opened\n\
+                    [g]\nsequence = 4,6,5\n\
+                    command = /sbin/iptables -I INPUT -s %IP% -j ACCEPT # let them in\n",
         );
         let w: Vec<String> = c.warnings.iter().map(|w| w.to_string()).collect();
         let has = |line: usize, phrase: &str| {
@@ -779,6 +781,18 @@ mod tests {
         assert!(
             has(10, "contains \"ACCEPT;\", which a shell would interpret"),
             "{w:#?}"
+        );
+        assert!(
+            has(
+                13,
+                "command ends in the comment \"# let them in\", which is dropped, as knockd's \
+                 shell dropped it"
+            ),
+            "{w:#?}"
+        );
+        assert_eq!(
+            argv(start(c.door("g").expect("door")), v4(10, 0, 0, 1), None),
+            "/sbin/iptables | -I | INPUT | -s | 10.0.0.1 | -j | ACCEPT"
         );
         // Sorted by line.
         assert!(c.warnings.windows(2).all(|p| p[0].line <= p[1].line));

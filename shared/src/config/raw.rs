@@ -3,7 +3,9 @@
 //! Role: the parser's state and its line reader. Syntax, as knockd's `parseconfig()` reads it:
 //!
 //! - each line is trimmed; blank lines and lines whose first non-blank character is `#` are
-//!   skipped (there are no trailing comments: `#` later in a line is part of the value);
+//!   skipped (there are no trailing comments: `#` later in a line is part of the value; a
+//!   command's value then drops an unquoted word starting with `#` and the rest, as knockd's
+//!   shell did, see `template`);
 //! - `[name]` alone on a line starts a section; `[options]` (exactly, lower case) holds the
 //!   global options, any other name starts a door; door names are case-sensitive;
 //! - `Directive = value`: the directive name is case-insensitive, the value is everything after
@@ -517,6 +519,14 @@ impl Parser {
                                  run without a shell: it is passed literally as an argument \
                                  (put pipelines and redirections in a script)",
                             quoted(word)
+                        ));
+                    }
+                    if let Some(comment) = t.comment() {
+                        warnings.push(format!(
+                            "{key} ends in the comment {}, which is dropped, as knockd's shell \
+                             dropped it: it is not passed to the program (quote the # to pass \
+                             it)",
+                            quoted(comment)
                         ));
                     }
                     let slot = match dir {

@@ -40,9 +40,11 @@ pub enum TemplateError {
 /// A command to run later: argv words (no shell) with `%IP%`, `%PORT%`, `%PROTO%`.
 ///
 /// Tokenizing: words are separated by blanks; `'...'` groups literally; `"..."` groups with
-/// `\"` and `\\` as the only escapes; a backslash elsewhere is literal; there is no other shell
-/// syntax (`;`, `|`, `&&`, `$(...)`, `>` are ordinary characters). Placeholders are
-/// substituted inside a word, quoted or not, and never split or add words.
+/// `\"` and `\\` as the only escapes; a backslash elsewhere is literal; an unquoted word that
+/// begins with `#` begins a comment to the end of the text, which is dropped (as knockd's
+/// `/bin/sh` dropped it; `a#b` and `'#'` are words); there is no other shell syntax (`;`, `|`,
+/// `&&`, `$(...)`, `>` are ordinary characters). Placeholders are substituted inside a word,
+/// quoted or not, and never split or add words.
 ///
 /// A `%NAME%` where NAME is two or more capitals, digits or underscores starting with a letter
 /// must be a known placeholder; lower-case names (`%s%`) and single letters (`+%Y%m%d`) are
@@ -52,6 +54,8 @@ pub struct CommandTemplate {
     text: String,
     words: Vec<Vec<Piece>>,
     shell_syntax: Option<String>,
+    /// Where in `text` the dropped comment begins.
+    comment_at: Option<usize>,
 }
 
 impl CommandTemplate {
@@ -61,7 +65,8 @@ impl CommandTemplate {
         let text = text.trim();
         let mut words = Vec::new();
         let mut shell_syntax = None;
-        for (word, quoted) in tokenize(text)? {
+        let (tokens, comment_at) = tokenize(text)?;
+        for (word, quoted) in tokens {
             if !quoted && shell_syntax.is_none() && looks_like_shell(&word) {
                 shell_syntax = Some(word.clone());
             }
@@ -71,12 +76,27 @@ impl CommandTemplate {
             text: text.to_owned(),
             words,
             shell_syntax,
+            comment_at,
         })
     }
 
-    /// The original text.
+    /// The original text (with its comment, if any).
     pub fn as_str(&self) -> &str {
         &self.text
+    }
+
+    /// The text without its comment: what is run.
+    pub fn code(&self) -> &str {
+        match self.comment_at {
+            Some(at) => self.text[..at].trim_end(),
+            None => &self.text,
+        }
+    }
+
+    /// The comment that was dropped (from its `#` to the end), if any. The parser warns
+    /// about it: knockd's shell dropped it too, but it may be an argument someone meant.
+    pub fn comment(&self) -> Option<&str> {
+        self.comment_at.map(|at| &self.text[at..])
     }
 
     /// No words: nothing to run.
@@ -140,13 +160,18 @@ impl fmt::Display for CommandTemplate {
     }
 }
 
-/// Splits into words; each with whether any part of it was quoted.
-fn tokenize(text: &str) -> Result<Vec<(String, bool)>, TemplateError> {
+/// The words; each with whether any part of it was quoted.
+type Words = Vec<(String, bool)>;
+
+/// Splits into words, and where a comment begins: an unquoted `#` at the start of a word (as
+/// in sh) ends the words; the rest of the text is not read, quotes included.
+fn tokenize(text: &str) -> Result<(Words, Option<usize>), TemplateError> {
     let mut words = Vec::new();
     let mut cur: Option<(String, bool)> = None;
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
+    let mut chars = text.char_indices();
+    while let Some((at, c)) = chars.next() {
         match c {
+            '#' if cur.is_none() => return Ok((words, Some(at))),
             c if c.is_whitespace() => {
                 if let Some(w) = cur.take() {
                     words.push(w);
@@ -156,7 +181,7 @@ fn tokenize(text: &str) -> Result<Vec<(String, bool)>, TemplateError> {
                 let w = cur.get_or_insert_with(|| (String::new(), true));
                 w.1 = true;
                 loop {
-                    match chars.next() {
+                    match chars.next().map(|(_, ch)| ch) {
                         Some('\'') => break,
                         Some(ch) => w.0.push(ch),
                         None => return Err(TemplateError::UnterminatedQuote('\'')),
@@ -167,9 +192,9 @@ fn tokenize(text: &str) -> Result<Vec<(String, bool)>, TemplateError> {
                 let w = cur.get_or_insert_with(|| (String::new(), true));
                 w.1 = true;
                 loop {
-                    match chars.next() {
+                    match chars.next().map(|(_, ch)| ch) {
                         Some('"') => break,
-                        Some('\\') => match chars.next() {
+                        Some('\\') => match chars.next().map(|(_, ch)| ch) {
                             Some(ch @ ('"' | '\\')) => w.0.push(ch),
                             Some(ch) => {
                                 w.0.push('\\');
@@ -188,7 +213,7 @@ fn tokenize(text: &str) -> Result<Vec<(String, bool)>, TemplateError> {
     if let Some(w) = cur.take() {
         words.push(w);
     }
-    Ok(words)
+    Ok((words, None))
 }
 
 fn looks_like_shell(word: &str) -> bool {
@@ -337,6 +362,53 @@ mod tests {
         let t = CommandTemplate::parse("   ").expect("parses");
         assert!(t.is_empty());
         assert!(t.render(ip, None).is_empty());
+
+        // An unquoted word starting with `#` begins a comment, as in sh: it and the rest are
+        // dropped (quotes in it are not read), and the template remembers it.
+        let t = CommandTemplate::parse(
+            "/sbin/iptables -A INPUT -s %IP% -j ACCEPT   # open ssh; don't 'log",
+        )
+        .expect("parses");
+        assert_eq!(
+            t.render(ip, None),
+            [
+                "/sbin/iptables",
+                "-A",
+                "INPUT",
+                "-s",
+                "192.0.2.1",
+                "-j",
+                "ACCEPT"
+            ]
+        );
+        assert_eq!(t.comment(), Some("# open ssh; don't 'log"));
+        assert_eq!(t.code(), "/sbin/iptables -A INPUT -s %IP% -j ACCEPT");
+        assert_eq!(t.shell_syntax(), None, "nothing in the comment is flagged");
+        assert_eq!(
+            t.as_str(),
+            "/sbin/iptables -A INPUT -s %IP% -j ACCEPT   # open ssh; don't 'log"
+        );
+        // Unknown placeholders in a comment are not read either.
+        let t = CommandTemplate::parse("/bin/true #%HOST%").expect("parses");
+        assert_eq!(t.render(ip, None), ["/bin/true"]);
+        assert_eq!(t.comment(), Some("#%HOST%"));
+        // Only a whole comment: nothing to run.
+        let t = CommandTemplate::parse("# disabled").expect("parses");
+        assert!(t.is_empty());
+        assert_eq!(t.code(), "");
+        // Inside a word or quoted, `#` is an ordinary character.
+        for (text, want) in [
+            ("echo a#b", vec!["echo", "a#b"]),
+            ("echo '#x' y", vec!["echo", "#x", "y"]),
+            ("echo \"# x\"", vec!["echo", "# x"]),
+            ("echo ''#x", vec!["echo", "#x"]),
+            ("echo x# y", vec!["echo", "x#", "y"]),
+        ] {
+            let t = CommandTemplate::parse(text).expect("parses");
+            assert_eq!(t.render(ip, None), want, "{text}");
+            assert_eq!(t.comment(), None, "{text}");
+            assert_eq!(t.code(), text);
+        }
 
         for (bad, err) in [
             ("a 'b", TemplateError::UnterminatedQuote('\'')),
