@@ -227,3 +227,61 @@ fn use_syslog_sends_daemon_facility_lines_to_dev_log() {
     assert!(line.starts_with("<30>"), "{line}");
     assert!(line.contains(" knock-spad["), "{line}");
 }
+
+/// A configuration's warnings are what `check` prints, and the daemon logs them at start and
+/// at each reload: here a trailing `# comment` in a command, dropped as knockd's shell did.
+#[test]
+fn configuration_warnings_are_logged_at_start_and_reload() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = write_private(
+        dir.path(),
+        "knockd.conf",
+        &format!(
+            "[options]\n    StateDir = {}\n    ServerName = log-test\n    SpaPort = {}\n    Capture = udp\n\
+             [spa]\n    Keys = {}\n    Allow_Ports = 22\n\
+             \x20   Start_Command = /bin/true %IP% # let them in\n    Stop_Command = /bin/true %IP%\n",
+            dir.path().join("state").display(),
+            free_udp_port(),
+            key("alice", 1).to_inline().as_str()
+        ),
+    );
+    let c = conf.to_str().expect("utf-8");
+    let warning = format!(
+        "{c}:9: warning: Start_Command ends in the comment \"# let them in\", which is dropped, \
+         as knockd's shell dropped it"
+    );
+    let checked = run(&["-c", c, "check"]);
+    assert!(checked.status.success(), "{}", stderr(&checked));
+    assert!(
+        stderr(&checked).contains(&format!("knock-spad: {warning}")),
+        "{}",
+        stderr(&checked)
+    );
+
+    let mut daemon = Daemon::start(&["-c", c], &dir.path().join("err"));
+    wait_running(&daemon, &conf);
+    let log = daemon.log();
+    let at = |what: &str| {
+        log.find(what)
+            .unwrap_or_else(|| panic!("no {what:?} in {log}"))
+    };
+    assert!(at(&warning) < at(" starting: "), "{log}");
+    // SAFETY: kill() on the daemon this test started, with a valid signal number.
+    assert_eq!(
+        unsafe { libc::kill(daemon.pid() as libc::pid_t, libc::SIGHUP) },
+        0
+    );
+    daemon.wait_for(Duration::from_secs(10), "the reload's warning", || {
+        daemon
+            .log()
+            .contains(&format!("SIGHUP: {warning}"))
+            .then_some(())
+    });
+    daemon.signal_and_wait(libc::SIGTERM);
+    assert_eq!(
+        daemon.log().matches(&warning).count(),
+        2,
+        "{}",
+        daemon.log()
+    );
+}

@@ -33,6 +33,23 @@ use crate::load;
 use crate::log::{self, debug, error, info};
 use crate::store::{self, status};
 
+/// Logs the configuration's warnings as `check` prints them (`FILE:LINE: warning: ...`),
+/// once per load.
+fn log_config_warnings(
+    prefix: &str,
+    path: &std::path::Path,
+    config: &knock_shared::config::Config,
+) {
+    for w in &config.warnings {
+        info!(
+            "{prefix}{}:{}: warning: {}",
+            path.display(),
+            w.line,
+            w.message
+        );
+    }
+}
+
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let rt = match load::read_or_report(&cli.config) {
@@ -70,6 +87,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Some(problem) = notify_problem {
         error!("{problem}");
     }
+    log_config_warnings("", &cli.config, &rt.config);
     let pidfile = cli
         .pidfile
         .clone()
@@ -269,6 +287,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     notify::send("RELOADING=1");
                     match load::read(&config_path) {
                         Ok(new) => {
+                            log_config_warnings("SIGHUP: ", &config_path, &new.config);
                             // One path: the packet thread applies it (at most one poll
                             // interval later) or refuses it, and hands it on to the grant
                             // keeper in order with its actions; the keeper then publishes it

@@ -26,7 +26,8 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// A non-fatal remark on a valid configuration (shown by `knock-spad check` and at start-up).
+/// A non-fatal remark on a valid configuration (shown by `knock-spad check`, logged by the
+/// daemon at start-up and at each reload).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Warning {
     /// 1-based line number.
