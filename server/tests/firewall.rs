@@ -106,6 +106,24 @@ impl Netns {
             .output()
             .expect("ip netns exec")
     }
+
+    /// Appends a REJECT of new TCP connections to 22 to `tool`'s INPUT chain.
+    fn reject_22(&self, tool: &str) {
+        let add = self.exec(&[
+            tool,
+            "-A",
+            "INPUT",
+            "-p",
+            "tcp",
+            "--dport",
+            "22",
+            "-j",
+            "REJECT",
+            "--reject-with",
+            "tcp-reset",
+        ]);
+        assert!(add.status.success(), "{tool}: {}", stderr(&add));
+    }
 }
 
 impl Drop for Netns {
@@ -155,20 +173,7 @@ fn firewall_setup_apply_is_idempotent_in_a_namespace() {
     // A chain that already had the REJECT rule (the wrong way round): ESTABLISHED is
     // inserted in front of it, not after.
     let ns2 = Netns::create().expect("ip netns add");
-    let pre = ns2.exec(&[
-        "iptables",
-        "-A",
-        "INPUT",
-        "-p",
-        "tcp",
-        "--dport",
-        "22",
-        "-j",
-        "REJECT",
-        "--reject-with",
-        "tcp-reset",
-    ]);
-    assert!(pre.status.success(), "{}", stderr(&pre));
+    ns2.reject_22("iptables");
     let out = ns2.exec(&[
         BIN,
         "firewall-setup",
@@ -186,7 +191,8 @@ fn firewall_setup_apply_is_idempotent_in_a_namespace() {
 
 /// Debian's classic knockd.conf: the knock doors name their guarded port only inside the
 /// iptables command (`--dport 22`). `firewall-setup` derives the baseline from it, and `check`
-/// warns while the port is open and not once the baseline is applied.
+/// warns while the port is open and not once the baseline is applied; then it warns that the
+/// door's `-A INPUT` lands after the baseline's REJECT.
 #[test]
 fn knock_doors_guarded_port_is_read_from_the_command() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -225,10 +231,85 @@ fn knock_doors_guarded_port_is_read_from_the_command() {
         "{}",
         stderr(&after)
     );
+    assert!(
+        !stderr(&before).contains("appends its ACCEPT"),
+        "nothing refuses 22 yet: {}",
+        stderr(&before)
+    );
+    assert!(
+        stderr(&after).contains(&format!(
+            "knock-spad: {conf}:8: warning: [openSSH] the start command appends its ACCEPT for \
+             22/tcp (-A INPUT) after `-A INPUT -p tcp -m tcp --dport 22 -j REJECT"
+        )),
+        "{}",
+        stderr(&after)
+    );
     // The other warning is right too: 7000,8000,9000 is what a port scan sends.
     assert!(
         stderr(&after).contains("is ascending"),
         "{}",
         stderr(&after)
+    );
+}
+
+/// The migration trap of Debian's stock knockd.conf: a start command that appends
+/// (`iptables -A INPUT`) while 22 is already rejected earlier in the chain adds its ACCEPT
+/// after the REJECT and opens nothing. `check`, run in a namespace whose INPUT chains reject
+/// 22, names the door, the command's line, the port, the REJECT rule and the fix; with `-I`
+/// it says nothing of the kind. The exit status stays 0 (a warning).
+#[test]
+fn check_warns_when_a_door_appends_after_the_reject() {
+    require_root_and(&["ip", "iptables", "ip6tables"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = |op: &str| {
+        let path = write_private(
+            dir.path(),
+            &format!("knockd{op}.conf"),
+            &format!(
+                "[options]\n    StateDir = {}\n\n\
+                 [openSSH]\n    sequence = 7000,9000,8000\n    seq_timeout = 5\n    tcpflags = syn\n\
+                 \x20   command = /sbin/iptables {op} INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\n\
+                 \x20   command_6 = /sbin/ip6tables {op} INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\n",
+                dir.path().join("state").display()
+            ),
+        );
+        path.to_str().expect("utf-8").to_owned()
+    };
+    let ns = Netns::create().expect("ip netns add");
+    let mut rejects = Vec::new();
+    for tool in ["iptables", "ip6tables"] {
+        ns.reject_22(tool);
+        // The rule as `-S` prints it, which is how the warning quotes it.
+        let listed = stdout(&ns.exec(&[tool, "-S", "INPUT"]));
+        let rule = listed
+            .lines()
+            .find(|l| l.starts_with("-A INPUT") && l.contains("REJECT"))
+            .unwrap_or_else(|| panic!("no REJECT rule in {listed}"))
+            .to_owned();
+        rejects.push((tool, rule));
+    }
+
+    let appending = conf("-A");
+    let out = ns.exec(&[BIN, "check", "-c", &appending]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = stderr(&out);
+    for ((tool, rule), line) in rejects.iter().zip([8, 9]) {
+        let want = format!(
+            "knock-spad: {appending}:{line}: warning: [openSSH] the start command appends its \
+             ACCEPT for 22/tcp (-A INPUT) after `{rule}`, which refuses 22/tcp first in the \
+             current {tool} INPUT chain: the door opens nothing; use -I INPUT instead of -A INPUT"
+        );
+        assert!(said.contains(&want), "want {want}\nin {said}");
+    }
+    assert_eq!(said.matches("appends its ACCEPT").count(), 2, "{said}");
+
+    let inserting = conf("-I");
+    let out = ns.exec(&[BIN, "check", "-c", &inserting]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = stderr(&out);
+    assert!(!said.contains("appends its ACCEPT"), "{said}");
+    assert!(
+        !said.contains("cannot read the"),
+        "the chains were read: {said}"
     );
 }

@@ -1,9 +1,12 @@
 //! Reading what the doors guard and what the live firewall does with it, for `check` and
 //! `firewall-setup`: the ports a configuration's doors open (SPA `Allow_Ports`, `--dport` in a
 //! knock door's start command, the ports in an nft door's commands), which doors use another
-//! tool than iptables, and whether the current iptables INPUT chain closes a port.
+//! tool than iptables, whether the current iptables INPUT chain closes a port, and which
+//! doors append their ACCEPT (`-A INPUT`) after a rule that already refuses the port.
 
 use knock_shared::types::{PortSpec, Proto};
+
+use super::baseline::Family;
 
 /// Firewall tools other than iptables whose rules `check` and `firewall-setup` cannot read or
 /// write.
@@ -19,9 +22,8 @@ pub fn other_firewall(door: &knock_shared::config::Door) -> Option<&'static str>
         .flatten()
     {
         for word in cmd.code().split_whitespace() {
-            let base = word.rsplit('/').next().unwrap_or(word);
-            let base = base.trim_matches(|c| c == '\'' || c == '"');
-            if base.starts_with("iptables") || base.starts_with("ip6tables") {
+            let base = program_name(word);
+            if iptables_family(base).is_some() {
                 return None;
             }
             if let Some(tool) = OTHER_FIREWALLS.iter().find(|t| **t == base) {
@@ -30,6 +32,24 @@ pub fn other_firewall(door: &knock_shared::config::Door) -> Option<&'static str>
         }
     }
     other
+}
+
+/// A word's program name: its last path component, without the quotes of a `sh -c '...'`.
+fn program_name(word: &str) -> &str {
+    let base = word.rsplit('/').next().unwrap_or(word);
+    base.trim_matches(|c| c == '\'' || c == '"')
+}
+
+/// Which family's INPUT chain a program name writes: `iptables*` (`iptables-legacy`,
+/// `iptables-nft`) IPv4, `ip6tables*` IPv6.
+fn iptables_family(name: &str) -> Option<Family> {
+    if name.starts_with("ip6tables") {
+        Some(Family::V6)
+    } else if name.starts_with("iptables") {
+        Some(Family::V4)
+    } else {
+        None
+    }
 }
 
 /// Which firewall a baseline is for.
@@ -146,25 +166,121 @@ pub enum Verdict {
 /// connection state without NEW) are skipped; the first rule that applies to every new
 /// connection to the port decides, else the policy.
 pub fn verdict(chain: &str, port: PortSpec) -> Verdict {
-    let mut policy = Verdict::Unknown("no policy line".into());
+    if let Some((v, _)) = first_decision(chain, port) {
+        return v;
+    }
     for line in chain.lines() {
         let w: Vec<&str> = line.split_whitespace().collect();
-        match w.as_slice() {
-            ["-P", "INPUT", target, ..] => {
-                policy = match *target {
-                    "ACCEPT" => Verdict::Open(format!("policy {target}")),
-                    _ => Verdict::Closed,
-                };
-            }
-            ["-A", "INPUT", rest @ ..] => {
-                if let Some(v) = rule_verdict(rest, port, line) {
-                    return v;
-                }
-            }
-            _ => {}
+        if let ["-P", "INPUT", target, ..] = w.as_slice() {
+            return match *target {
+                "ACCEPT" => Verdict::Open(format!("policy {target}")),
+                _ => Verdict::Closed,
+            };
         }
     }
-    policy
+    Verdict::Unknown("no policy line".into())
+}
+
+/// The first rule of `iptables -S INPUT` output that decides for every new connection to
+/// `port` (see [`verdict`]), with its line; `None` when the policy decides.
+fn first_decision(chain: &str, port: PortSpec) -> Option<(Verdict, &str)> {
+    chain.lines().find_map(|line| {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        match w.as_slice() {
+            ["-A", "INPUT", rest @ ..] => rule_verdict(rest, port, line).map(|v| (v, line)),
+            _ => None,
+        }
+    })
+}
+
+/// A door's start command that appends its ACCEPT to the INPUT chain (`-A INPUT`) while an
+/// earlier rule of that chain refuses every new connection to the port: the appended rule
+/// lands after the refusal and opens nothing (`-I INPUT` puts it in front).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LateAppend {
+    /// The door.
+    pub door: String,
+    /// The line of its start command (of the door's header when unknown).
+    pub line: usize,
+    /// The port the command opens.
+    pub port: PortSpec,
+    /// The rule that refuses it first, as `iptables -S INPUT` prints it.
+    pub rule: String,
+}
+
+/// The [`LateAppend`]s of a configuration against `chain`, the `iptables -S INPUT` (or
+/// `ip6tables`) output of `family`: each start command whose `family` tool appends an ACCEPT
+/// to INPUT, for each port it opens (`--dport`, see [`command_ports`]; an SPA door's command
+/// rendered for each of its `Allow_Ports`) that the chain's first deciding rule refuses. A
+/// refusal by the policy alone is fine (an appended rule comes before the policy); an ACCEPT
+/// for everyone or a rule this reading does not follow ([`Verdict::Unknown`]) first says
+/// nothing here.
+pub fn late_appends(
+    config: &knock_shared::config::Config,
+    family: Family,
+    chain: &str,
+) -> Vec<LateAppend> {
+    let mut out = Vec::new();
+    for door in config.doors.iter().filter(|d| other_firewall(d).is_none()) {
+        let requested: Vec<Option<PortSpec>> = match door.spa() {
+            Some(spa) => spa.allow_ports.iter().copied().map(Some).collect(),
+            None => vec![None],
+        };
+        let commands = [
+            (&door.start_command, door.start_lines.0),
+            (&door.start_command_6, door.start_lines.1),
+        ];
+        for (cmd, line) in commands {
+            let Some(cmd) = cmd else { continue };
+            let mut ports = Vec::new();
+            for &p in &requested {
+                let argv = cmd.render(std::net::Ipv4Addr::UNSPECIFIED.into(), p);
+                if appends_accept(&argv, family) {
+                    ports.extend(command_ports(&argv));
+                }
+            }
+            ports.sort();
+            ports.dedup();
+            for port in ports {
+                if let Some((Verdict::Closed, rule)) = first_decision(chain, port) {
+                    out.push(LateAppend {
+                        door: door.name.clone(),
+                        line: line.unwrap_or(door.line),
+                        port,
+                        rule: rule.to_owned(),
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Whether `argv` runs `family`'s tool (directly, or inside `sh -c '...'`: words are also
+/// split at blanks) to append an ACCEPT rule to the filter table's INPUT chain.
+fn appends_accept(argv: &[String], family: Family) -> bool {
+    let tokens: Vec<&str> = argv.iter().flat_map(|w| w.split_whitespace()).collect();
+    let is_tool = |w: &str| iptables_family(program_name(w));
+    let starts: Vec<usize> = (0..tokens.len())
+        .filter(|&i| is_tool(tokens[i]).is_some())
+        .collect();
+    starts.iter().enumerate().any(|(n, &start)| {
+        let end = starts.get(n + 1).copied().unwrap_or(tokens.len());
+        let words = &tokens[start..end];
+        let pair = |flag: &[&str], value: &str| {
+            words
+                .windows(2)
+                .any(|w| flag.contains(&w[0]) && w[1] == value)
+        };
+        let table = words
+            .windows(2)
+            .find(|w| matches!(w[0], "-t" | "--table"))
+            .map_or("filter", |w| w[1]);
+        is_tool(words[0]) == Some(family)
+            && table == "filter"
+            && pair(&["-A", "--append"], "INPUT")
+            && pair(&["-j", "--jump"], "ACCEPT")
+    })
 }
 
 /// The verdict of one rule for new connections to `port`, or `None` when it does not apply to
@@ -269,6 +385,83 @@ mod tests {
         // NEW connections are what matters: a NEW,ESTABLISHED accept opens it.
         let new_ok = "-P INPUT DROP\n-A INPUT -m state --state NEW,ESTABLISHED -j ACCEPT\n";
         assert!(matches!(verdict(new_ok, ssh), Verdict::Open(_)));
+    }
+
+    #[test]
+    fn late_appends_are_doors_appending_after_a_refusal() {
+        let key = knock_keys::NamedKey::new("a", knock_keys::MasterKey::from_bytes([1; 32]))
+            .expect("key");
+        let text = format!(
+            "[append]\nsequence = 7000,9000,8000\n\
+             command = /sbin/iptables -A INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\n\
+             [insert]\nsequence = 7001,9001,8001\n\
+             command = /sbin/iptables -I INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\n\
+             [six]\nsequence = 7002,9002,8002\n\
+             start_command_6 = /sbin/ip6tables --append INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\n\
+             [wrapped]\nsequence = 7003,9003,8003\n\
+             command = /bin/sh -c 'logger hi; iptables -A INPUT -s %IP% -p udp --dport 53 -j ACCEPT'\n\
+             [nat]\nsequence = 7004,9004,8004\n\
+             command = /sbin/iptables -t nat -A INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\n\
+             [log]\nsequence = 7005,9005,8005\n\
+             command = /sbin/iptables -A INPUT -s %IP% -p tcp --dport 22 -j LOG\n\
+             [spa]\nkeys = {k}\nallow_ports = 22, 443\n\
+             start_command = /sbin/iptables -A INPUT -s %IP% -p %PROTO% --dport %PORT% -j ACCEPT\n",
+            k = key.to_inline().as_str()
+        );
+        let cfg = knock_shared::config::parse_str(&text).expect("valid");
+        let reject = "-A INPUT -p tcp -m tcp --dport 22 -j REJECT --reject-with tcp-reset";
+        let chain = format!(
+            "-P INPUT ACCEPT\n\
+             -A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n\
+             -A INPUT -s 10.0.0.2/32 -p tcp -m tcp --dport 443 -j ACCEPT\n\
+             {reject}\n"
+        );
+        let found = |family, chain: &str| -> Vec<(String, usize, String, String)> {
+            late_appends(&cfg, family, chain)
+                .into_iter()
+                .map(|l| (l.door, l.line, l.port.to_string(), l.rule))
+                .collect()
+        };
+        let want = |door: &str, line: usize| {
+            (
+                door.to_owned(),
+                line,
+                "22/tcp".to_owned(),
+                reject.to_owned(),
+            )
+        };
+        // The IPv4 doors that append 22/tcp (the SPA door for its 22 only); not the one that
+        // inserts, nor the nat table, nor a LOG rule, nor a port the chain leaves open.
+        assert_eq!(
+            found(Family::V4, &chain),
+            vec![want("append", 3), want("spa", 22)]
+        );
+        assert_eq!(found(Family::V6, &chain), vec![want("six", 9)]);
+        // A catch-all REJECT refuses every port, 53/udp of the wrapped command too.
+        let catch_all = "-P INPUT ACCEPT\n-A INPUT -j REJECT --reject-with icmp-host-prohibited\n";
+        let doors: Vec<(String, String)> = late_appends(&cfg, Family::V4, catch_all)
+            .into_iter()
+            .map(|l| (l.door, l.port.to_string()))
+            .collect();
+        assert_eq!(
+            doors,
+            [
+                ("append", "22/tcp"),
+                ("wrapped", "53/udp"),
+                ("spa", "22/tcp"),
+                ("spa", "443/tcp")
+            ]
+            .map(|(d, p)| (d.to_owned(), p.to_owned()))
+        );
+        // A DROP policy alone is fine: the appended rule comes before it.
+        assert_eq!(found(Family::V4, "-P INPUT DROP\n"), vec![]);
+        // Open for everyone first, or decided by a jump this reading does not follow: nothing
+        // said here (check's open-port warning or note covers it).
+        let open =
+            format!("-P INPUT DROP\n-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT\n{reject}\n");
+        assert_eq!(found(Family::V4, &open), vec![]);
+        let jump = format!("-P INPUT ACCEPT\n-A INPUT -j f2b-sshd\n{reject}\n");
+        assert_eq!(found(Family::V4, &jump), vec![]);
     }
 
     #[test]

@@ -16,4 +16,4 @@ pub mod inspect;
 pub use baseline::{
     apply, baseline, render, render_nft, system_runner, Applied, Family, PERSIST_NOTE,
 };
-pub use inspect::{other_firewall, ports_of, verdict, Backend, Verdict};
+pub use inspect::{late_appends, other_firewall, ports_of, verdict, Backend, Verdict};

@@ -165,6 +165,7 @@ impl Parser {
                     allow_nat: d.allow_nat.unwrap_or(false),
                     max_timeout,
                 }),
+                start_lines: (line_of(&d.start), line_of(&d.start6)),
                 start_command: d.start.map(|(_, t)| t),
                 start_command_6: d.start6.map(|(_, t)| t),
                 stop_command: d.stop.map(|(_, t)| t),
@@ -249,6 +250,7 @@ impl Parser {
                 tcp_flags: d.tcp_flags.map(|(_, f)| f).unwrap_or_default(),
                 target: d.target,
             }),
+            start_lines: (line_of(&d.start), line_of(&d.start6)),
             start_command: d.start.map(|(_, t)| t),
             start_command_6: d.start6.map(|(_, t)| t),
             stop_command: d.stop.map(|(_, t)| t),
@@ -316,4 +318,9 @@ impl Parser {
             self.error(line, message);
         }
     }
+}
+
+/// The line of a directive's value, if it was given.
+fn line_of<T>(value: &Option<(usize, T)>) -> Option<usize> {
+    value.as_ref().map(|(line, _)| *line)
 }

@@ -794,6 +794,7 @@ mod tests {
             argv(start(c.door("g").expect("door")), v4(10, 0, 0, 1), None),
             "/sbin/iptables | -I | INPUT | -s | 10.0.0.1 | -j | ACCEPT"
         );
+        assert_eq!(c.door("g").map(|d| d.start_lines), Some((Some(13), None)));
         // Sorted by line.
         assert!(c.warnings.windows(2).all(|p| p[0].line <= p[1].line));
         assert!(ok("")

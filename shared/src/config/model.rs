@@ -155,6 +155,8 @@ pub struct Door {
     pub start_command: Option<CommandTemplate>,
     /// `Start_Command_6` / `Command_6`.
     pub start_command_6: Option<CommandTemplate>,
+    /// The lines `start_command` and `start_command_6` were given on, for messages.
+    pub start_lines: (Option<usize>, Option<usize>),
     /// `Stop_Command`.
     pub stop_command: Option<CommandTemplate>,
     /// `Stop_Command_6`.
