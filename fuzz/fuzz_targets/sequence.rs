@@ -318,6 +318,7 @@ fuzz_target!(|input: Input| {
                 let hit = Hit {
                     src: source(u32::from(src) % sources),
                     dst: if to_server { SERVER } else { OTHER_DST },
+                    to_host: to_server,
                     proto: if udp { Proto::Udp } else { Proto::Tcp },
                     dport: HIT_PORTS[usize::from(port) % HIT_PORTS.len()],
                     tcp_flags: FLAGS[usize::from(flags) % FLAGS.len()],

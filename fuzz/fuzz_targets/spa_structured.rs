@@ -296,6 +296,7 @@ fn model(
         return Err(Reject::Future { ahead: t - now });
     }
     let addr = match request.admit {
+        Admit::Source if !key.allow_nat => return Err(Reject::SourceModeNotAllowed),
         Admit::Source => canonical(src),
         Admit::Addr(a) => {
             if canonical(a) != canonical(src) && !key.allow_nat {

@@ -21,7 +21,8 @@
 //!
 //! Linux cooked headers say which way a packet went; packets the host itself sent
 //! (`PACKET_OUTGOING`) are not observations and yield `None` (on `lo` each packet is otherwise
-//! seen twice, once leaving and once arriving).
+//! seen twice, once leaving and once arriving), and neither do frames for another host's link
+//! address (`PACKET_OTHERHOST`: seen on a bridge port, or in promiscuous mode).
 //!
 //! # IP rules
 //!
@@ -76,6 +77,14 @@ const SLL2_HEADER_LEN: usize = 2 + 2 + 4 + 2 + 1 + 1 + 8;
 const SLL2_PKTTYPE_OFFSET: usize = 10;
 /// `PACKET_OUTGOING`: the packet was sent by this host.
 const PACKET_OUTGOING: u16 = 4;
+/// `PACKET_OTHERHOST`: the frame was addressed to another host's link address.
+const PACKET_OTHERHOST: u16 = 3;
+
+/// Whether a cooked header's packet type is one to look at: not sent by this host, not for
+/// another host.
+fn observed(pkttype: u16) -> bool {
+    pkttype != PACKET_OUTGOING && pkttype != PACKET_OTHERHOST
+}
 /// `DLT_NULL` header: one 32-bit address family.
 const NULL_HEADER_LEN: usize = 4;
 /// `AF_INET` on every system.
@@ -143,14 +152,14 @@ pub fn parse_frame(linktype: i32, data: &[u8]) -> Option<Packet<'_>> {
             parse_ethertype(ethertype, data.get(ETH_HEADER_LEN..)?)
         }
         DLT_LINUX_SLL => {
-            if be16(data, 0)? == PACKET_OUTGOING {
+            if !observed(be16(data, 0)?) {
                 return None;
             }
             let ethertype = be16(data, SLL_PROTOCOL_OFFSET)?;
             parse_ethertype(ethertype, data.get(SLL_HEADER_LEN..)?)
         }
         DLT_LINUX_SLL2 => {
-            if u16::from(*data.get(SLL2_PKTTYPE_OFFSET)?) == PACKET_OUTGOING {
+            if !observed(u16::from(*data.get(SLL2_PKTTYPE_OFFSET)?)) {
                 return None;
             }
             let ethertype = be16(data, 0)?;
@@ -689,6 +698,16 @@ mod tests {
             parse_frame(DLT_LINUX_SLL2, &sll2(4, ETHERTYPE_IPV4, &t4)),
             None,
             "outgoing"
+        );
+        assert_eq!(
+            parse_frame(DLT_LINUX_SLL, &sll(3, ETHERTYPE_IPV4, &t4)),
+            None,
+            "for another host"
+        );
+        assert_eq!(
+            parse_frame(DLT_LINUX_SLL2, &sll2(3, ETHERTYPE_IPV4, &t4)),
+            None,
+            "for another host"
         );
         assert_eq!(
             parse_frame(DLT_NULL, &null_le(AF_INET, &ipv6(6, &[]))),

@@ -12,12 +12,13 @@
 //!
 //! 1. **Visibility.** A hit is seen at all only if some door would have let it through
 //!    knockd's BPF filter: its (protocol, port) is in that door's sequence, its TCP flags match
-//!    that door's `tcp_flags`, and its destination is that door's `target` if it has one. A hit
-//!    on a port that is in no sequence never resets anything. (The server builds its capture
-//!    filter from [`SequenceTracker::ports`]; the destination must also be checked to be a
-//!    local address there, as knockd's `dst host` clause does.)
+//!    that door's `tcp_flags`, and its destination is that door's `target` if it has one, or
+//!    else one of this host's own addresses ([`Hit::to_host`], which the caller decides, as
+//!    knockd's `dst host` clause does). A hit on a port that is in no sequence never resets
+//!    anything. (The server builds its capture filter from [`SequenceTracker::ports`].)
 //! 2. **Ignored for this door:** a TCP hit whose flags do not match the door's `tcp_flags`,
-//!    or a hit whose destination is not the door's `target`. No progress, no reset.
+//!    or a hit whose destination is not the door's `target` (or, without a `target`, not this
+//!    host). No progress, no reset.
 //! 3. **Timeout.** Every hit must arrive strictly less than `seq_timeout_ms` after the
 //!    attempt's first hit. Before any hit is processed, every attempt whose deadline has
 //!    passed is removed with [`Event::Timeout`] (knockd purges the same way on every packet);
@@ -88,11 +89,15 @@ pub struct SeqDoorSpec {
 }
 
 impl SeqDoorSpec {
-    /// Whether `hit` passes this door's flag and target checks (rule 2 of the module doc).
+    /// Whether `hit` passes this door's flag and destination checks (rule 2 of the module
+    /// doc): addressed to the door's `target`, or without one, to this host.
     pub fn sees(&self, hit: &Hit) -> bool {
         let flags_ok = hit.proto == Proto::Udp || self.tcp_flags.matches(hit.tcp_flags);
-        let target_ok = self.target.is_none() || self.target == Some(hit.dst);
-        flags_ok && target_ok
+        let dst_ok = match self.target {
+            Some(t) => t == hit.dst,
+            None => hit.to_host,
+        };
+        flags_ok && dst_ok
     }
 }
 
@@ -134,6 +139,10 @@ pub struct Hit {
     pub src: IpAddr,
     /// Destination address, compared with a door's `target`.
     pub dst: IpAddr,
+    /// Whether `dst` is one of this host's own addresses: a door without a `target` sees
+    /// only such hits (a knock for another host that passes through, or that the capture sees
+    /// on a bridge, is not a knock on this one).
+    pub to_host: bool,
     /// TCP or UDP.
     pub proto: Proto,
     /// Destination port.
@@ -143,11 +152,13 @@ pub struct Hit {
 }
 
 impl Hit {
-    /// The hit a captured packet makes.
-    pub fn from_packet(p: &Packet<'_>) -> Self {
+    /// The hit a captured packet makes; `to_host` as the caller found it. Addresses are
+    /// canonical (an IPv4-mapped IPv6 address becomes the IPv4 address), as on the SPA path.
+    pub fn from_packet(p: &Packet<'_>, to_host: bool) -> Self {
         Self {
-            src: p.src,
-            dst: p.dst,
+            src: crate::types::canonical(p.src),
+            dst: crate::types::canonical(p.dst),
+            to_host,
             proto: p.proto,
             dport: p.dport,
             tcp_flags: p.tcp_flags,
@@ -716,6 +727,7 @@ mod tests {
         Hit {
             src,
             dst: SERVER,
+            to_host: true,
             proto: spec.proto,
             dport: spec.port.get(),
             tcp_flags: flags,
@@ -1185,6 +1197,32 @@ mod tests {
         assert_eq!(opens(&events), [(2, ALICE)]);
     }
 
+    /// A door without a `target` counts only knocks addressed to this host: the same
+    /// sequence sent to another host (seen passing through, or on a bridge) is no knock here,
+    /// and does not reset an attempt either.
+    #[test]
+    fn knocks_for_another_host_are_ignored() {
+        let mut t = tracker(vec![door("ssh", &[tcp(7000), tcp(8000)], 15)]);
+        let other: IpAddr = Ipv4Addr::new(10, 99, 0, 77).into();
+        let elsewhere = |port| Hit {
+            dst: other,
+            to_host: false,
+            ..syn(ALICE, tcp(port))
+        };
+        let events = feed(&mut t, &[(0, elsewhere(7000)), (1, elsewhere(8000))]);
+        assert_eq!(events, []);
+        let events = feed(
+            &mut t,
+            &[
+                (2, syn(ALICE, tcp(7000))),
+                (3, elsewhere(9999)),
+                (4, elsewhere(7000)),
+                (5, syn(ALICE, tcp(8000))),
+            ],
+        );
+        assert_eq!(opens(&events), [(0, ALICE)]);
+    }
+
     #[test]
     fn target_mismatch_is_ignored() {
         let elsewhere: IpAddr = Ipv4Addr::new(203, 0, 113, 9).into();
@@ -1194,6 +1232,7 @@ mod tests {
         }]);
         let to = |dst: IpAddr, port| Hit {
             dst,
+            to_host: dst == SERVER,
             ..syn(ALICE, tcp(port))
         };
         let events = feed(&mut t, &[(0, to(SERVER, 7000)), (1, to(SERVER, 8000))]);
@@ -1590,6 +1629,7 @@ mod tests {
                 let hit = Hit {
                     src: spoofed(s),
                     dst: if to_server { SERVER } else { ALICE },
+                    to_host: to_server,
                     proto: if is_udp { Proto::Udp } else { Proto::Tcp },
                     dport: port,
                     tcp_flags: flags,

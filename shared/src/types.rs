@@ -19,12 +19,15 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 /// Whether `ip` may be admitted: an address a rule for one host makes sense for. Refused: the
 /// unspecified address (`0.0.0.0`, `::`), which some firewall front ends and scripts read as
 /// "any"; multicast; and the IPv4 limited broadcast `255.255.255.255`. No client has any of
-/// them as its address. Loopback is allowed (a knock from the host itself, when trying a
-/// configuration out). An IPv4-mapped IPv6 address is judged as the IPv4 address it maps.
+/// them as its address. Also refused: IPv6 link-local addresses (`fe80::/10`), which name a
+/// host only together with a link: a rule `-s fe80::…` admits that address on every link, so
+/// anyone on any of the host's links could take it. Loopback is allowed (a knock from the host
+/// itself, when trying a configuration out). An IPv4-mapped IPv6 address is judged as the IPv4
+/// address it maps.
 pub fn admissible(ip: IpAddr) -> bool {
     match canonical(ip) {
         IpAddr::V4(a) => !(a.is_unspecified() || a.is_multicast() || a.is_broadcast()),
-        IpAddr::V6(a) => !(a.is_unspecified() || a.is_multicast()),
+        IpAddr::V6(a) => !(a.is_unspecified() || a.is_multicast() || a.is_unicast_link_local()),
     }
 }
 
@@ -279,7 +282,6 @@ mod tests {
             "127.0.0.1",
             "::1",
             "2001:db8::7",
-            "fe80::1",
             "::ffff:192.0.2.10",
         ];
         let no = [
@@ -291,6 +293,8 @@ mod tests {
             "255.255.255.255",
             "::ffff:224.0.0.9",
             "::ffff:0.0.0.0",
+            "fe80::1",
+            "febf::1",
         ];
         for a in yes {
             assert!(admissible(a.parse().expect("ip")), "{a}");

@@ -13,8 +13,9 @@
 //! 5. XChaCha20-Poly1305 decryption with the header as associated data ([`Reject::BadAead`]);
 //! 6. body decoding ([`Reject::Malformed`]) and the server identity ([`Reject::WrongServer`]);
 //! 7. timestamp window ([`Reject::Stale`], [`Reject::Future`]);
-//! 8. policy: admitted address vs. source ([`Reject::AddressMismatch`]), an address that can
-//!    be admitted ([`Reject::Unadmissible`]), ports ([`Reject::PortNotAllowed`]);
+//! 8. policy: source mode only for keys with Allow_NAT ([`Reject::SourceModeNotAllowed`]),
+//!    admitted address vs. source ([`Reject::AddressMismatch`]), an address that can be
+//!    admitted ([`Reject::Unadmissible`]), ports ([`Reject::PortNotAllowed`]);
 //! 9. the digest is remembered ([`Reject::ReplayCacheFull`] if it cannot be).
 //!
 //! Nothing is written to the replay cache before step 9, so an attacker without a key cannot
@@ -81,6 +82,13 @@ pub enum Reject {
     /// The packet asks to admit an address other than its source, and the key may not.
     #[error("address mismatch (packet asks for another address than its source)")]
     AddressMismatch,
+    /// The packet asks to admit whatever address it comes from (source mode), and the key
+    /// may not: only a key with `Allow_NAT` may, because a copy raced to the server from
+    /// another address would admit that address.
+    #[error(
+        "source mode not allowed (the packet asks to admit its source; the key has no Allow_NAT)"
+    )]
+    SourceModeNotAllowed,
     /// The address to admit (requested, or the source) is one no rule should be made for:
     /// unspecified, multicast or broadcast ([`crate::types::admissible`]).
     #[error("address {0} cannot be admitted (unspecified, multicast or broadcast)")]
@@ -113,6 +121,8 @@ pub enum RejectKind {
     Replay,
     /// [`Reject::AddressMismatch`] and [`Reject::Unadmissible`].
     Address,
+    /// [`Reject::SourceModeNotAllowed`].
+    SourceMode,
     /// [`Reject::PortNotAllowed`].
     Port,
     /// [`Reject::ReplayCacheFull`].
@@ -121,7 +131,7 @@ pub enum RejectKind {
 
 impl RejectKind {
     /// Every kind, in summary order.
-    pub const ALL: [RejectKind; 10] = [
+    pub const ALL: [RejectKind; 11] = [
         RejectKind::Malformed,
         RejectKind::UnknownKey,
         RejectKind::BadHmac,
@@ -130,6 +140,7 @@ impl RejectKind {
         RejectKind::Clock,
         RejectKind::Replay,
         RejectKind::Address,
+        RejectKind::SourceMode,
         RejectKind::Port,
         RejectKind::CacheFull,
     ];
@@ -145,6 +156,7 @@ impl RejectKind {
             RejectKind::Clock => "clock",
             RejectKind::Replay => "replay",
             RejectKind::Address => "address",
+            RejectKind::SourceMode => "source mode",
             RejectKind::Port => "port not allowed",
             RejectKind::CacheFull => "replay cache full",
         }
@@ -168,6 +180,7 @@ impl Reject {
             Reject::Stale { .. } | Reject::Future { .. } => RejectKind::Clock,
             Reject::Replay => RejectKind::Replay,
             Reject::AddressMismatch | Reject::Unadmissible(_) => RejectKind::Address,
+            Reject::SourceModeNotAllowed => RejectKind::SourceMode,
             Reject::PortNotAllowed(_) => RejectKind::Port,
             Reject::ReplayCacheFull => RejectKind::CacheFull,
         }
@@ -400,6 +413,7 @@ impl Verifier {
         // 8. Policy.
         let source = canonical(source);
         let addr = match request.admit {
+            Admit::Source if !entry.policy.allow_nat => return Err(Reject::SourceModeNotAllowed),
             Admit::Source => source,
             Admit::Addr(a) => {
                 let a = canonical(a);
@@ -519,12 +533,22 @@ mod tests {
         );
     }
 
+    /// Source mode ("admit whatever address this comes from") is for keys with Allow_NAT
+    /// only: for any other key, a copy raced to the server from the attacker's address would
+    /// admit the attacker. Refused, and not cached, so the key's next packet still works.
     #[test]
-    fn source_mode_admits_the_source() {
+    fn source_mode_admits_the_source_only_for_keys_allowed_nat() {
         let v = verifier();
         let mut cache = ReplayCache::new(16);
-        let p = packet(&key(1, "alice"), &request(Admit::Source, &["22"], NOW), 2);
         let v6: IpAddr = "2001:db8::1".parse().expect("ip");
+        let p = packet(&key(1, "alice"), &request(Admit::Source, &["22"], NOW), 2);
+        assert_eq!(
+            v.verify(NOW, v6, &p, &mut cache),
+            Err(Reject::SourceModeNotAllowed)
+        );
+        assert_eq!(Reject::SourceModeNotAllowed.kind(), RejectKind::SourceMode);
+        assert!(cache.is_empty());
+        let p = packet(&key(2, "nat"), &request(Admit::Source, &["22"], NOW), 2);
         assert_eq!(v.verify(NOW, v6, &p, &mut cache).expect("ok").addr(), v6);
     }
 
@@ -629,7 +653,11 @@ mod tests {
                 matches!(check(&p, src(), &mut cache), Err(Reject::Unadmissible(_))),
                 "{bad}"
             );
-            let p = packet(&alice, &request(Admit::Source, &["22"], NOW), 40 + n as u8);
+            let p = packet(
+                &key(2, "nat"),
+                &request(Admit::Source, &["22"], NOW),
+                40 + n as u8,
+            );
             assert!(
                 matches!(check(&p, bad, &mut cache), Err(Reject::Unadmissible(_))),
                 "source {bad}"

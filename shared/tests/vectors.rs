@@ -148,7 +148,8 @@ fn vectors_match_byte_for_byte_and_verify() {
                 &key,
                 KeyPolicy {
                     ports,
-                    allow_nat: false,
+                    // Source mode needs Allow_NAT; the other vectors name their source.
+                    allow_nat: v.admit == "source",
                 },
                 0,
             )

@@ -235,3 +235,31 @@ pub fn dry_run_packet(ns: &Netns, key: &ClientKey, args: &[&str]) -> Vec<u8> {
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap_or_else(|e| panic!("hex: {e}")))
         .collect()
 }
+
+/// Waits until `knock-spad status --state-dir STATE` prints a line whose words end with
+/// `words` (a counter's label and value: `["source", "mode", "2"]`); panics with what it
+/// printed when that does not come within `timeout`.
+#[track_caller]
+pub fn wait_for_status_line(state: &std::path::Path, words: &[&str], timeout: Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let out = std::process::Command::new(workspace_bin("knock-spad"))
+            .args(["status", "--state-dir"])
+            .arg(state)
+            .output()
+            .unwrap_or_else(|e| panic!("knock-spad status: {e}"));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let found = text.lines().any(|l| {
+            let got: Vec<&str> = l.split_whitespace().collect();
+            got.ends_with(words)
+        });
+        if found {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "status has no line ending in {words:?}:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -83,7 +83,9 @@ mod topology;
 mod tun;
 
 pub use bins::workspace_bin;
-pub use daemon::{dry_run_packet, knock_spa, knock_spa_ok, ClientKey, Daemon, DAEMON_READY};
+pub use daemon::{
+    dry_run_packet, knock_spa, knock_spa_ok, wait_for_status_line, ClientKey, Daemon, DAEMON_READY,
+};
 pub use flood::{rss_kib, Flood, FloodReport, FLOOD_TIME_CEILING};
 pub use libc::{SIGHUP, SIGKILL, SIGTERM};
 pub use net::{

@@ -304,28 +304,11 @@ fn damaged_replay_journal_after_a_crash_fails_closed() {
             d.log()
         );
         // And counted, like every refusal.
-        let status = state_dir(&topo);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let out = std::process::Command::new(knock_e2e::workspace_bin("knock-spad"))
-                .args(["status", "--state-dir"])
-                .arg(&status)
-                .output()
-                .expect("knock-spad status");
-            let text = String::from_utf8_lossy(&out.stdout);
-            let counted = text.lines().any(|l| {
-                let words: Vec<&str> = l.split_whitespace().collect();
-                words.ends_with(&["stamped", "before", "start", "1"])
-            });
-            if counted {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{how}: the refusal is not counted:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        knock_e2e::wait_for_status_line(
+            &state_dir(&topo),
+            &["stamped", "before", "start", "1"],
+            Duration::from_secs(10),
+        );
         // The loss is remembered: a crash and a restart right after (the cache on disk is
         // now the fresh, empty one) still refuse the packet.
         d.crash();

@@ -642,6 +642,53 @@ fn negative_setup(seq_timeout: u32) -> (Topology, Daemon) {
 
 const OPEN_SSH: &str = "10.99.0.2: openSSH: OPEN SESAME";
 
+/// A knock sequence addressed to another host is no knock on this one, as in knockd (whose
+/// filter has `dst host`): the client sends it to 10.99.0.77 with the server's link address
+/// as the next hop (as a host behind a router, or on a bridge, would be seen), and nothing
+/// opens. An address added to the server while the daemon runs counts from its first knock.
+#[test]
+fn knocks_for_another_host_open_nothing_and_a_new_address_counts() {
+    let (topo, daemon) = negative_setup(15);
+    let mac = topo
+        .server
+        .exec_ok(["cat", "/sys/class/net/eth0/address"])
+        .trim()
+        .to_owned();
+    topo.client.ip([
+        "neigh",
+        "replace",
+        "10.99.0.77",
+        "lladdr",
+        &mac,
+        "dev",
+        "eth0",
+        "nud",
+        "permanent",
+    ]);
+    knock(
+        &topo.client,
+        &["-d", "0", "10.99.0.77", "7000", "8000", "9000"],
+    );
+    sync(&topo, &daemon, &topo.client);
+    expect_refused(&topo, &daemon, &topo.client, "a knock for another host");
+    let log = file_log(&topo);
+    assert_eq!(count_msg(&log, OPEN_SSH), 0, "{}", diag(&topo, &daemon));
+    assert_eq!(
+        count_msg(&log, "10.99.0.2: openSSH: Stage 1"),
+        0,
+        "a knock for another host was counted\n{}",
+        diag(&topo, &daemon)
+    );
+
+    topo.server
+        .ip(["addr", "add", "10.99.0.50/24", "dev", "eth0"]);
+    knock(
+        &topo.client,
+        &["-d", "0", "10.99.0.50", "7000", "8000", "9000"],
+    );
+    expect_open(&topo, &daemon, &topo.client, "a knock on the new address");
+}
+
 /// A hit after `seq_timeout` does not complete the sequence; a fast knock then opens.
 #[test]
 fn too_slow_does_not_open() {

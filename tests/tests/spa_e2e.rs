@@ -330,6 +330,50 @@ fn captured_packets_never_open_for_the_attacker_and_stay_spent_across_restarts()
     assert!(d.stop());
 }
 
+/// Source mode ("admit whatever address this comes from", the client's `--use-source`) on a
+/// door without `Allow_NAT` (the default): a copy raced from the attacker's own address does
+/// not admit the attacker, and is not cached; the client's own copy is refused the same way,
+/// each counted under its own reason.
+#[test]
+fn a_raced_source_mode_copy_admits_nobody_without_allow_nat() {
+    let (topo, key) = setup();
+    let conf = spa_conf(&topo, &key, 30, "");
+    let mut d = Daemon::start(&topo.server, &conf, &[]);
+
+    let raced = dry_run_packet(
+        &topo.client,
+        &key,
+        &["open", "ssh", "10.99.0.1", "--use-source"],
+    );
+    send_udp(&topo.attacker, None, spa_to(SERVER_V4.into()), &raced).expect("send");
+    d.expect_log(
+        "spa: rejected packet from 10.99.0.3: source mode not allowed",
+        LOG_WAIT,
+    );
+    assert_eq!(
+        tcp_connect(&topo.attacker, ssh4(), PROBE),
+        ConnectResult::Refused,
+        "the raced copy admitted the attacker"
+    );
+    // Not spent: the client's copy is judged on its own, and refused for the same reason
+    // (not as a replay).
+    send_udp(&topo.client, None, spa_to(SERVER_V4.into()), &raced).expect("send");
+    d.expect_log(
+        "spa: rejected packet from 10.99.0.2: source mode not allowed",
+        LOG_WAIT,
+    );
+    assert_eq!(
+        tcp_connect(&topo.client, ssh4(), PROBE),
+        ConnectResult::Refused
+    );
+    assert_no_grant_rules(&topo);
+
+    // Counted under their own reason in `status`.
+    let state = topo.dir().join("state");
+    knock_e2e::wait_for_status_line(&state, &["source", "mode", "2"], Duration::from_secs(10));
+    assert!(d.stop());
+}
+
 /// Stale timestamp, a port the key may not open, a flipped bit: each rejected with its
 /// reason; the port stays closed.
 #[test]

@@ -33,6 +33,8 @@ fn conf(topo: &Topology, key: &ClientKey) -> PathBuf {
 [spaSSH]
     {keys}
     Allow_Ports     = 22/tcp
+    # Source mode (the spoofed-source test below) needs it.
+    Allow_NAT       = yes
     Start_Command   = {spa4}
     Start_Command_6 = {spa6}
 

@@ -14,6 +14,7 @@ pub mod actions;
 pub mod capture;
 pub mod control;
 pub mod grants;
+pub mod host_addrs;
 pub mod lanes;
 pub mod notify;
 pub mod packets;

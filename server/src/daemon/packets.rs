@@ -17,6 +17,7 @@ use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::host_addrs::HostAddrs;
 use knock_shared::frame::{self, Packet};
 use knock_shared::replay::ReplayCache;
 use knock_shared::sequence::{Event, Hit, SeqDoorSpec, SequenceTracker, TcpFlags, TrackerLimits};
@@ -139,6 +140,9 @@ pub struct PacketLoop {
     not_before: u64,
     started: Instant,
     only_v4: bool,
+    /// This host's addresses: a knock counts only when addressed to one (or to its door's
+    /// `Target`).
+    host: HostAddrs,
     /// A one-time door moved on to a sequence on other ports: the capture filter must be
     /// rebuilt from `knock_doors` (knockd regenerates its filter likewise).
     filter_stale: bool,
@@ -203,6 +207,7 @@ impl PacketLoop {
             dropped: (0, None),
             not_before,
             started: Instant::now(),
+            host: HostAddrs::new(Instant::now()),
             only_v4,
             filter_stale: false,
         }
@@ -377,18 +382,15 @@ impl PacketLoop {
             self.handle_spa(pkt.src, pkt.payload);
             return;
         }
-        // No knock sequence admits "any", multicast or broadcast (a spoofed source
+        // No knock sequence admits "any", multicast, broadcast or link-local (a spoofed source
         // like that could only fill the tracker); the SPA verifier refuses them the same way.
-        if self.knock_doors.is_empty() || !knock_shared::types::admissible(pkt.src) {
+        // Nor is a packet for a broadcast or multicast address a knock.
+        use knock_shared::types::admissible;
+        if self.knock_doors.is_empty() || !admissible(pkt.src) || !admissible(pkt.dst) {
             return;
         }
-        let hit = Hit {
-            src: pkt.src,
-            dst: pkt.dst,
-            proto: pkt.proto,
-            dport: pkt.dport,
-            tcp_flags: pkt.tcp_flags,
-        };
+        let to_host = self.host.contains(pkt.dst, Instant::now());
+        let hit = Hit::from_packet(pkt, to_host);
         let now_ms = self.now_ms();
         let mut events = std::mem::take(&mut self.events);
         self.tracker.handle_hit(now_ms, hit, &mut events);

@@ -168,7 +168,8 @@ pub fn spa_packet_at(
     let request = Request {
         timestamp,
         action,
-        admit: Admit::Source,
+        // The tests send from loopback; source mode needs Allow_NAT.
+        admit: Admit::Addr(std::net::Ipv4Addr::LOCALHOST.into()),
         duration: 0,
         server: ServerId::from_name(server),
         ports: PortList::new(&ports).expect("ports"),
