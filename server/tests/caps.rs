@@ -130,20 +130,26 @@ fn a_full_queue_drops_and_counts_instead_of_growing() {
             .contains("the grant keeper is behind: dropped")
             .then_some(())
     });
-    let v = d.wait_for(
+    // Every accepted packet became an action: handed over (at most 1024 wait in the queue,
+    // and the stalled keeper holds one) or dropped and counted. Under load the kernel may
+    // drop some of the 1201 from the socket's buffer before the daemon reads them: those
+    // were never accepted.
+    let handed = |v: &serde_json::Value| {
+        let accepted = v["counters"]["accepted"].as_u64().unwrap_or(0);
+        let dropped = v["counters"]["dropped"].as_u64().unwrap_or(0);
+        (dropped, accepted.saturating_sub(dropped))
+    };
+    d.wait_for(
         Duration::from_secs(60),
         "the drops counted in status",
         || {
-            let v = status(&conf);
-            (v["counters"]["dropped"].as_u64().unwrap_or(0) > 0).then_some(v)
+            let (dropped, handed) = handed(&status(&conf));
+            (dropped > 0 && (1024..=1025).contains(&handed)).then_some(())
         },
     );
-    let dropped = v["counters"]["dropped"].as_u64().unwrap_or(0);
-    // 1201 sent, 1024 wait in the queue, and the keeper may hold one.
-    assert!(
-        (1201 - 1024 - 1..=1201 - 1024).contains(&dropped),
-        "only the excess is dropped: {v}"
-    );
+    let v = status(&conf);
+    let (_, handed_over) = handed(&v);
+    assert!(handed_over <= 1025, "the queue grew past its bound: {v}");
     // The grant keeper is still stalled: no need to wait for it.
     let mut d = d;
     d.signal_and_wait(libc::SIGKILL);
