@@ -31,6 +31,94 @@ pub fn admissible(ip: IpAddr) -> bool {
     }
 }
 
+/// What a grant admits: one address (`len` the address's full length), or the network of
+/// `len` leading bits that an address is in (a door's `Admit_Prefix`). `addr` is canonical and
+/// has its other bits zero. Displayed as firewall commands take it: `198.51.100.7`, or
+/// `198.51.100.0/24`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Admitted {
+    /// The address, or the network's first address.
+    pub addr: IpAddr,
+    /// Prefix length: 32 or 128 for one address.
+    pub len: u8,
+}
+
+impl Admitted {
+    /// Exactly `ip`.
+    pub fn host(ip: IpAddr) -> Self {
+        let addr = canonical(ip);
+        Self {
+            addr,
+            len: full_len(addr),
+        }
+    }
+
+    /// The network of `len` leading bits that `ip` is in (`len` is capped at the address's
+    /// length).
+    pub fn network(ip: IpAddr, len: u8) -> Self {
+        let addr = canonical(ip);
+        let len = len.min(full_len(addr));
+        let addr = match addr {
+            IpAddr::V4(a) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+                IpAddr::V4((u32::from(a) & mask).into())
+            }
+            IpAddr::V6(a) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+                IpAddr::V6((u128::from(a) & mask).into())
+            }
+        };
+        Self { addr, len }
+    }
+
+    /// Whether this is one address.
+    pub fn is_host(&self) -> bool {
+        self.len == full_len(self.addr)
+    }
+
+    /// Whether `ip` is admitted by it.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        ip.is_ipv4() == self.addr.is_ipv4() && Self::network(ip, self.len).addr == self.addr
+    }
+}
+
+fn full_len(ip: IpAddr) -> u8 {
+    if ip.is_ipv4() {
+        32
+    } else {
+        128
+    }
+}
+
+impl fmt::Display for Admitted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_host() {
+            write!(f, "{}", self.addr)
+        } else {
+            write!(f, "{}/{}", self.addr, self.len)
+        }
+    }
+}
+
+/// A door's `Admit_Prefix`: the prefix lengths whose network a verified address admits, for
+/// IPv4 and IPv6.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdmitPrefix {
+    /// IPv4 prefix length, 8 to 32.
+    pub v4: u8,
+    /// IPv6 prefix length, 16 to 128.
+    pub v6: u8,
+}
+
+impl AdmitPrefix {
+    /// What a grant for `ip` admits under this prefix.
+    pub fn admitted(&self, ip: IpAddr) -> Admitted {
+        let ip = canonical(ip);
+        Admitted::network(ip, if ip.is_ipv4() { self.v4 } else { self.v6 })
+    }
+}
+
 /// A transport protocol a door can guard or a knock can use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Proto {
@@ -273,6 +361,30 @@ impl fmt::Display for TcpFlags {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn admitted_networks_mask_and_contain() {
+        let ip = |s: &str| -> IpAddr { s.parse().expect("ip") };
+        let p = AdmitPrefix { v4: 24, v6: 64 };
+        let a = p.admitted(ip("198.51.100.77"));
+        assert_eq!(a.to_string(), "198.51.100.0/24");
+        assert!(a.contains(ip("198.51.100.1")) && a.contains(ip("::ffff:198.51.100.200")));
+        assert!(!a.contains(ip("198.51.101.1")) && !a.contains(ip("2001:db8::1")));
+        let b = p.admitted(ip("2001:db8:1:2:3:4:5:6"));
+        assert_eq!(b.to_string(), "2001:db8:1:2::/64");
+        assert!(b.contains(ip("2001:db8:1:2::99")) && !b.contains(ip("2001:db8:1:3::1")));
+        // A mapped address is its IPv4 address; full lengths are one host.
+        assert_eq!(p.admitted(ip("::ffff:10.1.2.3")).to_string(), "10.1.2.0/24");
+        let host = Admitted::host(ip("::ffff:10.1.2.3"));
+        assert!(host.is_host());
+        assert_eq!(host.to_string(), "10.1.2.3");
+        assert_eq!(Admitted::network(ip("10.1.2.3"), 32), host);
+        assert_eq!(
+            Admitted::network(ip("10.1.2.3"), 0).to_string(),
+            "0.0.0.0/0"
+        );
+        assert_eq!(Admitted::network(ip("10.1.2.3"), 99), host, "capped");
+    }
 
     #[test]
     fn admissible_addresses_are_host_addresses() {

@@ -236,9 +236,9 @@ pub fn dry_run_packet(ns: &Netns, key: &ClientKey, args: &[&str]) -> Vec<u8> {
         .collect()
 }
 
-/// Waits until `knock-spad status --state-dir STATE` prints a line whose words end with
-/// `words` (a counter's label and value: `["source", "mode", "2"]`); panics with what it
-/// printed when that does not come within `timeout`.
+/// Waits until `knock-spad status --state-dir STATE` prints a line that has `words` in a row
+/// (a counter's label and value: `["source", "mode", "2"]`; a grant's address and port);
+/// panics with what it printed when that does not come within `timeout`.
 #[track_caller]
 pub fn wait_for_status_line(state: &std::path::Path, words: &[&str], timeout: Duration) {
     let deadline = std::time::Instant::now() + timeout;
@@ -251,7 +251,7 @@ pub fn wait_for_status_line(state: &std::path::Path, words: &[&str], timeout: Du
         let text = String::from_utf8_lossy(&out.stdout);
         let found = text.lines().any(|l| {
             let got: Vec<&str> = l.split_whitespace().collect();
-            got.ends_with(words)
+            got.windows(words.len()).any(|w| w == words)
         });
         if found {
             return;

@@ -330,6 +330,44 @@ fn captured_packets_never_open_for_the_attacker_and_stay_spent_across_restarts()
     assert!(d.stop());
 }
 
+/// `Admit_Prefix = 24, 64`: the client's packet admits its /24 (a carrier-grade NAT pool:
+/// knock from one address, connect from another), one rule `-s 10.99.0.0/24`; the attacker
+/// in the same /24 gets in too (the documented risk), and the client's close ends it for
+/// both.
+#[test]
+fn admit_prefix_admits_the_network_of_the_verified_address() {
+    let (topo, key) = setup();
+    let conf = spa_conf(&topo, &key, 60, "");
+    let text = std::fs::read_to_string(&conf).expect("read conf").replace(
+        "    Allow_Ports     = 22/tcp\n",
+        "    Allow_Ports     = 22/tcp\n    Admit_Prefix    = 24, 64\n",
+    );
+    std::fs::write(&conf, text).expect("write conf");
+    let mut d = Daemon::start(&topo.server, &conf, &[]);
+
+    knock_spa_ok(&topo.client, Some(&key), &["open", "ssh", "10.99.0.1"]);
+    expect_open(&topo, &topo.client, ssh4(), &d);
+    expect_open(&topo, &topo.attacker, ssh4(), &d);
+    let rules = iptables_rules(&topo.server);
+    assert_eq!(
+        rules.matches("-s 10.99.0.0/24").count(),
+        1,
+        "one rule for the network:\n{rules}"
+    );
+    assert!(!rules.contains("-s 10.99.0.2/32"), "{rules}");
+    knock_e2e::wait_for_status_line(
+        &topo.dir().join("state"),
+        &["10.99.0.0/24", "22/tcp"],
+        Duration::from_secs(10),
+    );
+
+    knock_spa_ok(&topo.client, Some(&key), &["close", "ssh", "10.99.0.1"]);
+    expect_closed(&topo, &topo.client, ssh4(), &d);
+    expect_closed(&topo, &topo.attacker, ssh4(), &d);
+    assert_no_grant_rules(&topo);
+    assert!(d.stop());
+}
+
 /// Source mode ("admit whatever address this comes from", the client's `--use-source`) on a
 /// door without `Allow_NAT` (the default): a copy raced from the attacker's own address does
 /// not admit the attacker, and is not cached; the client's own copy is refused the same way,

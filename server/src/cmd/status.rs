@@ -252,7 +252,10 @@ pub fn render(path: &Path, snap: &Snapshot, now: u64) -> String {
                     } else {
                         g.key.clone()
                     },
-                    g.addr.to_string(),
+                    match g.prefix {
+                        Some(len) => format!("{}/{len}", g.addr),
+                        None => g.addr.to_string(),
+                    },
                     if g.port.is_empty() {
                         "-".to_owned()
                     } else {

@@ -111,11 +111,12 @@ pub struct CloseFilter {
 }
 
 impl CloseFilter {
-    /// Whether a grant of `door` for `key` (empty for a knock) and `addr` matches.
-    pub fn matches(&self, door: &str, key: &str, addr: IpAddr) -> bool {
+    /// Whether a grant of `door` for `key` (empty for a knock) that admits `admitted` (an
+    /// address, or a network: then `--address` matches any address in it) matches.
+    pub fn matches(&self, door: &str, key: &str, admitted: knock_shared::types::Admitted) -> bool {
         self.key.as_deref().is_none_or(|k| k == key)
             && self.door.as_deref().is_none_or(|d| d == door)
-            && self.address.is_none_or(|a| a == addr)
+            && self.address.is_none_or(|a| admitted.contains(a))
     }
 
     /// The request line a client sends on the control socket: `close` then `key=…`,
@@ -170,8 +171,9 @@ mod tests {
         };
         assert_eq!(f.to_line(), "close key=alice address=192.0.2.7");
         assert_eq!(CloseFilter::from_line(&f.to_line()), Ok(f.clone()));
-        let a: IpAddr = "192.0.2.7".parse().expect("ip");
-        let b: IpAddr = "192.0.2.8".parse().expect("ip");
+        use knock_shared::types::Admitted;
+        let a = Admitted::host("192.0.2.7".parse().expect("ip"));
+        let b = Admitted::host("192.0.2.8".parse().expect("ip"));
         assert!(f.matches("ssh", "alice", a));
         assert!(!f.matches("ssh", "bob", a));
         assert!(!f.matches("ssh", "alice", b));
@@ -181,6 +183,9 @@ mod tests {
         // An IPv4-mapped address names the IPv4 grant.
         let mapped = CloseFilter::from_line("close address=::ffff:192.0.2.7").expect("parse");
         assert!(mapped.matches("ssh", "alice", a));
+        // An address inside a network grant (Admit_Prefix) names it.
+        let net = Admitted::network("192.0.2.200".parse().expect("ip"), 24);
+        assert!(f.matches("ssh", "alice", net));
         assert!(CloseFilter::from_line("open").is_err());
         assert!(CloseFilter::from_line("close door=").is_err());
         assert!(CloseFilter::from_line("close address=nonsense").is_err());

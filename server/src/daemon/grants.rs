@@ -24,7 +24,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use knock_shared::types::PortSpec;
+use knock_shared::types::{Admitted, PortSpec};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::mpsc::Receiver;
 use tokio::sync::{oneshot, watch};
@@ -218,10 +218,11 @@ impl GrantKeeper {
         self.live.iter().position(|l| l.rec.id == id)
     }
 
-    fn find(&self, door: &str, addr: IpAddr, port: &str) -> Option<usize> {
+    /// The grant of `door` that admits `admitted` on `port` (one grant, one rule).
+    fn find(&self, door: &str, admitted: Admitted, port: &str) -> Option<usize> {
         self.live
             .iter()
-            .position(|l| l.rec.door == door && l.rec.addr == addr && l.rec.port == port)
+            .position(|l| l.rec.door == door && l.rec.admitted() == admitted && l.rec.port == port)
     }
 
     /// Runs until `shutdown` turns true; then closes every grant unless `keep` is set.
@@ -309,7 +310,7 @@ impl GrantKeeper {
                 self.end_where(
                     "closed by the operator (knock-spad close)",
                     Some(reply),
-                    |r| filter.matches(&r.door, &r.key, r.addr),
+                    |r| filter.matches(&r.door, &r.key, r.admitted()),
                 );
             }
             Action::SpaOpen {
@@ -347,11 +348,14 @@ impl GrantKeeper {
         };
         let name = d.name.clone();
         let door_max = d.max_grants;
-        let Some(start) = d.start_command_for(addr).map(|t| t.render(addr, port)) else {
+        // The address, or with `Admit_Prefix` its network: what `%IP%` renders.
+        let admitted = d.admitted(addr);
+        let render = |t: &knock_shared::config::CommandTemplate| t.render_admitted(admitted, port);
+        let Some(start) = d.start_command_for(addr).map(render) else {
             error!("{name}: no start command for {addr}");
             return;
         };
-        let stop = d.stop_command_for(addr).map(|t| t.render(addr, port));
+        let stop = d.stop_command_for(addr).map(render);
         let Some(stop) = stop else {
             // knockd's `Command` without a stop command: run once, nothing to close.
             let job = OpenJob::Once {
@@ -359,7 +363,7 @@ impl GrantKeeper {
                 argv: start,
             };
             if let Err(e) = self.lanes.open.try_send(job) {
-                self.lane_refused(e, &name, addr);
+                self.lane_refused(e, &name, admitted);
             }
             return;
         };
@@ -369,14 +373,15 @@ impl GrantKeeper {
         let rec = GrantRecord {
             door: name.clone(),
             key: key.to_owned(),
-            addr,
+            addr: admitted.addr,
+            prefix: (!admitted.is_host()).then_some(admitted.len),
             port: port_s.clone(),
             opened: now / 1000,
             expires,
             stop,
             id: 0,
         };
-        if let Some(i) = self.find(&name, addr, &port_s) {
+        if let Some(i) = self.find(&name, admitted, &port_s) {
             self.extend(i, start, rec);
             return;
         }
@@ -400,7 +405,7 @@ impl GrantKeeper {
 
     /// Records `rec` as a new grant and queues `start`, if the open lane has room.
     fn open_new(&mut self, start: Vec<String>, mut rec: GrantRecord) {
-        let (name, addr) = (rec.door.clone(), rec.addr);
+        let (name, addr) = (rec.door.clone(), rec.admitted());
         if self.lanes.open.capacity() == 0 {
             self.lane_refused(TrySendError::Full(()), &name, addr);
             return;
@@ -435,7 +440,7 @@ impl GrantKeeper {
     /// A second open of grant `i` (`rec` is what the new one would be).
     fn extend(&mut self, i: usize, start: Vec<String>, rec: GrantRecord) {
         let l = &self.live[i];
-        let (name, addr, id) = (l.rec.door.clone(), l.rec.addr, l.rec.id);
+        let (name, addr, id) = (l.rec.door.clone(), l.rec.admitted(), l.rec.id);
         let port = if rec.port.is_empty() {
             String::new()
         } else {
@@ -472,7 +477,7 @@ impl GrantKeeper {
 
     /// An open refused because the open lane is full (or gone: then the keeper ends, and
     /// the supervisor restarts the daemon).
-    fn lane_refused<T>(&mut self, e: TrySendError<T>, name: &str, addr: IpAddr) {
+    fn lane_refused<T>(&mut self, e: TrySendError<T>, name: &str, addr: Admitted) {
         if let TrySendError::Closed(_) = e {
             panic!("the grant keeper's open lane ended");
         }
@@ -559,7 +564,13 @@ impl GrantKeeper {
     }
 
     fn spa_close(&mut self, door: usize, key: &str, addr: IpAddr, ports: &[PortSpec]) {
-        let Some(name) = self.rt.config.doors.get(door).map(|d| d.name.clone()) else {
+        let Some((name, admitted)) = self
+            .rt
+            .config
+            .doors
+            .get(door)
+            .map(|d| (d.name.clone(), d.admitted(addr)))
+        else {
             return;
         };
         let list: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
@@ -568,7 +579,7 @@ impl GrantKeeper {
             list.join(",")
         );
         for p in ports {
-            match self.find(&name, addr, &p.to_string()) {
+            match self.find(&name, admitted, &p.to_string()) {
                 Some(i) => self.end_now(i),
                 None => info!("{addr}: {name}: {p} was not open"),
             }
@@ -605,7 +616,7 @@ impl GrantKeeper {
             if !ends(rec) {
                 continue;
             }
-            info!("{}: {}: {why}; closing", rec.addr, rec.door);
+            info!("{}: {}: {why}; closing", rec.admitted(), rec.door);
             pending.push((rec.id, describe(rec)));
             self.end_now(i);
         }
@@ -682,7 +693,7 @@ impl GrantKeeper {
         let l = &mut self.live[i];
         l.attempts += 1;
         l.phase = Phase::Open;
-        let (door, addr, id) = (l.rec.door.clone(), l.rec.addr, l.rec.id);
+        let (door, addr, id) = (l.rec.door.clone(), l.rec.admitted(), l.rec.id);
         if l.attempts >= MAX_CLOSE_ATTEMPTS {
             error!(
                 "{door}: close command for {addr} failed {} times ({e}); giving up: check the \
@@ -720,12 +731,12 @@ impl GrantKeeper {
                 continue;
             }
             if l.attempts == 0 && !l.ended {
-                info!("{}: {}: command timeout", l.rec.addr, l.rec.door);
+                info!("{}: {}: command timeout", l.rec.admitted(), l.rec.door);
             }
             let job = StopJob {
                 id: l.rec.id,
                 door: l.rec.door.clone(),
-                addr: l.rec.addr,
+                addr: l.rec.admitted(),
                 argv: l.rec.stop.clone(),
             };
             match self.lanes.close.try_send(job) {
@@ -772,7 +783,8 @@ impl GrantKeeper {
                         error!(
                             "{}: close command for {} failed ({e}); left recorded for the next \
                              start",
-                            l.rec.door, l.rec.addr
+                            l.rec.door,
+                            l.rec.admitted()
                         );
                         kept += 1;
                     }
@@ -787,12 +799,12 @@ impl GrantKeeper {
     }
 }
 
-/// A grant, for the operator: `DOOR ADDR [PORT] [(key NAME)]`.
+/// A grant, for the operator: `DOOR ADDR[/LEN] [PORT] [(key NAME)]`.
 fn describe(rec: &GrantRecord) -> String {
     format!(
         "{} {}{}{}",
         rec.door,
-        rec.addr,
+        rec.admitted(),
         if rec.port.is_empty() {
             String::new()
         } else {

@@ -10,7 +10,6 @@
 //! results waiting are bounded by the two queues and the two jobs running.
 
 use std::collections::HashSet;
-use std::net::IpAddr;
 
 use tokio::sync::mpsc;
 
@@ -60,8 +59,8 @@ pub struct StopJob {
     pub id: u64,
     /// Its door, for the log.
     pub door: String,
-    /// Its address, for the log.
-    pub addr: IpAddr,
+    /// What it admits, for the log.
+    pub addr: knock_shared::types::Admitted,
     /// The stop command.
     pub argv: Vec<String>,
 }

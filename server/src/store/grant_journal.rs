@@ -380,6 +380,7 @@ mod tests {
             door: "ssh".into(),
             key: "alice".into(),
             addr: std::net::IpAddr::from([192, 0, 2, last]),
+            prefix: None,
             port: "22/tcp".into(),
             opened: 100,
             expires: 130,

@@ -39,8 +39,11 @@ pub struct GrantRecord {
     pub door: String,
     /// Key name for SPA grants; empty for knock sequences.
     pub key: String,
-    /// The admitted address.
+    /// The admitted address (with `prefix`: the network's first address).
     pub addr: IpAddr,
+    /// With a door's `Admit_Prefix`: the prefix length of the admitted network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<u8>,
     /// `22/tcp` for SPA grants; empty for knock sequences.
     pub port: String,
     /// Unix seconds when it was opened.
@@ -64,6 +67,16 @@ pub(super) struct LoadedGrants {
     pub seq: u64,
     /// Set when a slot was damaged but the other was valid: what happened, for the log.
     pub warning: Option<String>,
+}
+
+impl GrantRecord {
+    /// What it admits: one address, or a network.
+    pub fn admitted(&self) -> knock_shared::types::Admitted {
+        match self.prefix {
+            Some(len) => knock_shared::types::Admitted::network(self.addr, len),
+            None => knock_shared::types::Admitted::host(self.addr),
+        }
+    }
 }
 
 impl StateDir {
@@ -225,6 +238,7 @@ mod tests {
             door: "ssh".into(),
             key: "alice".into(),
             addr: "192.0.2.1".parse().expect("ip"),
+            prefix: None,
             port: "22/tcp".into(),
             opened: 100,
             expires: 130,

@@ -96,8 +96,11 @@ pub struct GrantView {
     pub door: String,
     /// Key name (SPA); empty for knock sequences.
     pub key: String,
-    /// The admitted address.
+    /// The admitted address (with `prefix`: the network's first address).
     pub addr: IpAddr,
+    /// With a door's `Admit_Prefix`: the admitted network's prefix length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<u8>,
     /// `22/tcp` (SPA); empty for knock sequences.
     pub port: String,
     /// Unix seconds when it was opened.
@@ -112,6 +115,7 @@ impl From<&GrantRecord> for GrantView {
             door: r.door.clone(),
             key: r.key.clone(),
             addr: r.addr,
+            prefix: r.prefix,
             port: r.port.clone(),
             opened: r.opened,
             expires: r.expires,
@@ -542,6 +546,7 @@ pub(crate) mod tests {
                 door: "ssh".into(),
                 key: "alice".into(),
                 addr: "192.0.2.7".parse().expect("ip"),
+                prefix: None,
                 port: "22/tcp".into(),
                 opened: written - 5,
                 expires: written + 25,
@@ -577,6 +582,7 @@ pub(crate) mod tests {
             door: "d".into(),
             key: "k".into(),
             addr: "192.0.2.1".parse().expect("ip"),
+            prefix: None,
             port: "22/tcp".into(),
             opened: 1,
             expires: 2,

@@ -38,6 +38,7 @@ pub(super) enum Directive {
     StopCommand6,
     CmdTimeout,
     DoorMaxGrants,
+    AdmitPrefix,
     // doors, SPA only
     Keys,
     KeyFile,
@@ -68,6 +69,7 @@ const DIRECTIVES: &[(&str, Directive)] = &[
     ("REPLAYCACHESIZE", Directive::ReplayCacheSize),
     ("MAXGRANTS", Directive::MaxGrants),
     ("MAX_GRANTS", Directive::DoorMaxGrants),
+    ("ADMIT_PREFIX", Directive::AdmitPrefix),
     ("KEEPRULESONEXIT", Directive::KeepRulesOnExit),
     ("SEQUENCE", Directive::Sequence),
     ("ONE_TIME_SEQUENCES", Directive::OneTimeSequences),
@@ -112,6 +114,7 @@ impl Directive {
             Directive::ReplayCacheSize => "ReplayCacheSize",
             Directive::MaxGrants => "MaxGrants",
             Directive::DoorMaxGrants => "Max_Grants",
+            Directive::AdmitPrefix => "Admit_Prefix",
             Directive::KeepRulesOnExit => "KeepRulesOnExit",
             Directive::Sequence => "Sequence",
             Directive::OneTimeSequences => "One_Time_Sequences",
@@ -155,7 +158,8 @@ impl Directive {
             | Directive::StopCommand
             | Directive::StopCommand6
             | Directive::CmdTimeout
-            | Directive::DoorMaxGrants => Scope::Both,
+            | Directive::DoorMaxGrants
+            | Directive::AdmitPrefix => Scope::Both,
             Directive::Keys
             | Directive::KeyFile
             | Directive::AllowPorts

@@ -172,6 +172,7 @@ impl Parser {
                 stop_command_6: d.stop6.map(|(_, t)| t),
                 cmd_timeout,
                 max_grants: d.max_grants.unwrap_or(DEFAULT_DOOR_MAX_GRANTS),
+                admit_prefix: d.admit_prefix,
             });
         }
 
@@ -257,6 +258,7 @@ impl Parser {
             stop_command_6: d.stop6.map(|(_, t)| t),
             cmd_timeout: d.cmd_timeout.map_or(DEFAULT_CMD_TIMEOUT, |(_, n)| n),
             max_grants: d.max_grants.unwrap_or(DEFAULT_DOOR_MAX_GRANTS),
+            admit_prefix: d.admit_prefix,
         })
     }
 

@@ -490,6 +490,32 @@ mod tests {
     }
 
     #[test]
+    fn admit_prefix_is_off_by_default_and_renders_the_network() {
+        let c = ok(&mixed());
+        assert!(c.doors.iter().all(|d| d.admit_prefix.is_none()));
+        let text = mixed().replace(
+            "    Max_Timeout = 600\n",
+            "    Max_Timeout = 600\n    Admit_Prefix = 24, 64\n",
+        );
+        let c = ok(&text);
+        let d = c.door("spaSSH").expect("door");
+        assert_eq!(
+            d.admit_prefix,
+            Some(crate::types::AdmitPrefix { v4: 24, v6: 64 })
+        );
+        let ip: std::net::IpAddr = "198.51.100.77".parse().expect("ip");
+        let argv = d
+            .start_command_for(ip)
+            .expect("start")
+            .render_admitted(d.admitted(ip), None);
+        assert!(argv.iter().any(|w| w == "198.51.100.0/24"), "{argv:?}");
+        assert_eq!(
+            c.door("openSSH").expect("door").admitted(ip).to_string(),
+            "198.51.100.77"
+        );
+    }
+
+    #[test]
     fn mixed_legacy_and_spa() {
         let c = ok(&mixed());
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
@@ -684,6 +710,8 @@ mod tests {
             ("[options]\nReplayCacheSize = 10\n".into(), 2, "ReplayCacheSize = \"10\": expected a whole number of entries from 64"),
             ("[options]\nMaxGrants = 0\n".into(), 2, "MaxGrants = \"0\": expected a whole number of grants from 1 to 1048576"),
             (format!("[s]\nkeys = {ALICE}\nallow_ports = 22\nmax_grants = many\n"), 4, "max_grants = \"many\": expected a whole number of grants from 1"),
+            ("[k]\nsequence = 1,2\ncommand = /bin/true\nadmit_prefix = 33, 64\n".into(), 4, "admit_prefix = \"33, 64\": expected two prefix lengths"),
+            ("[k]\nsequence = 1,2\ncommand = /bin/true\nadmit_prefix = 24\n".into(), 4, "expected two prefix lengths, IPv4 then IPv6"),
             ("[options]\nStateDir = var/lib/x\n".into(), 2, "StateDir = \"var/lib/x\": expected an absolute directory path"),
             ("[options]\nServerName = a,,b\n".into(), 2, "ServerName = \"a,,b\": name 2 is empty"),
             ("[options]\nInterface = eth0 eth1\n".into(), 2, "Interface = \"eth0 eth1\": expected an interface name"),

@@ -166,9 +166,21 @@ pub struct Door {
     pub cmd_timeout: u64,
     /// `Max_Grants`: this door's open grants at most; an open beyond it is refused.
     pub max_grants: usize,
+    /// `Admit_Prefix`: admit the network of this many leading bits that the verified address
+    /// is in, instead of the address alone (carrier-grade NAT pools). `None`: the address.
+    pub admit_prefix: Option<crate::types::AdmitPrefix>,
 }
 
 impl Door {
+    /// What a grant of this door for `ip` admits: `ip`, or its network under
+    /// `Admit_Prefix`.
+    pub fn admitted(&self, ip: IpAddr) -> crate::types::Admitted {
+        match self.admit_prefix {
+            Some(p) => p.admitted(ip),
+            None => crate::types::Admitted::host(ip),
+        }
+    }
+
     /// The command to run when the door opens for `ip`, following knockd: IPv6 uses
     /// `Start_Command_6` and falls back to `Start_Command` when it is absent. `None` when
     /// there is nothing to run (absent, or set to an empty value).

@@ -23,7 +23,7 @@ use std::net::IpAddr;
 
 use knock_keys::NamedKey;
 
-use crate::types::{PortSpec, TcpFlags};
+use crate::types::{AdmitPrefix, PortSpec, TcpFlags};
 
 use super::directives::{parse_bool, parse_number, parse_port_list, Directive, Scope};
 use super::error::{quoted, ConfigError, Warning};
@@ -59,6 +59,7 @@ pub(super) struct RawDoor {
     pub(super) stop6: Option<(usize, CommandTemplate)>,
     pub(super) cmd_timeout: Option<(usize, u64)>,
     pub(super) max_grants: Option<usize>,
+    pub(super) admit_prefix: Option<AdmitPrefix>,
     pub(super) keys: Vec<(usize, NamedKey)>,
     pub(super) key_files: Vec<(usize, String)>,
     pub(super) allow_ports: Option<Vec<PortSpec>>,
@@ -84,6 +85,7 @@ impl RawDoor {
             stop6: None,
             cmd_timeout: None,
             max_grants: None,
+            admit_prefix: None,
             keys: Vec::new(),
             key_files: Vec::new(),
             allow_ports: None,
@@ -485,6 +487,16 @@ impl Parser {
                     "{key} = {q}: expected a whole number of grants from 1 to {MAX_MAX_GRANTS}"
                 )),
             },
+            Directive::AdmitPrefix => match parse_admit_prefix(v) {
+                Some(p) => {
+                    d.admit_prefix = Some(p);
+                    None
+                }
+                None => Some(format!(
+                    "{key} = {q}: expected two prefix lengths, IPv4 then IPv6: `24, 64` (IPv4 8 \
+                     to 32, IPv6 16 to 128)"
+                )),
+            },
             Directive::MaxTimeout => match parse_number(v, 1, MAX_TIMEOUT) {
                 Some(n) => {
                     d.max_timeout = Some((line, n));
@@ -581,4 +593,12 @@ impl Parser {
             self.warn(line, w);
         }
     }
+}
+
+/// `Admit_Prefix`'s value: `V4, V6` (or `V4,V6`), IPv4 8..=32, IPv6 16..=128.
+fn parse_admit_prefix(v: &str) -> Option<AdmitPrefix> {
+    let (a, b) = v.split_once(',')?;
+    let v4 = u8::try_from(parse_number(a.trim(), 8, 32)?).ok()?;
+    let v6 = u8::try_from(parse_number(b.trim(), 16, 128)?).ok()?;
+    Some(AdmitPrefix { v4, v6 })
 }

@@ -127,7 +127,17 @@ impl CommandTemplate {
     /// `%PROTO%` by `tcp`/`udp` (both empty when `port` is `None`). Empty for an empty
     /// template. The caller validates `ip` (it is typed, so it cannot carry anything else).
     pub fn render(&self, ip: IpAddr, port: Option<PortSpec>) -> Vec<String> {
-        let ip = ip.to_string();
+        self.render_admitted(crate::types::Admitted::host(ip), port)
+    }
+
+    /// [`render`](Self::render) with `%IP%` what a grant admits: an address, or a network as
+    /// `198.51.100.0/24` (a door's `Admit_Prefix`).
+    pub fn render_admitted(
+        &self,
+        admitted: crate::types::Admitted,
+        port: Option<PortSpec>,
+    ) -> Vec<String> {
+        let ip = admitted.to_string();
         self.words
             .iter()
             .map(|word| {
