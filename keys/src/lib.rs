@@ -18,11 +18,12 @@
 #![forbid(unsafe_code)]
 
 pub mod atomic;
+pub mod private;
 
 use std::fmt;
 use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -387,26 +388,28 @@ impl NamedKey {
         Ok(Self { name, master })
     }
 
-    /// Loads a keyfile, refusing one that group or others can access.
+    /// Loads a keyfile, refusing one that group or others can access. The file is opened
+    /// once; its mode is checked on that descriptor and read from it ([`private`]).
     pub fn load(path: &Path) -> Result<Self, KeyError> {
-        let io = |source| KeyError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let meta = fs::metadata(path).map_err(io)?;
-        if !meta.is_file() {
-            return Err(KeyError::NotAFile {
+        let opened = private::open(path).map_err(|e| match e {
+            private::ReadError::NotRegular => KeyError::NotAFile {
                 path: path.to_owned(),
-            });
-        }
-        let mode = meta.mode() & 0o7777;
-        if mode & 0o077 != 0 {
+            },
+            private::ReadError::Io(source) => KeyError::Io {
+                path: path.to_owned(),
+                source,
+            },
+        })?;
+        if let Some(private::Exposure::TooOpen { mode }) = opened.too_open() {
             return Err(KeyError::TooOpen {
                 path: path.to_owned(),
                 mode,
             });
         }
-        let bytes = Zeroizing::new(fs::read(path).map_err(io)?);
+        let bytes = opened.read().map_err(|source| KeyError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
         let text = std::str::from_utf8(&bytes).map_err(|_| KeyError::ParseIn {
             path: path.to_owned(),
             line: 1,
@@ -478,7 +481,7 @@ impl NamedKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     fn sample() -> NamedKey {
         NamedKey::new("alice", MasterKey::from_bytes([7; 32])).expect("valid name")
