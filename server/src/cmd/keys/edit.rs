@@ -30,6 +30,7 @@ use crate::cmd::status::table;
 use crate::load::{self, LoadError, LoadErrorKind};
 use crate::store::status;
 use knock_keys::atomic::{self, TempFile};
+use knock_shared::located::Located;
 
 /// Why a `keys` command failed.
 #[derive(Debug)]
@@ -477,6 +478,7 @@ fn apply(
     config_new: &Zeroizing<String>,
     key_files: &[FileEdit],
 ) -> Result<(), KeysError> {
+    refuse_exposed(config, config_new, key_files)?;
     let refs: Vec<&FileEdit> = key_files.iter().collect();
     validate(config, config_new, &refs)?;
     if config_old != config_new.as_bytes() {
@@ -486,6 +488,34 @@ fn apply(
         replace(&kf.path, &kf.old, kf.new.as_bytes()).map_err(|e| io_err(&kf.path, e))?;
     }
     Ok(())
+}
+
+/// Refuses, before anything is written (the temporary copies [`validate`] checks included), an
+/// edit that would leave a secret in a file the loader refuses to read secrets from: the key
+/// files it rewrites, and the configuration when its new text has inline keys. The check is
+/// the loader's ([`load::open_private`]), on the real files, with the loader's messages (and
+/// the `chmod`/`chown` hint).
+fn refuse_exposed(
+    config: &Path,
+    config_new: &str,
+    key_files: &[FileEdit],
+) -> Result<(), KeysError> {
+    let mut errors = Vec::new();
+    if let Some(line) = load::inline_keys_line(&parse_config(config, config_new)?) {
+        if let Err(e) = load::open_private(config) {
+            errors.push(Located::at_line(line, e).in_file(config));
+        }
+    }
+    for kf in key_files {
+        if let Err(e) = load::open_private(&kf.path) {
+            errors.push(Located::new(e).in_file(&kf.path));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(KeysError::Invalid(errors))
+    }
 }
 
 /// Replaces `path` (resolved through symlinks) with `contents`, keeping its mode and owner.
