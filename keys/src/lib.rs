@@ -172,9 +172,10 @@ impl MasterKey {
         if decoded.len() != MASTER_LEN {
             return Err(ParseProblem::BadLength(decoded.len()));
         }
-        let mut bytes = [0u8; MASTER_LEN];
-        bytes.copy_from_slice(&decoded);
-        Ok(Self(bytes))
+        // Straight into the key (wiped on drop), not through a local array first.
+        let mut key = Self([0u8; MASTER_LEN]);
+        key.0.copy_from_slice(&decoded);
+        Ok(key)
     }
 
     /// Derives the encryption key, MAC key and key id (HKDF-SHA256, RFC 5869).
@@ -266,6 +267,17 @@ impl fmt::Debug for DerivedKeys {
     }
 }
 
+/// `parts` joined into one string allocated once at its final size and wiped on drop. Text
+/// that holds a secret must be built this way: `format!` or `push_str` into a string grow it
+/// by reallocation, and each move leaves a copy of what was there in freed memory.
+pub fn concat(parts: &[&str]) -> Zeroizing<String> {
+    let mut s = Zeroizing::new(String::with_capacity(parts.iter().map(|p| p.len()).sum()));
+    for p in parts {
+        s.push_str(p);
+    }
+    s
+}
+
 /// A named client key: what one keyfile holds.
 #[derive(Clone, Debug)]
 pub struct NamedKey {
@@ -318,18 +330,21 @@ impl NamedKey {
     /// The keyfile text for this key.
     pub fn to_keyfile_text(&self) -> Zeroizing<String> {
         let secret = self.master.to_base64();
-        Zeroizing::new(format!(
-            "# knock-spa key (key id {}): keep this file secret, mode 0600\nname = {}\nsecret = {}\n",
-            self.derive().id(),
-            self.name,
-            secret.as_str()
-        ))
+        concat(&[
+            "# knock-spa key (key id ",
+            &self.derive().id().to_string(),
+            "): keep this file secret, mode 0600\nname = ",
+            &self.name,
+            "\nsecret = ",
+            &secret,
+            "\n",
+        ])
     }
 
     /// The `NAME:BASE64` form used inline in the server configuration.
     pub fn to_inline(&self) -> Zeroizing<String> {
         let secret = self.master.to_base64();
-        Zeroizing::new(format!("{}:{}", self.name, secret.as_str()))
+        concat(&[&self.name, ":", &secret])
     }
 
     /// Parses the inline `NAME:BASE64` form.
@@ -515,6 +530,16 @@ mod tests {
         let back = NamedKey::parse_str(&text).expect("parses");
         assert_eq!(back.name(), "alice");
         assert_eq!(back.derive().id(), k.derive().id());
+    }
+
+    #[test]
+    fn secret_text_is_allocated_once_at_its_final_size() {
+        let s = concat(&["ab", "", "cde"]);
+        assert_eq!((s.as_str(), s.capacity()), ("abcde", 5));
+        let k = sample();
+        for text in [k.to_inline(), k.to_keyfile_text()] {
+            assert_eq!(text.capacity(), text.len(), "{:?}", text.len());
+        }
     }
 
     #[test]
