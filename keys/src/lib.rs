@@ -18,11 +18,12 @@
 #![forbid(unsafe_code)]
 
 pub mod atomic;
+pub mod private;
 
 use std::fmt;
 use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -171,9 +172,10 @@ impl MasterKey {
         if decoded.len() != MASTER_LEN {
             return Err(ParseProblem::BadLength(decoded.len()));
         }
-        let mut bytes = [0u8; MASTER_LEN];
-        bytes.copy_from_slice(&decoded);
-        Ok(Self(bytes))
+        // Straight into the key (wiped on drop), not through a local array first.
+        let mut key = Self([0u8; MASTER_LEN]);
+        key.0.copy_from_slice(&decoded);
+        Ok(key)
     }
 
     /// Derives the encryption key, MAC key and key id (HKDF-SHA256, RFC 5869).
@@ -265,6 +267,17 @@ impl fmt::Debug for DerivedKeys {
     }
 }
 
+/// `parts` joined into one string allocated once at its final size and wiped on drop. Text
+/// that holds a secret must be built this way: `format!` or `push_str` into a string grow it
+/// by reallocation, and each move leaves a copy of what was there in freed memory.
+pub fn concat(parts: &[&str]) -> Zeroizing<String> {
+    let mut s = Zeroizing::new(String::with_capacity(parts.iter().map(|p| p.len()).sum()));
+    for p in parts {
+        s.push_str(p);
+    }
+    s
+}
+
 /// A named client key: what one keyfile holds.
 #[derive(Clone, Debug)]
 pub struct NamedKey {
@@ -317,18 +330,21 @@ impl NamedKey {
     /// The keyfile text for this key.
     pub fn to_keyfile_text(&self) -> Zeroizing<String> {
         let secret = self.master.to_base64();
-        Zeroizing::new(format!(
-            "# knock-spa key (key id {}): keep this file secret, mode 0600\nname = {}\nsecret = {}\n",
-            self.derive().id(),
-            self.name,
-            secret.as_str()
-        ))
+        concat(&[
+            "# knock-spa key (key id ",
+            &self.derive().id().to_string(),
+            "): keep this file secret, mode 0600\nname = ",
+            &self.name,
+            "\nsecret = ",
+            &secret,
+            "\n",
+        ])
     }
 
     /// The `NAME:BASE64` form used inline in the server configuration.
     pub fn to_inline(&self) -> Zeroizing<String> {
         let secret = self.master.to_base64();
-        Zeroizing::new(format!("{}:{}", self.name, secret.as_str()))
+        concat(&[&self.name, ":", &secret])
     }
 
     /// Parses the inline `NAME:BASE64` form.
@@ -387,26 +403,28 @@ impl NamedKey {
         Ok(Self { name, master })
     }
 
-    /// Loads a keyfile, refusing one that group or others can access.
+    /// Loads a keyfile, refusing one that group or others can access. The file is opened
+    /// once; its mode is checked on that descriptor and read from it ([`private`]).
     pub fn load(path: &Path) -> Result<Self, KeyError> {
-        let io = |source| KeyError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let meta = fs::metadata(path).map_err(io)?;
-        if !meta.is_file() {
-            return Err(KeyError::NotAFile {
+        let opened = private::open(path).map_err(|e| match e {
+            private::ReadError::NotRegular => KeyError::NotAFile {
                 path: path.to_owned(),
-            });
-        }
-        let mode = meta.mode() & 0o7777;
-        if mode & 0o077 != 0 {
+            },
+            private::ReadError::Io(source) => KeyError::Io {
+                path: path.to_owned(),
+                source,
+            },
+        })?;
+        if let Some(private::Exposure::TooOpen { mode }) = opened.too_open() {
             return Err(KeyError::TooOpen {
                 path: path.to_owned(),
                 mode,
             });
         }
-        let bytes = Zeroizing::new(fs::read(path).map_err(io)?);
+        let bytes = opened.read().map_err(|source| KeyError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
         let text = std::str::from_utf8(&bytes).map_err(|_| KeyError::ParseIn {
             path: path.to_owned(),
             line: 1,
@@ -478,7 +496,7 @@ impl NamedKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     fn sample() -> NamedKey {
         NamedKey::new("alice", MasterKey::from_bytes([7; 32])).expect("valid name")
@@ -512,6 +530,16 @@ mod tests {
         let back = NamedKey::parse_str(&text).expect("parses");
         assert_eq!(back.name(), "alice");
         assert_eq!(back.derive().id(), k.derive().id());
+    }
+
+    #[test]
+    fn secret_text_is_allocated_once_at_its_final_size() {
+        let s = concat(&["ab", "", "cde"]);
+        assert_eq!((s.as_str(), s.capacity()), ("abcde", 5));
+        let k = sample();
+        for text in [k.to_inline(), k.to_keyfile_text()] {
+            assert_eq!(text.capacity(), text.len(), "{:?}", text.len());
+        }
     }
 
     #[test]

@@ -4,18 +4,24 @@
 //! Two phases, like the config module itself: `knock_shared::config::parse_str` checks the
 //! text (no I/O); this module then reads the files it names (key files, one-time sequence
 //! files) and reports every problem as a typed [`LoadError`] with its file and line
-//! (`FILE:LINE: message`). Nothing here starts anything:
+//! (`FILE:LINE: message`). Files that hold secrets (key files, one-time sequence files, and
+//! the configuration itself when it has inline `Keys`) must be regular files with no group or
+//! other permission bit, owned by root or by the daemon's user; each file is opened once and
+//! checked and read through that one descriptor ([`knock_keys::private`]), into a buffer
+//! wiped on drop. Nothing here starts anything:
 //! a configuration either loads whole or not at all, so a bad file never half-configures the
 //! daemon, at start or on SIGHUP.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use knock_keys::private::{self, Exposure};
 use knock_shared::config::{self, Config, Door};
 use knock_shared::located::Located;
 use knock_shared::types::PortSpec;
 use knock_shared::verify::{KeyPolicy, Verifier};
 use knock_shared::wire::ServerId;
+use zeroize::Zeroizing;
 
 /// A loaded, validated configuration.
 #[derive(Debug)]
@@ -59,13 +65,14 @@ pub enum LoadErrorKind {
     /// What the configuration parser says (it names the directive and the value).
     #[error("{0}")]
     Parse(String),
-    /// A key file that is not a regular file.
+    /// The configuration, a key file or a one-time sequences file is not a regular file.
     #[error("not a regular file")]
     NotRegularFile,
-    /// A key file that group or others can access.
+    /// A file that holds secrets (a key file, a one-time sequences file, a configuration with
+    /// inline keys) that group or others can access.
     #[error(
-        "permissions {mode:04o} are too open: keys must not be accessible by group or others \
-         (run: chmod 600 {})",
+        "permissions {mode:04o} are too open: a file holding keys or one-time sequences must \
+         not be accessible by group or others (run: chmod 600 {})",
         path.display()
     )]
     TooOpen {
@@ -73,6 +80,21 @@ pub enum LoadErrorKind {
         path: PathBuf,
         /// Its permission bits.
         mode: u32,
+    },
+    /// A file that holds secrets owned by someone other than root or the daemon's user.
+    #[error(
+        "owned by uid {uid}: a file holding keys or one-time sequences must be owned by root \
+         or by the user knock-spad runs as (uid {daemon}) (run: chown {} {})",
+        chown_user(*daemon),
+        path.display()
+    )]
+    NotOwned {
+        /// The file.
+        path: PathBuf,
+        /// Its owner.
+        uid: u32,
+        /// The daemon's (effective) uid.
+        daemon: u32,
     },
     /// A `KeyFile` line whose file has errors (listed after this one).
     #[error("KeyFile {}: see below", path.display())]
@@ -120,6 +142,7 @@ impl LoadErrorKind {
         }
         match &mut e.error {
             LoadErrorKind::TooOpen { path, .. }
+            | LoadErrorKind::NotOwned { path, .. }
             | LoadErrorKind::KeyFile { path }
             | LoadErrorKind::OneTimeUsedUp { path } => {
                 if let Some(new) = rename(path) {
@@ -166,20 +189,115 @@ pub fn resolve(base: &Path, p: &str) -> PathBuf {
     }
 }
 
-/// Reads and checks a configuration file.
+/// The user the daemon runs as (its effective uid): besides root, the one owner a file
+/// holding secrets may have.
+pub fn daemon_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+fn chown_user(uid: u32) -> String {
+    if uid == 0 {
+        "root".to_owned()
+    } else {
+        uid.to_string()
+    }
+}
+
+/// What is wrong with `path`, a file that holds secrets, as `fstat` found it.
+fn exposure_error(path: &Path, exposure: Exposure) -> LoadErrorKind {
+    let path = path.to_owned();
+    match exposure {
+        Exposure::TooOpen { mode } => LoadErrorKind::TooOpen { path, mode },
+        Exposure::Owner { uid } => LoadErrorKind::NotOwned {
+            path,
+            uid,
+            daemon: daemon_uid(),
+        },
+    }
+}
+
+fn open_error(e: private::ReadError) -> LoadErrorKind {
+    match e {
+        private::ReadError::NotRegular => LoadErrorKind::NotRegularFile,
+        private::ReadError::Io(e) => LoadErrorKind::Io(e),
+        _ => LoadErrorKind::Io(std::io::Error::other(e.to_string())),
+    }
+}
+
+/// Opens a file that holds secrets and checks it on the open descriptor: a regular file, no
+/// group or other permission bit, owned by root or [`daemon_uid`]. Every file holding secrets
+/// the daemon, `check` and `keys` read or write passes here first.
+pub fn open_private(path: &Path) -> Result<private::Opened, LoadErrorKind> {
+    let opened = private::open(path).map_err(open_error)?;
+    match opened.exposure(daemon_uid()) {
+        Some(e) => Err(exposure_error(path, e)),
+        None => Ok(opened),
+    }
+}
+
+/// [`open_private`], then the whole file, read from that descriptor.
+fn read_private(path: &Path) -> Result<Zeroizing<Vec<u8>>, LoadError> {
+    let at = |kind| Located::new(kind).in_file(path);
+    open_private(path)
+        .map_err(at)?
+        .read()
+        .map_err(|e| at(LoadErrorKind::Io(e)))
+}
+
+/// The bytes of `path` as text.
+fn text_of<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str, LoadError> {
+    std::str::from_utf8(bytes).map_err(|_| {
+        let e = std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text");
+        Located::new(LoadErrorKind::Io(e)).in_file(path)
+    })
+}
+
+/// The line of the first inline `Keys` of the configuration: `None` for a configuration
+/// without secrets of its own (a pure knockd file, or SPA doors with only `KeyFile`s), which
+/// may stay readable by others.
+pub fn inline_keys_line(config: &Config) -> Option<usize> {
+    config
+        .doors
+        .iter()
+        .filter_map(|d| d.spa())
+        .flat_map(|spa| spa.keys.iter().map(|(line, _)| *line))
+        .min()
+}
+
+/// Reads and checks a configuration file. It is opened once; when it holds inline keys, the
+/// mode and owner `fstat` gave for that descriptor must be a key file's (see
+/// [`open_private`]), reported at the line of its first `Keys`.
 pub fn read(path: &Path) -> Result<LoadedConfig, Vec<LoadError>> {
-    let text = fs::read_to_string(path)
-        .map_err(|e| vec![Located::new(LoadErrorKind::ReadConfig(e)).in_file(path)])?;
-    let config = config::parse_str(&text).map_err(|errs| {
+    let whole = |kind| vec![Located::new(kind).in_file(path)];
+    let opened = private::open(path).map_err(|e| {
+        whole(match open_error(e) {
+            LoadErrorKind::Io(e) => LoadErrorKind::ReadConfig(e),
+            other => other,
+        })
+    })?;
+    let exposure = opened.exposure(daemon_uid());
+    let bytes = opened
+        .read()
+        .map_err(|e| whole(LoadErrorKind::ReadConfig(e)))?;
+    let text = text_of(path, &bytes).map_err(|e| vec![e])?;
+    let config = config::parse_str(text).map_err(|errs| {
         errs.into_iter()
             .map(|e| parse_error(path, e))
             .collect::<Vec<_>>()
     })?;
-    build(path, config)
+    let mut errors = Vec::new();
+    if let (Some(line), Some(e)) = (inline_keys_line(&config), exposure) {
+        errors.push(Located::at_line(line, exposure_error(path, e)).in_file(path));
+    }
+    build(path, config, errors)
 }
 
-fn build(path: &Path, config: Config) -> Result<LoadedConfig, Vec<LoadError>> {
-    let mut errors = Vec::new();
+fn build(
+    path: &Path,
+    config: Config,
+    mut errors: Vec<LoadError>,
+) -> Result<LoadedConfig, Vec<LoadError>> {
     let mut server_names = config.options.server_names.clone();
     if server_names.is_empty() {
         let h = hostname();
@@ -292,32 +410,20 @@ pub fn read_or_report(path: &Path) -> Result<LoadedConfig, std::process::ExitCod
     })
 }
 
-/// Reads a keys file (`NAME:BASE64` per line). Like a keyfile, it must not be readable by
-/// group or others.
+/// Reads a keys file (`NAME:BASE64` per line), a file holding secrets ([`open_private`]).
 pub fn read_key_file(path: &Path) -> Result<Vec<(usize, knock_keys::NamedKey)>, Vec<LoadError>> {
-    use std::os::unix::fs::MetadataExt;
-    let whole = |kind| vec![Located::new(kind).in_file(path)];
-    let meta = fs::metadata(path).map_err(|e| whole(LoadErrorKind::Io(e)))?;
-    if !meta.is_file() {
-        return Err(whole(LoadErrorKind::NotRegularFile));
-    }
-    if meta.mode() & 0o077 != 0 {
-        return Err(whole(LoadErrorKind::TooOpen {
-            path: path.to_owned(),
-            mode: meta.mode() & 0o7777,
-        }));
-    }
-    let text = fs::read_to_string(path).map_err(|e| whole(LoadErrorKind::Io(e)))?;
-    let text = zeroize::Zeroizing::new(text);
-    config::parse_keys_file(&text)
+    let bytes = read_private(path).map_err(|e| vec![e])?;
+    let text = text_of(path, &bytes).map_err(|e| vec![e])?;
+    config::parse_keys_file(text)
         .map_err(|errs| errs.into_iter().map(|e| parse_error(path, e)).collect())
 }
 
-/// The first unused sequence of a one-time file, with its line number.
+/// The first unused sequence of a one-time file (a file holding secrets, see
+/// [`open_private`]), with its line number.
 pub fn next_one_time(path: &Path) -> Result<Option<(usize, Vec<PortSpec>)>, LoadError> {
-    let text =
-        fs::read_to_string(path).map_err(|e| Located::new(LoadErrorKind::Io(e)).in_file(path))?;
-    let seqs = config::parse_one_time_sequences(&text).map_err(|e| parse_error(path, e))?;
+    let bytes = read_private(path)?;
+    let seqs = config::parse_one_time_sequences(text_of(path, &bytes)?)
+        .map_err(|e| parse_error(path, e))?;
     Ok(seqs.into_iter().next().map(|s| (s.line, s.knocks)))
 }
 
@@ -332,12 +438,13 @@ pub fn use_one_time(
     used: &[PortSpec],
 ) -> Result<Option<(usize, Vec<PortSpec>)>, LoadError> {
     let read_error = |e| Located::new(LoadErrorKind::Io(e)).in_file(path);
-    let text = fs::read_to_string(path).map_err(read_error)?;
-    let seqs = config::parse_one_time_sequences(&text).map_err(|e| parse_error(path, e))?;
+    let bytes = read_private(path)?;
+    let text = text_of(path, &bytes)?;
+    let seqs = config::parse_one_time_sequences(text).map_err(|e| parse_error(path, e))?;
     let Some(line) = seqs.iter().find(|s| s.knocks == used).map(|s| s.line) else {
         return Err(Located::new(LoadErrorKind::OneTimeGone).in_file(path));
     };
-    let marked = config::mark_used(&text, line);
+    let marked = Zeroizing::new(config::mark_used(text, line));
     // The one atomic writer, keeping the file's owner and mode; refused if the file changed
     // since it was read.
     let write = || -> std::io::Result<()> {

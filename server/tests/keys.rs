@@ -67,6 +67,16 @@ fn dir_names(dir: &Path) -> Vec<String> {
     v
 }
 
+/// `dir`'s configuration and `web.keys` still hold `conf` and `web`, and no other file (no
+/// temporary copy) is there.
+#[track_caller]
+fn assert_unchanged(dir: &Path, conf: &str, web: &str, what: &str) {
+    let read = |name| fs::read_to_string(dir.join(name)).expect("read");
+    assert_eq!(read("knockd.conf"), conf, "{what}");
+    assert_eq!(read("web.keys"), web, "{what}");
+    assert_eq!(dir_names(dir), ["knockd.conf", "web.keys"], "{what}");
+}
+
 #[test]
 fn keys_add_list_revoke_round_trip() {
     let (dir, conf, original) = setup();
@@ -195,15 +205,7 @@ fn keys_refuses_an_invalid_result_and_leaves_the_files_unchanged() {
     let c = conf.to_str().expect("utf-8");
     let web = dir.path().join("web.keys");
     let web_original = fs::read_to_string(&web).expect("read");
-    let unchanged = |what: &str| {
-        assert_eq!(fs::read_to_string(&conf).expect("read"), original, "{what}");
-        assert_eq!(
-            fs::read_to_string(&web).expect("read"),
-            web_original,
-            "{what}"
-        );
-        assert_eq!(dir_names(dir.path()), ["knockd.conf", "web.keys"], "{what}");
-    };
+    let unchanged = |what: &str| assert_unchanged(dir.path(), &original, &web_original, what);
 
     // Revoking the door's only key would leave an SPA door without keys.
     let out = run(&["-c", c, "keys", "revoke", "alice"]);
@@ -358,4 +360,108 @@ fn a_keys_file_shared_by_two_doors_is_refused() {
     );
     assert_eq!(fs::read_to_string(&web_keys).expect("read"), before);
     assert_eq!(fs::read_to_string(&conf).expect("read"), shared);
+}
+
+/// `keys add` writes a secret only into a file the loader accepts secrets from: a
+/// configuration with inline keys or a key file that group or others can read is refused
+/// before anything is written (no temporary copy either), with the loader's message.
+#[test]
+fn keys_add_refuses_a_file_readable_by_others_before_writing_a_secret() {
+    let (dir, conf, original) = setup();
+    let c = conf.to_str().expect("utf-8");
+    let web = dir.path().join("web.keys");
+    let web_original = fs::read_to_string(&web).expect("read");
+    let chmod = |p: &Path, mode| {
+        fs::set_permissions(p, fs::Permissions::from_mode(mode)).expect("chmod");
+    };
+    let add = |name: &str, door: &str, byte| {
+        let line = format!("Keys = {}", key(name, byte).to_inline().as_str());
+        run(&[
+            "-c",
+            c,
+            "keys",
+            "add",
+            name,
+            "--door",
+            door,
+            "--from-line",
+            &line,
+        ])
+    };
+    let unchanged = |what: &str| assert_unchanged(dir.path(), &original, &web_original, what);
+
+    chmod(&conf, 0o644);
+    let out = add("bob", "spaSSH", 2);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let err = stderr(&out);
+    // Line 8 holds the door's first `Keys`.
+    assert!(
+        err.contains(&format!("{c}:8: permissions 0644 are too open")),
+        "{err}"
+    );
+    assert!(err.contains(&format!("(run: chmod 600 {c})")), "{err}");
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert!(!err.contains(key("bob", 2).master().to_base64().as_str()));
+    unchanged("inline key into a 0644 configuration");
+    assert_eq!(
+        fs::metadata(&conf).expect("meta").permissions().mode() & 0o777,
+        0o644
+    );
+
+    chmod(&conf, 0o600);
+    chmod(&web, 0o640);
+    let out = add("dave", "spaWeb", 4);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let err = stderr(&out);
+    let w = web.display().to_string();
+    assert!(
+        err.contains(&format!("{w}: permissions 0640 are too open")),
+        "{err}"
+    );
+    assert!(err.contains(&format!("(run: chmod 600 {w})")), "{err}");
+    unchanged("key into a 0640 key file");
+}
+
+/// A configuration whose keys are all in key files holds no secret: it may stay 0644, and
+/// `keys add` puts the new key in the (private) key file without touching it.
+#[test]
+fn keys_add_to_a_key_file_leaves_a_configuration_without_secrets_as_it_is() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = format!(
+        "[options]\n    StateDir   = {}\n    ServerName = keys-test\n\n\
+         [spaWeb]\n    KeyFile       = web.keys\n    Allow_Ports   = 443/tcp\n    \
+         Start_Command = /bin/true %IP%\n",
+        dir.path().join("state").display()
+    );
+    let conf = dir.path().join("knockd.conf");
+    fs::write(&conf, &text).expect("write");
+    fs::set_permissions(&conf, fs::Permissions::from_mode(0o644)).expect("chmod");
+    let web = write_private(
+        dir.path(),
+        "web.keys",
+        &format!("{}\n", key("carol", 3).to_inline().as_str()),
+    );
+    let c = conf.to_str().expect("utf-8");
+    let line = format!("Keys = {}", key("dave", 4).to_inline().as_str());
+    let out = run(&[
+        "-c",
+        c,
+        "keys",
+        "add",
+        "dave",
+        "--from-line",
+        &line,
+        "--no-reload",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(fs::read_to_string(&conf).expect("read"), text);
+    assert_eq!(
+        fs::metadata(&conf).expect("meta").permissions().mode() & 0o777,
+        0o644
+    );
+    assert_eq!(
+        fs::metadata(&web).expect("meta").permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(names(&list(c, &[])), ["spaWeb/carol", "spaWeb/dave"]);
 }

@@ -371,7 +371,7 @@ impl Verifier {
         let entry = &self.entries[idx];
         // 3. HMAC over bytes 0..177; `verify_slice` compares in constant time.
         let (maced, tag) = packet.split_at(MACED_LEN);
-        let mut mac = entry.state.mac.clone();
+        let mut mac = entry.state.mac();
         mac.update(maced);
         mac.verify_slice(tag).map_err(|_| Reject::BadHmac)?;
         // 4. Replay.

@@ -33,8 +33,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use chacha20poly1305::aead::AeadInPlace;
 use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, Mac};
-use knock_keys::{DerivedKeys, KEY_ID_LEN};
+use knock_keys::{DerivedKeys, KEY_ID_LEN, MAC_KEY_LEN};
 use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 use crate::types::{PortSpec, Proto};
 
@@ -329,13 +330,19 @@ fn array<const N: usize>(b: &[u8]) -> [u8; N] {
     out
 }
 
-/// The per-key crypto state: a keyed AEAD and a keyed HMAC, built once per key and cloned
-/// cheaply per packet.
+/// The per-key crypto state: a keyed AEAD and the MAC key, both wiped on drop.
+///
+/// The AEAD (`chacha20poly1305`) zeroizes its key when dropped. An `hmac::Hmac<Sha256>` keyed
+/// once would hold the two SHA-256 states after `key ^ ipad` and `key ^ opad`, which are as
+/// good as the key, and hmac 0.12 has no way to wipe them (no `zeroize` feature, private
+/// fields; this crate has no `unsafe`). So the MAC key is kept as bytes, wiped on drop, and
+/// each MAC is keyed from them ([`KeyState::mac`]): two SHA-256 blocks more per HMAC, and the
+/// keyed state lives only for the one packet.
 #[derive(Clone)]
 pub struct KeyState {
     pub(crate) id: knock_keys::KeyId,
     pub(crate) aead: XChaCha20Poly1305,
-    pub(crate) mac: Hmac<Sha256>,
+    mac_key: Zeroizing<[u8; MAC_KEY_LEN]>,
 }
 
 impl std::fmt::Debug for KeyState {
@@ -345,14 +352,19 @@ impl std::fmt::Debug for KeyState {
 }
 
 impl KeyState {
-    /// Keys the AEAD and the HMAC from derived keys.
+    /// Keys the AEAD and keeps the MAC key, from derived keys.
     pub fn new(keys: &DerivedKeys) -> Self {
         Self {
             id: keys.id(),
             aead: XChaCha20Poly1305::new(keys.enc_key().into()),
-            mac: <Hmac<Sha256> as Mac>::new_from_slice(keys.mac_key())
-                .expect("HMAC accepts keys of any length"),
+            mac_key: Zeroizing::new(*keys.mac_key()),
         }
+    }
+
+    /// A fresh HMAC-SHA256 keyed with the MAC key, for one packet.
+    pub(crate) fn mac(&self) -> Hmac<Sha256> {
+        <Hmac<Sha256> as Mac>::new_from_slice(self.mac_key.as_slice())
+            .expect("HMAC accepts keys of any length")
     }
 
     /// The public key id.
@@ -384,7 +396,7 @@ pub fn seal(
     rest[BODY_LEN..BODY_LEN + AEAD_TAG_LEN].copy_from_slice(&tag);
     zeroize::Zeroize::zeroize(&mut body);
     // RFC 2104: HMAC-SHA256 over everything before the MAC field.
-    let mut mac = key.mac.clone();
+    let mut mac = key.mac();
     mac.update(&p[..MACED_LEN]);
     let out = mac.finalize().into_bytes();
     p[MACED_LEN..].copy_from_slice(&out);
@@ -399,6 +411,14 @@ pub fn packet_digest(packet: &[u8]) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_key_material_of_a_key_state_is_wiped_on_drop() {
+        fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>(_: &T) {}
+        let k = KeyState::new(&knock_keys::MasterKey::from_bytes([3; 32]).derive());
+        wiped_on_drop(&k.aead);
+        wiped_on_drop(&k.mac_key);
+    }
 
     fn ports(list: &[&str]) -> PortList {
         let v: Vec<PortSpec> = list.iter().map(|s| s.parse().expect("port")).collect();

@@ -46,6 +46,19 @@ impl TempDir {
         fs::write(&p, contents).unwrap_or_else(|e| panic!("cannot write {}: {e}", p.display()));
         p
     }
+
+    /// [`TempDir::write`], then mode 0600: for a file holding secrets (a configuration with
+    /// inline keys, a one-time sequences file), which the daemon refuses otherwise.
+    ///
+    /// # Panics
+    /// When the file cannot be written or its mode set.
+    pub fn write_private(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let p = self.write(name, contents);
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o600))
+            .unwrap_or_else(|e| panic!("cannot chmod {}: {e}", p.display()));
+        p
+    }
 }
 
 impl Default for TempDir {

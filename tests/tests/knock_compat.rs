@@ -99,7 +99,7 @@ fn spad_conf(topo: &Topology, extra_options: &str, doors: &str) -> PathBuf {
         log_path(topo).display(),
         topo.dir().join("state").display(),
     );
-    topo.dir().write("knock-spad.conf", text)
+    topo.dir().write_private("knock-spad.conf", text)
 }
 
 /// What knock-spad wrote to its LogFile so far.
@@ -511,7 +511,7 @@ fn mixed_protocols_and_cmd_timeout() {
 #[test]
 fn one_time_sequences() {
     let topo = topology();
-    let seqs = topo.dir().write(
+    let seqs = topo.dir().write_private(
         "one-time.seq",
         "# one-time sequences for [oneTime]\n 7001,8001,9001\n 7002,8002:udp,9002\n 7003,8003,9003\n",
     );
@@ -593,7 +593,7 @@ fn one_time_sequences() {
     close();
     // The administrator adds a comment at the top: every line moves down by one.
     let edited = "# rotated weekly\n# one-time sequences for [oneTime]\n#7001,8001,9001\n 7002,8002:udp,9002\n 7003,8003,9003\n";
-    let tmp = topo.dir().write("one-time.seq.new", edited);
+    let tmp = topo.dir().write_private("one-time.seq.new", edited);
     std::fs::rename(&tmp, &seqs).expect("replace the file");
 
     // A replay of the used sequence does nothing.

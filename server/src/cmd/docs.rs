@@ -99,7 +99,8 @@ fn commands(out: &mut String, cmd: &Command, path: &str) {
 const TAIL: &str = r#".SH FILES
 .TP
 \fI/etc/knockd.conf\fR
-The configuration (knockd.conf syntax plus SPA directives). Keep it mode 0600: it holds keys.
+The configuration (knockd.conf syntax plus SPA directives). With inline \fBKeys\fR it must be mode 0600 and owned by root
+(or the daemon's user), like every \fBKeyFile\fR and \fBOne_Time_Sequences\fR file; otherwise it is refused.
 .TP
 \fI/var/lib/knock\-spa/\fR
 The state directory (\fBStateDir\fR): \fIgrants.0\fR and \fIgrants.1\fR (the open grants, double\-buffered; after a restart or a

@@ -290,8 +290,7 @@ pub(super) fn open_in_place(path: &Path) -> io::Result<fs::File> {
 /// runs as, and not writable by group or others. The reason when not.
 pub(super) fn trusted(meta: &fs::Metadata) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
+    let euid = crate::load::daemon_uid();
     if meta.uid() != 0 && meta.uid() != euid {
         return Err(format!(
             "owned by uid {}, neither root nor the daemon's user",

@@ -46,3 +46,14 @@ impl fmt::Display for Warning {
 pub(super) fn quoted(v: &str) -> String {
     format!("{v:?}")
 }
+
+/// A would-be directive name (or a line that has none) as shown in a message, unless it may
+/// hold a key: a `NAME:BASE64` pasted without `Keys =` reads as a directive named
+/// `NAME:BASE64` (the `=` of the base64 padding splits it), and no directive name has a `:`.
+pub(super) fn quoted_unless_key(v: &str) -> String {
+    if v.contains(':') {
+        "(not shown: it has a \":\" and may hold a key)".to_owned()
+    } else {
+        quoted(v)
+    }
+}

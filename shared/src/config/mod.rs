@@ -734,6 +734,30 @@ mod tests {
         }
     }
 
+    /// A `NAME:BASE64` pasted without `Keys =` reads as a directive named `NAME:BASE64` (its
+    /// padding `=` splits the line): the messages about it must not show it.
+    #[test]
+    fn a_key_pasted_without_keys_is_not_shown() {
+        const GOOD: &str = "[openSSH]\n    Sequence = 1,2\n    Command = /bin/true\n";
+        let unpadded = ALICE_SECRET.trim_end_matches('=');
+        for text in [
+            format!("{ALICE}\n{GOOD}"),
+            format!("[openSSH]\n    {ALICE}\n    Sequence = 1,2\n    Command = /bin/true\n"),
+            format!("[options]\n    {ALICE}\n{GOOD}"),
+            format!("{GOOD}    = {ALICE}\n"),
+            format!("{}\n{GOOD}", ALICE.trim_end_matches('=')),
+        ] {
+            let e = errs(&text);
+            for e in &e {
+                assert!(!e.message.contains(unpadded), "secret in {e}");
+            }
+            assert!(
+                e.iter().any(|e| e.message.contains("may hold a key")),
+                "{text:?}: {e:#?}"
+            );
+        }
+    }
+
     #[test]
     fn every_error_is_collected_in_line_order() {
         let text = "[options]\nbogus = 1\n[d]\nsequence = 0\nseq_timeout = x\ntcpflags = nope\n\

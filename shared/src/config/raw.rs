@@ -26,7 +26,7 @@ use knock_keys::NamedKey;
 use crate::types::{AdmitPrefix, PortSpec, TcpFlags};
 
 use super::directives::{parse_bool, parse_number, parse_port_list, Directive, Scope};
-use super::error::{quoted, ConfigError, Warning};
+use super::error::{quoted, quoted_unless_key, ConfigError, Warning};
 use super::key_files::keys_value;
 use super::model::{
     Capture, Options, MAX_INTERFACE_LEN, MAX_MAX_GRANTS, MAX_REPLAY_CACHE_SIZE, MAX_SPA_WINDOW,
@@ -150,9 +150,9 @@ impl Parser {
             Section::Skip => return,
             Section::None => {
                 let what = if value.is_some() {
-                    format!("directive {}", quoted(key))
+                    format!("directive {}", quoted_unless_key(key))
                 } else {
-                    format!("line {}", quoted(t))
+                    format!("line {}", quoted_unless_key(t))
                 };
                 self.error(
                     line,
@@ -169,7 +169,10 @@ impl Parser {
         if key.is_empty() {
             self.error(
                 line,
-                format!("{}: missing directive name before \"=\"", quoted(t)),
+                format!(
+                    "{}: missing directive name before \"=\"",
+                    quoted_unless_key(t)
+                ),
             );
             return;
         }
@@ -185,7 +188,10 @@ impl Parser {
             };
             self.error(
                 line,
-                format!("unknown directive {} in {place}{hint}", quoted(key)),
+                format!(
+                    "unknown directive {} in {place}{hint}",
+                    quoted_unless_key(key)
+                ),
             );
             return;
         };

@@ -22,7 +22,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use knock_keys::{valid_name, NamedKey};
+use knock_keys::{concat, valid_name, NamedKey};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
@@ -30,6 +30,7 @@ use crate::cmd::status::table;
 use crate::load::{self, LoadError, LoadErrorKind};
 use crate::store::status;
 use knock_keys::atomic::{self, TempFile};
+use knock_shared::located::Located;
 
 /// Why a `keys` command failed.
 #[derive(Debug)]
@@ -158,13 +159,25 @@ pub fn render_list(entries: &[KeyEntry]) -> String {
 // Reading the key to add
 // ---------------------------------------------------------------------------------------------
 
+/// The most `--from-line -` reads from standard input.
+const STDIN_LIMIT: usize = 64 * 1024;
+
 /// Parses what `knock-spa keygen` prints for the server: `Keys = NAME:BASE64` (or just
 /// `NAME:BASE64`). `-` reads it from standard input, where comment lines are skipped.
 pub fn key_from_line(arg: &str) -> Result<NamedKey, KeysError> {
     let text = if arg == "-" {
-        let mut s = Zeroizing::new(String::new());
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+        // Into a buffer reserved once, so a growing one leaves no copy behind; a key line is
+        // well under a kilobyte.
+        let mut s = Zeroizing::new(String::with_capacity(STDIN_LIMIT + 1));
+        let mut stdin = std::io::Read::take(std::io::stdin().lock(), STDIN_LIMIT as u64 + 1);
+        std::io::Read::read_to_string(&mut stdin, &mut s)
             .map_err(|e| KeysError::Io(format!("standard input: {e}")))?;
+        if s.len() > STDIN_LIMIT {
+            return Err(KeysError::Usage(format!(
+                "--from-line -: more than {STDIN_LIMIT} bytes on standard input; expected one \
+                 `Keys = NAME:BASE64` line"
+            )));
+        }
         s
     } else {
         Zeroizing::new(arg.to_owned())
@@ -223,11 +236,8 @@ impl Lines {
     }
 
     fn text(&self) -> Zeroizing<String> {
-        let mut s = Zeroizing::new(String::new());
-        for l in &self.0 {
-            s.push_str(l);
-        }
-        s
+        let parts: Vec<&str> = self.0.iter().map(|l| l.as_str()).collect();
+        concat(&parts)
     }
 }
 
@@ -299,7 +309,8 @@ fn remove_inline(lines: &mut Lines, (start, end): (usize, usize), name: &str) ->
             lines.0.remove(i);
             end -= 1;
         } else {
-            lines.0[i] = Zeroizing::new(format!("{}= {}{ending}", &body[..eq], kept.join(", ")));
+            let kept = Zeroizing::new(kept.join(", "));
+            lines.0[i] = concat(&[&body[..eq], "= ", &kept, ending]);
             i += 1;
         }
     }
@@ -318,7 +329,7 @@ fn insert_inline(lines: &mut Lines, (start, end): (usize, usize), inline: &str) 
             let (body, ending) = split_ending(&line);
             let eq = directive(body).map_or(0, |(_, eq)| eq);
             let ending = if ending.is_empty() { "\n" } else { ending };
-            (i + 1, format!("{}= {inline}{ending}", &body[..eq]))
+            (i + 1, concat(&[&body[..eq], "= ", inline, ending]))
         }
         None => {
             let indent = (start + 1..end)
@@ -329,16 +340,16 @@ fn insert_inline(lines: &mut Lines, (start, end): (usize, usize), inline: &str) 
                     })
                 })
                 .unwrap_or_else(|| "    ".to_owned());
-            (start + 1, format!("{indent}Keys = {inline}\n"))
+            (start + 1, concat(&[&indent, "Keys = ", inline, "\n"]))
         }
     };
     // The line before the insertion point must end with a newline.
     if let Some(prev) = lines.0.get_mut(new.0 - 1) {
         if !prev.ends_with('\n') {
-            prev.push('\n');
+            *prev = concat(&[prev, "\n"]);
         }
     }
-    lines.0.insert(new.0, Zeroizing::new(new.1));
+    lines.0.insert(new.0, new.1);
 }
 
 /// The key name of a key-file line, if it is a key line.
@@ -477,6 +488,7 @@ fn apply(
     config_new: &Zeroizing<String>,
     key_files: &[FileEdit],
 ) -> Result<(), KeysError> {
+    refuse_exposed(config, config_new, key_files)?;
     let refs: Vec<&FileEdit> = key_files.iter().collect();
     validate(config, config_new, &refs)?;
     if config_old != config_new.as_bytes() {
@@ -486,6 +498,34 @@ fn apply(
         replace(&kf.path, &kf.old, kf.new.as_bytes()).map_err(|e| io_err(&kf.path, e))?;
     }
     Ok(())
+}
+
+/// Refuses, before anything is written (the temporary copies [`validate`] checks included), an
+/// edit that would leave a secret in a file the loader refuses to read secrets from: the key
+/// files it rewrites, and the configuration when its new text has inline keys. The check is
+/// the loader's ([`load::open_private`]), on the real files, with the loader's messages (and
+/// the `chmod`/`chown` hint).
+fn refuse_exposed(
+    config: &Path,
+    config_new: &str,
+    key_files: &[FileEdit],
+) -> Result<(), KeysError> {
+    let mut errors = Vec::new();
+    if let Some(line) = load::inline_keys_line(&parse_config(config, config_new)?) {
+        if let Err(e) = load::open_private(config) {
+            errors.push(Located::at_line(line, e).in_file(config));
+        }
+    }
+    for kf in key_files {
+        if let Err(e) = load::open_private(&kf.path) {
+            errors.push(Located::new(e).in_file(&kf.path));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(KeysError::Invalid(errors))
+    }
 }
 
 /// Replaces `path` (resolved through symlinks) with `contents`, keeping its mode and owner.
@@ -558,12 +598,13 @@ pub fn add(config: &Path, door: Option<&str>, key: &NamedKey) -> Result<Outcome,
     if let Some((_, file)) = spa.key_files.first() {
         let path = load::resolve(config, file);
         let kold = read_text(&path)?;
-        let mut new = as_text(&path, &kold)?;
-        if !new.is_empty() && !new.ends_with('\n') {
-            new.push('\n');
-        }
-        new.push_str(&inline);
-        new.push('\n');
+        let ktext = as_text(&path, &kold)?;
+        let sep = if ktext.is_empty() || ktext.ends_with('\n') {
+            ""
+        } else {
+            "\n"
+        };
+        let new = concat(&[&ktext, sep, &inline, "\n"]);
         let edit = FileEdit {
             path: path.clone(),
             old: kold,
