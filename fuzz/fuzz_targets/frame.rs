@@ -8,7 +8,8 @@
 //! - a returned packet borrows its payload from inside the input; source and destination are
 //!   of one IP family; TCP has flags and no payload, UDP has flags 0 and a payload that sits
 //!   right after an 8-byte UDP header holding the returned ports and a length covering it;
-//! - unknown link types and frames the host sent itself (`PACKET_OUTGOING`) give `None`;
+//! - unknown link types, frames the host sent itself (`PACKET_OUTGOING`) and frames for
+//!   another host's link address (`PACKET_OTHERHOST`) give `None`;
 //! - wrap mode: the same IP packet parses to the same result under every link header (with
 //!   and without VLAN tags, either byte order of the `DLT_NULL` family), under both RAW
 //!   numbers, and with trailing link padding appended.
@@ -31,6 +32,8 @@ const LINKTYPES: [i32; 6] = [
 
 /// `PACKET_OUTGOING` in the Linux cooked headers.
 const OUTGOING: u8 = 4;
+/// `PACKET_OTHERHOST` in the Linux cooked headers.
+const OTHERHOST: u8 = 3;
 
 fn check_packet(linktype: i32, data: &[u8], p: &Packet<'_>) {
     assert!(LINKTYPES.contains(&linktype), "link type {linktype} parsed");
@@ -58,8 +61,11 @@ fn check_packet(linktype: i32, data: &[u8], p: &Packet<'_>) {
         }
     }
     match linktype {
-        DLT_LINUX_SLL => assert_ne!(data[..2], [0, OUTGOING]),
-        DLT_LINUX_SLL2 => assert_ne!(data[10], OUTGOING),
+        DLT_LINUX_SLL => {
+            assert_ne!(data[..2], [0, OUTGOING]);
+            assert_ne!(data[..2], [0, OTHERHOST]);
+        }
+        DLT_LINUX_SLL2 => assert!(![OUTGOING, OTHERHOST].contains(&data[10])),
         _ => {}
     }
 }
@@ -109,7 +115,7 @@ fn wrap(ip: &[u8], tag: u16) {
         let mut h = pkttype.to_be_bytes().to_vec();
         h.extend_from_slice(&[0, 1, 0, 6, 0x02, 0, 0, 0, 0, 2, 0, 0]);
         h.extend_from_slice(&et);
-        let want = if pkttype == u16::from(OUTGOING) {
+        let want = if [OUTGOING, OTHERHOST].map(u16::from).contains(&pkttype) {
             None
         } else {
             raw.clone()
