@@ -262,6 +262,16 @@ fn a_dedicated_user_keeps_cap_net_admin_ambient_for_its_commands() {
     );
 
     open_22_and_see_the_rule(&d, &ns, port);
+    // A reload reads the configuration as the user, as the start did.
+    // SAFETY: kill() on the daemon's pid (our child) with a valid signal number.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGHUP);
+    }
+    d.wait_for(Duration::from_secs(10), "the reload", || {
+        d.log()
+            .contains("SIGHUP: configuration reloaded")
+            .then_some(())
+    });
     // Everything it wrote is the user's, so the next start (or this one's writes) works.
     use std::os::unix::fs::MetadataExt;
     d.wait_for(Duration::from_secs(10), "the grant on disk", || {
@@ -349,4 +359,61 @@ fn a_daemon_started_as_its_user_with_ambient_capabilities_drops_cap_net_raw() {
         d.log()
     );
     open_22_and_see_the_rule(&d, &ns, port);
+}
+
+#[test]
+fn a_pcap_daemon_still_captures_after_the_drop() {
+    // The capture handle opened with CAP_NET_RAW keeps working without it.
+    require_root_and(&["ip", "iptables"]);
+    let ns = Netns::create().expect("ip netns add");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_udp_port();
+    let conf = write_config(dir.path(), port, "", 600, "");
+    let d = start_in(
+        &ns,
+        &["-c", path(&conf), "--capture", "pcap", "-i", "lo"],
+        &dir.path().join("daemon.log"),
+    );
+    assert!(d.log().contains("pcap ("), "{}", d.log());
+    assert_eq!(proc_caps(d.pid(), "CapEff"), NET_ADMIN);
+    open_22_and_see_the_rule(&d, &ns, port);
+}
+
+#[test]
+fn a_door_running_iptables_legacy_keeps_cap_net_raw() {
+    // iptables-legacy talks to the kernel over a raw socket.
+    require_root_and(&["ip", "iptables", "iptables-legacy"]);
+    let ns = Netns::create().expect("ip netns add");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_udp_port();
+    let legacy_door = format!(
+        "[legacy]\n    Keys = {bob}\n    Allow_Ports = 2222/tcp\n    Cmd_Timeout = 600\n    \
+         Start_Command = /usr/sbin/iptables-legacy -I INPUT -s %IP% -p tcp --dport %PORT% -j ACCEPT\n    \
+         Stop_Command = /usr/sbin/iptables-legacy -D INPUT -s %IP% -p tcp --dport %PORT% -j ACCEPT\n",
+        bob = key("bob", 2).to_inline().as_str(),
+    );
+    let conf = write_config(dir.path(), port, "", 600, &legacy_door);
+    let d = start_in(&ns, &["-c", path(&conf)], &dir.path().join("daemon.log"));
+    const NET_RAW: u64 = 1 << 13;
+    for set in ["CapEff", "CapPrm", "CapBnd"] {
+        assert_eq!(proc_caps(d.pid(), set), NET_ADMIN | NET_RAW, "{set}");
+    }
+    assert!(
+        d.log().contains(
+            "privileges: keeping CAP_NET_RAW: /usr/sbin/iptables-legacy is iptables-legacy"
+        ),
+        "{}",
+        d.log()
+    );
+    ns.send(
+        port,
+        &spa_packet(&key("bob", 2), SERVER, &["2222/tcp"], Action::Open),
+    );
+    d.wait_for(Duration::from_secs(10), "iptables-legacy's rule", || {
+        rule_in(
+            &ns,
+            &["iptables-legacy", "-S", "INPUT"],
+            "-A INPUT -s 127.0.0.1/32 -p tcp -m tcp --dport 2222 -j ACCEPT",
+        )
+    });
 }
