@@ -59,6 +59,10 @@ pub struct Cli {
     /// Leave open grants in place on SIGTERM/SIGINT (overrides `KeepRulesOnExit`).
     #[arg(long = "keep-rules-on-exit")]
     pub keep_rules: bool,
+    /// After the capture is open, run as this user, keeping only CAP_NET_ADMIN for the
+    /// firewall commands (overrides `User`; the state directory must be the user's).
+    #[arg(long = "user", value_name = "NAME")]
+    pub user: Option<String>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }

@@ -189,11 +189,10 @@ pub fn resolve(base: &Path, p: &str) -> PathBuf {
     }
 }
 
-/// The user the daemon runs as (its effective uid): besides root, the one owner a file
-/// holding secrets may have.
+/// The user the daemon runs as (its `User`, else its effective uid): besides root, the one
+/// owner a file holding secrets may have. The same rule as for the state directory.
 pub fn daemon_uid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
+    crate::store::dir::daemon_uid()
 }
 
 fn chown_user(uid: u32) -> String {

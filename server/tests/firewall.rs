@@ -3,9 +3,6 @@
 
 mod common;
 
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use common::*;
 
 const BASELINE_22: [&str; 4] = [
@@ -81,55 +78,22 @@ fn firewall_setup_derives_ports_from_the_spa_doors() {
     assert!(stderr(&out).contains("--port"), "{}", stderr(&out));
 }
 
-/// A network namespace deleted on drop, even when the test fails.
-struct Netns(String);
-
-impl Netns {
-    fn create() -> Option<Self> {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "ks-ops-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        let ok = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then_some(Self(name))
-    }
-
-    fn exec(&self, args: &[&str]) -> std::process::Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.0])
-            .args(args)
-            .output()
-            .expect("ip netns exec")
-    }
-
-    /// Appends a REJECT of new TCP connections to 22 to `tool`'s INPUT chain.
-    fn reject_22(&self, tool: &str) {
-        let add = self.exec(&[
-            tool,
-            "-A",
-            "INPUT",
-            "-p",
-            "tcp",
-            "--dport",
-            "22",
-            "-j",
-            "REJECT",
-            "--reject-with",
-            "tcp-reset",
-        ]);
-        assert!(add.status.success(), "{tool}: {}", stderr(&add));
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
+/// Appends a REJECT of new TCP connections to 22 to `tool`'s INPUT chain in `ns`.
+fn reject_22(ns: &Netns, tool: &str) {
+    let add = ns.exec(&[
+        tool,
+        "-A",
+        "INPUT",
+        "-p",
+        "tcp",
+        "--dport",
+        "22",
+        "-j",
+        "REJECT",
+        "--reject-with",
+        "tcp-reset",
+    ]);
+    assert!(add.status.success(), "{tool}: {}", stderr(&add));
 }
 
 #[test]
@@ -173,7 +137,7 @@ fn firewall_setup_apply_is_idempotent_in_a_namespace() {
     // A chain that already had the REJECT rule (the wrong way round): ESTABLISHED is
     // inserted in front of it, not after.
     let ns2 = Netns::create().expect("ip netns add");
-    ns2.reject_22("iptables");
+    reject_22(&ns2, "iptables");
     let out = ns2.exec(&[
         BIN,
         "firewall-setup",
@@ -278,7 +242,7 @@ fn check_warns_when_a_door_appends_after_the_reject() {
     let ns = Netns::create().expect("ip netns add");
     let mut rejects = Vec::new();
     for tool in ["iptables", "ip6tables"] {
-        ns.reject_22(tool);
+        reject_22(&ns, tool);
         // The rule as `-S` prints it, which is how the warning quotes it.
         let listed = stdout(&ns.exec(&[tool, "-S", "INPUT"]));
         let rule = listed

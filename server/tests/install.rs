@@ -90,6 +90,41 @@ fn install_sh_stages_binaries_unit_man_page_and_completions() {
     );
 }
 
+/// docs/SECURITY.md quotes the unit as shipped: its `ini` block after "The unit as shipped"
+/// is exactly the `[Service]` section of `dist/knock-spad.service` without blank lines and
+/// comments.
+#[test]
+fn the_security_doc_quotes_the_shipped_unit() {
+    let unit = std::fs::read_to_string(dist().join("knock-spad.service")).expect("unit");
+    let mut shipped = Vec::new();
+    let mut in_service = false;
+    for line in unit.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_service = line == "[Service]";
+            if in_service {
+                shipped.push(line);
+            }
+        } else if in_service && !line.is_empty() && !line.starts_with('#') {
+            shipped.push(line);
+        }
+    }
+    let doc = std::fs::read_to_string(dist().join("../docs/SECURITY.md")).expect("SECURITY.md");
+    let after = doc
+        .split_once("The unit as shipped")
+        .expect("SECURITY.md has \"The unit as shipped\"")
+        .1;
+    let block = after
+        .split_once("```ini\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .expect("an ini block after it")
+        .0;
+    let quoted: Vec<&str> = block.lines().collect();
+    assert_eq!(
+        quoted, shipped,
+        "docs/SECURITY.md's quoted unit differs from the shipped one"
+    );
+}
+
 #[test]
 fn systemd_unit_has_the_expected_settings() {
     let unit = std::fs::read_to_string(dist().join("knock-spad.service")).expect("unit");

@@ -18,6 +18,7 @@ pub mod host_addrs;
 pub mod lanes;
 pub mod notify;
 pub mod packets;
+pub mod privs;
 pub mod process;
 pub mod supervise;
 
@@ -53,9 +54,28 @@ fn log_config_warnings(
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Before anything is read for good: from here on the daemon's files are read and made as
+    // the User's, so what a reload will read after the switch is what the start read.
+    let user = match cli
+        .user
+        .clone()
+        .or_else(|| privs::configured_user(&cli.config))
+    {
+        Some(name) => Some(privs::prepare_user(&name)?),
+        None => None,
+    };
     let rt = match load::read_or_report(&cli.config) {
         Ok(rt) => rt,
-        Err(code) => return Ok(code),
+        Err(code) => {
+            if let Some(u) = &user {
+                eprintln!(
+                    "knock-spad: (read as User {}: the configuration and the files it names \
+                     must be readable by that user)",
+                    u.name
+                );
+            }
+            return Ok(code);
+        }
     };
     let opts = rt.config.options.clone();
     let log_file = cli
@@ -97,6 +117,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .state_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(&opts.state_dir));
+    if let Some(u) = &user {
+        privs::check_state_dir_owner(&state_dir, u)?;
+    }
     let store = store::StateDir::open(&state_dir).context("state directory")?;
     // Before anything is read from the directory: a second daemon must not read, close or
     // reopen the first one's grants. Held until the process ends.
@@ -119,6 +142,23 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Capture::Udp => capture::open_udp(opts.spa_port.get(), cli.only_v4)
             .with_context(|| format!("cannot bind UDP port {}", opts.spa_port))?,
     };
+    // The capture is open and the files are read: from here on, only what the firewall
+    // commands need (and the User's files, when there is one).
+    let legacy = privs::legacy_iptables(&rt);
+    if !legacy.is_empty() {
+        info!(
+            "privileges: keeping CAP_NET_RAW: {} is iptables-legacy, which needs a raw socket",
+            legacy
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    info!(
+        "{}",
+        privs::drop_privileges(user.as_ref(), !legacy.is_empty())?
+    );
     let keep = cli.keep_rules || opts.keep_rules_on_exit;
     let rt = Arc::new(rt);
     let stats = Arc::new(status::Stats::default());
@@ -289,6 +329,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     match load::read(&config_path) {
                         Ok(new) => {
                             log_config_warnings("SIGHUP: ", &config_path, &new.config);
+                            if new.config.options.user != opts.user {
+                                info!("SIGHUP: User changed; it takes effect at the next start");
+                            }
                             // One path: the packet thread applies it (at most one poll
                             // interval later) or refuses it, and hands it on to the grant
                             // keeper in order with its actions; the keeper then publishes it

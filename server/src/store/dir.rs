@@ -286,11 +286,33 @@ pub(super) fn open_in_place(path: &Path) -> io::Result<fs::File> {
     Ok(file)
 }
 
+/// The uid the daemon runs as once it has switched to its `User` (set before the switch, so
+/// that the state directory is judged by the user that will write it); `u32::MAX`: none set,
+/// the effective uid decides.
+static DAEMON_UID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(u32::MAX);
+
+/// Says that the daemon runs (or is about to run) as `uid`: from now on, state files owned by
+/// `uid` (or root) are trusted, whatever the effective uid is at the moment.
+pub fn trust_daemon_user(uid: u32) {
+    DAEMON_UID.store(uid, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The uid whose state files are trusted besides root's: the daemon's `User` if it has one
+/// (see [`trust_daemon_user`]), else the effective uid, read at each check (so after a switch
+/// of user, at every reload, it is the user the daemon runs as then).
+pub fn daemon_uid() -> u32 {
+    match DAEMON_UID.load(std::sync::atomic::Ordering::Relaxed) {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        u32::MAX => unsafe { libc::geteuid() },
+        uid => uid,
+    }
+}
+
 /// Whether a state directory or file can be trusted: owned by root or by the user the daemon
 /// runs as, and not writable by group or others. The reason when not.
 pub(super) fn trusted(meta: &fs::Metadata) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt;
-    let euid = crate::load::daemon_uid();
+    let euid = daemon_uid();
     if meta.uid() != 0 && meta.uid() != euid {
         return Err(format!(
             "owned by uid {}, neither root nor the daemon's user",

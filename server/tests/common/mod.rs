@@ -319,3 +319,67 @@ impl Drop for Daemon {
         self.signal_and_wait(libc::SIGTERM);
     }
 }
+
+/// A network namespace (`ip netns add`) deleted on drop, even when the test fails: where the
+/// tests run firewall commands, never in the host's own firewall.
+pub struct Netns(String);
+
+impl Netns {
+    /// A fresh namespace `ks-ops-PID-N`, its loopback up.
+    pub fn create() -> Option<Self> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "ks-ops-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .is_ok_and(|s| s.success());
+        let ns = ok.then_some(Self(name))?;
+        ns.exec(&["ip", "link", "set", "lo", "up"])
+            .status
+            .success()
+            .then_some(ns)
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+
+    /// Runs `args` in it.
+    pub fn exec(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.0])
+            .args(args)
+            .output()
+            .expect("ip netns exec")
+    }
+
+    /// Sends `payload` to 127.0.0.1:`port` inside it, from a thread that joins it (a socket
+    /// belongs to the namespace its thread was in when it was made).
+    pub fn send(&self, port: u16, payload: &[u8]) {
+        use std::os::fd::AsRawFd;
+        let ns = fs::File::open(format!("/run/netns/{}", self.0)).expect("open the namespace");
+        let payload = payload.to_vec();
+        std::thread::spawn(move || {
+            // SAFETY: setns on a descriptor we own and keep open for the call; it changes
+            // only this thread's network namespace (CLONE_NEWNET), and this thread ends
+            // after sending.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            send(port, &payload);
+        })
+        .join()
+        .expect("the sending thread");
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}

@@ -10,6 +10,8 @@
 
 use crate::types::PortSpec;
 
+use super::model::MAX_USER_NAME_LEN;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) enum Directive {
     // [options]
@@ -25,6 +27,7 @@ pub(super) enum Directive {
     ReplayCacheSize,
     MaxGrants,
     KeepRulesOnExit,
+    User,
     // doors, knock sequence only
     Sequence,
     OneTimeSequences,
@@ -71,6 +74,7 @@ const DIRECTIVES: &[(&str, Directive)] = &[
     ("MAX_GRANTS", Directive::DoorMaxGrants),
     ("ADMIT_PREFIX", Directive::AdmitPrefix),
     ("KEEPRULESONEXIT", Directive::KeepRulesOnExit),
+    ("USER", Directive::User),
     ("SEQUENCE", Directive::Sequence),
     ("ONE_TIME_SEQUENCES", Directive::OneTimeSequences),
     ("SEQ_TIMEOUT", Directive::SeqTimeout),
@@ -116,6 +120,7 @@ impl Directive {
             Directive::DoorMaxGrants => "Max_Grants",
             Directive::AdmitPrefix => "Admit_Prefix",
             Directive::KeepRulesOnExit => "KeepRulesOnExit",
+            Directive::User => "User",
             Directive::Sequence => "Sequence",
             Directive::OneTimeSequences => "One_Time_Sequences",
             Directive::SeqTimeout => "Seq_Timeout",
@@ -147,7 +152,8 @@ impl Directive {
             | Directive::Capture
             | Directive::ReplayCacheSize
             | Directive::MaxGrants
-            | Directive::KeepRulesOnExit => Scope::Options,
+            | Directive::KeepRulesOnExit
+            | Directive::User => Scope::Options,
             Directive::Sequence
             | Directive::OneTimeSequences
             | Directive::SeqTimeout
@@ -215,4 +221,17 @@ pub(super) fn parse_port_list(v: &str) -> Result<Vec<PortSpec>, String> {
         out.push(spec);
     }
     Ok(out)
+}
+
+/// A user name as `useradd` accepts it by default: 1 to [`MAX_USER_NAME_LEN`] ASCII letters,
+/// digits, `_`, `-` or `.`, not starting with `-` or a digit (so never a number, never an
+/// option), optionally ending in `$` (Samba machine accounts).
+pub(super) fn valid_user_name(v: &str) -> bool {
+    let body = v.strip_suffix('$').unwrap_or(v);
+    !body.is_empty()
+        && v.len() <= MAX_USER_NAME_LEN
+        && !body.starts_with(|c: char| c == '-' || c.is_ascii_digit())
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }

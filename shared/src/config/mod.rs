@@ -45,7 +45,7 @@ pub use model::{
     DEFAULT_DOOR_MAX_GRANTS, DEFAULT_INTERFACE, DEFAULT_MAX_GRANTS, DEFAULT_REPLAY_CACHE_SIZE,
     DEFAULT_SEQ_TIMEOUT, DEFAULT_SPA_CMD_TIMEOUT, DEFAULT_SPA_PORT, DEFAULT_SPA_WINDOW,
     DEFAULT_STATE_DIR, MAX_INTERFACE_LEN, MAX_MAX_GRANTS, MAX_REPLAY_CACHE_SIZE, MAX_SEQUENCE_LEN,
-    MAX_SPA_WINDOW, MAX_TIMEOUT, MIN_REPLAY_CACHE_SIZE,
+    MAX_SPA_WINDOW, MAX_TIMEOUT, MAX_USER_NAME_LEN, MIN_REPLAY_CACHE_SIZE,
 };
 pub use one_time::{mark_used, parse_one_time_sequences, OneTimeSeq};
 pub use sequence::{
@@ -526,6 +526,12 @@ mod tests {
         assert_eq!(o.interface.as_deref(), Some("any"));
         assert_eq!(o.spa_port.get(), 4500);
         assert_eq!(o.state_dir, "/var/lib/knock-spa-test");
+        assert_eq!(o.user, None);
+        let with_user = ok(&mixed().replace(
+            "    KeepRulesOnExit\n",
+            "    KeepRulesOnExit\n    User = knock-spa\n",
+        ));
+        assert_eq!(with_user.options.user.as_deref(), Some("knock-spa"));
         assert_eq!(o.server_names, ["gw.example.org", "gw"]);
         assert_eq!(o.spa_window, 30);
         assert_eq!(o.capture, Capture::Udp);
@@ -715,6 +721,9 @@ mod tests {
             ("[options]\nStateDir = var/lib/x\n".into(), 2, "StateDir = \"var/lib/x\": expected an absolute directory path"),
             ("[options]\nServerName = a,,b\n".into(), 2, "ServerName = \"a,,b\": name 2 is empty"),
             ("[options]\nInterface = eth0 eth1\n".into(), 2, "Interface = \"eth0 eth1\": expected an interface name"),
+            ("[options]\nUser = 0\n".into(), 2, "User = \"0\": expected a user name"),
+            ("[options]\nUser = knock spa\n".into(), 2, "User = \"knock spa\": expected a user name"),
+            ("[options]\nUser = -x\n".into(), 2, "User = \"-x\": expected a user name"),
             ("[options]\nUseSyslog = sometimes\n".into(), 2, "UseSyslog = \"sometimes\": expected yes or no"),
             ("[options]\nUseSyslog\nUseSyslog\n".into(), 3, "UseSyslog given twice"),
             ("[options]\nLogFile =\n".into(), 2, "LogFile is empty"),

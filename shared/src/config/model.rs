@@ -52,6 +52,8 @@ pub const MIN_REPLAY_CACHE_SIZE: usize = 64;
 pub const MAX_REPLAY_CACHE_SIZE: usize = 16 * 1024 * 1024;
 /// Longest network interface name Linux accepts (`IFNAMSIZ` - 1).
 pub const MAX_INTERFACE_LEN: usize = 15;
+/// Longest accepted `User` name (`useradd`'s limit on Debian).
+pub const MAX_USER_NAME_LEN: usize = 32;
 /// The interface knockd listens on when neither `Interface` nor `-i` names one.
 pub const DEFAULT_INTERFACE: &str = "any";
 
@@ -121,6 +123,9 @@ pub struct Options {
     pub max_grants: usize,
     /// `KeepRulesOnExit`: leave open grants in place on SIGTERM/SIGINT.
     pub keep_rules_on_exit: bool,
+    /// `User`: after the capture is open, the daemon runs as this user (name from the user
+    /// database), keeping only `CAP_NET_ADMIN` for its firewall commands. `None`: it stays root.
+    pub user: Option<String>,
 }
 
 impl Default for Options {
@@ -138,6 +143,7 @@ impl Default for Options {
             replay_cache_size: DEFAULT_REPLAY_CACHE_SIZE,
             max_grants: DEFAULT_MAX_GRANTS,
             keep_rules_on_exit: false,
+            user: None,
         }
     }
 }

@@ -25,12 +25,14 @@ use knock_keys::NamedKey;
 
 use crate::types::{AdmitPrefix, PortSpec, TcpFlags};
 
-use super::directives::{parse_bool, parse_number, parse_port_list, Directive, Scope};
+use super::directives::{
+    parse_bool, parse_number, parse_port_list, valid_user_name, Directive, Scope,
+};
 use super::error::{quoted, quoted_unless_key, ConfigError, Warning};
 use super::key_files::keys_value;
 use super::model::{
     Capture, Options, MAX_INTERFACE_LEN, MAX_MAX_GRANTS, MAX_REPLAY_CACHE_SIZE, MAX_SPA_WINDOW,
-    MAX_TIMEOUT, MIN_REPLAY_CACHE_SIZE,
+    MAX_TIMEOUT, MAX_USER_NAME_LEN, MIN_REPLAY_CACHE_SIZE,
 };
 use super::sequence::{parse_sequence, sequence_warnings};
 use super::template::CommandTemplate;
@@ -332,6 +334,18 @@ impl Parser {
                     };
                     *slot = Some(v.to_owned());
                     None
+                }
+            }
+            Directive::User => {
+                if valid_user_name(v) {
+                    o.user = Some(v.to_owned());
+                    None
+                } else {
+                    Some(format!(
+                        "{key} = {q}: expected a user name such as knock-spa (1 to \
+                         {MAX_USER_NAME_LEN} letters, digits, '_', '-' or '.', not starting with \
+                         '-' or a digit)"
+                    ))
                 }
             }
             Directive::Interface => {
