@@ -28,12 +28,14 @@ pub(super) enum Directive {
     MaxGrants,
     KeepRulesOnExit,
     User,
+    Firewall,
     // doors, knock sequence only
     Sequence,
     OneTimeSequences,
     SeqTimeout,
     TcpFlags,
     Target,
+    OpenPorts,
     // doors, both kinds
     StartCommand,
     StartCommand6,
@@ -75,6 +77,8 @@ const DIRECTIVES: &[(&str, Directive)] = &[
     ("ADMIT_PREFIX", Directive::AdmitPrefix),
     ("KEEPRULESONEXIT", Directive::KeepRulesOnExit),
     ("USER", Directive::User),
+    ("FIREWALL", Directive::Firewall),
+    ("OPEN_PORTS", Directive::OpenPorts),
     ("SEQUENCE", Directive::Sequence),
     ("ONE_TIME_SEQUENCES", Directive::OneTimeSequences),
     ("SEQ_TIMEOUT", Directive::SeqTimeout),
@@ -121,6 +125,8 @@ impl Directive {
             Directive::AdmitPrefix => "Admit_Prefix",
             Directive::KeepRulesOnExit => "KeepRulesOnExit",
             Directive::User => "User",
+            Directive::Firewall => "Firewall",
+            Directive::OpenPorts => "Open_Ports",
             Directive::Sequence => "Sequence",
             Directive::OneTimeSequences => "One_Time_Sequences",
             Directive::SeqTimeout => "Seq_Timeout",
@@ -153,12 +159,14 @@ impl Directive {
             | Directive::ReplayCacheSize
             | Directive::MaxGrants
             | Directive::KeepRulesOnExit
-            | Directive::User => Scope::Options,
+            | Directive::User
+            | Directive::Firewall => Scope::Options,
             Directive::Sequence
             | Directive::OneTimeSequences
             | Directive::SeqTimeout
             | Directive::TcpFlags
-            | Directive::Target => Scope::Legacy,
+            | Directive::Target
+            | Directive::OpenPorts => Scope::Legacy,
             Directive::StartCommand
             | Directive::StartCommand6
             | Directive::StopCommand

@@ -16,8 +16,8 @@ use crate::types::Proto;
 use super::directives::{Directive, Scope};
 use super::error::{quoted, ConfigError};
 use super::model::{
-    Config, Door, DoorKind, SequenceDoor, SpaDoor, DEFAULT_CMD_TIMEOUT, DEFAULT_DOOR_MAX_GRANTS,
-    DEFAULT_SEQ_TIMEOUT, DEFAULT_SPA_CMD_TIMEOUT,
+    Config, Door, DoorKind, Firewall, SequenceDoor, SpaDoor, DEFAULT_CMD_TIMEOUT,
+    DEFAULT_DOOR_MAX_GRANTS, DEFAULT_SEQ_TIMEOUT, DEFAULT_SPA_CMD_TIMEOUT,
 };
 use super::raw::{Parser, RawDoor};
 
@@ -85,6 +85,8 @@ impl Parser {
                 }
             }
         }
+        let nft = self.options.values.firewall == Firewall::Nftables;
+        let fits = self.check_firewall_fit(&d, is_spa);
         let has = |dir: Directive| d.seen.contains_key(&dir);
         let has_start = [&d.start, &d.start6]
             .iter()
@@ -107,7 +109,10 @@ impl Parser {
                     ),
                 );
             }
-            if !has_start && !has(Directive::StartCommand) && !has(Directive::StartCommand6) {
+            if nft {
+                // What opens is a set element for the requested port.
+            } else if !has_start && !has(Directive::StartCommand) && !has(Directive::StartCommand6)
+            {
                 self.error(
                     d.line,
                     format!("SPA door [{name}] has no Start_Command: nothing to open"),
@@ -151,7 +156,7 @@ impl Parser {
                     ),
                 );
             }
-            if d.had_error {
+            if d.had_error || !fits {
                 return None;
             }
             let allow_ports = d.allow_ports?;
@@ -211,7 +216,7 @@ impl Parser {
             }
             _ => {}
         }
-        if let Some((line, _)) = d.cmd_timeout {
+        if let Some((line, _)) = d.cmd_timeout.filter(|_| !nft) {
             if !has_stop {
                 self.warn(
                     line,
@@ -219,7 +224,7 @@ impl Parser {
                 );
             }
         }
-        if d.start.is_none() && d.start6.is_none() {
+        if d.start.is_none() && d.start6.is_none() && !nft {
             self.warn(
                 d.line,
                 format!("door [{name}] has no Start_Command: a completed knock is only logged"),
@@ -233,7 +238,7 @@ impl Parser {
                 );
             }
         }
-        if d.had_error {
+        if d.had_error || !fits {
             return None;
         }
         let (sequence, one_time_file) = match (d.sequence, d.one_time) {
@@ -250,6 +255,7 @@ impl Parser {
                 seq_timeout: d.seq_timeout.unwrap_or(DEFAULT_SEQ_TIMEOUT),
                 tcp_flags: d.tcp_flags.map(|(_, f)| f).unwrap_or_default(),
                 target: d.target,
+                open_ports: d.open_ports.map(|(_, p)| p).unwrap_or_default(),
             }),
             start_lines: (line_of(&d.start), line_of(&d.start6)),
             start_command: d.start.map(|(_, t)| t),
@@ -260,6 +266,70 @@ impl Parser {
             max_grants: d.max_grants.unwrap_or(DEFAULT_DOOR_MAX_GRANTS),
             admit_prefix: d.admit_prefix,
         })
+    }
+
+    /// Whether door `d` fits the `Firewall` backend: with nftables a door names ports, not
+    /// commands (a knock door its `Open_Ports`, an SPA door its `Allow_Ports`); with command
+    /// templates `Open_Ports` means nothing. Each misfit is an error at its line.
+    fn check_firewall_fit(&mut self, d: &RawDoor, is_spa: bool) -> bool {
+        let name = &d.name;
+        let mut fits = true;
+        if self.options.values.firewall == Firewall::Commands {
+            if let Some(&line) = d.seen.get(&Directive::OpenPorts) {
+                self.error(
+                    line,
+                    "Open_Ports needs Firewall = nftables in [options]: with command templates \
+                     the start command says what a door opens"
+                        .to_owned(),
+                );
+                fits = false;
+            }
+            return fits;
+        }
+        let commands = [
+            Directive::StartCommand,
+            Directive::StartCommand6,
+            Directive::StopCommand,
+            Directive::StopCommand6,
+        ];
+        for dir in commands {
+            if let Some(&line) = d.seen.get(&dir) {
+                let instead = if is_spa {
+                    "an SPA door opens what the request names within Allow_Ports"
+                } else {
+                    "a knock door names what it opens with Open_Ports"
+                };
+                self.error(
+                    line,
+                    format!(
+                        "{}: with Firewall = nftables a door runs no commands ({instead}); \
+                         remove it, or set Firewall = commands",
+                        dir.name()
+                    ),
+                );
+                fits = false;
+            }
+        }
+        if let Some(&line) = d.seen.get(&Directive::AdmitPrefix) {
+            self.error(
+                line,
+                "Admit_Prefix is not available with Firewall = nftables: the table's sets \
+                 admit single addresses"
+                    .to_owned(),
+            );
+            fits = false;
+        }
+        if !is_spa && !d.seen.contains_key(&Directive::OpenPorts) {
+            self.error(
+                d.line,
+                format!(
+                    "door [{name}] has no Open_Ports: with Firewall = nftables a knock door \
+                     names what it opens (e.g. Open_Ports = 22/tcp)"
+                ),
+            );
+            fits = false;
+        }
+        fits
     }
 
     /// One name, one secret: across all doors a key name maps to one key id and back, so the
@@ -325,4 +395,111 @@ impl Parser {
 /// The line of a directive's value, if it was given.
 fn line_of<T>(value: &Option<(usize, T)>) -> Option<usize> {
     value.as_ref().map(|(line, _)| *line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::{tcp, ALICE};
+    use super::super::{parse_str, ConfigError, Firewall};
+    use crate::types::{PortSpec, Proto};
+
+    const NFT: &str = "[options]\n    Firewall = nftables\n\n";
+
+    fn knock(body: &str) -> String {
+        format!("[openSSH]\n    Sequence = 7000,8000,9000\n{body}")
+    }
+
+    fn spa(body: &str) -> String {
+        format!("[spa]\n    Keys = {ALICE}\n    Allow_Ports = 22/tcp, 53/udp\n{body}")
+    }
+
+    fn errs(text: &str) -> Vec<ConfigError> {
+        match parse_str(text) {
+            Ok(c) => panic!("parsed but should not: {c:#?}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn firewall_defaults_to_commands_and_reads_nftables() {
+        let c = parse_str(&knock("    Command = /bin/true %IP%\n")).expect("parses");
+        assert_eq!(c.options.firewall, Firewall::Commands);
+        let text = format!(
+            "{NFT}{}\n{}",
+            knock("    Open_Ports = 22/tcp, 80, 22/tcp\n    Cmd_Timeout = 30\n"),
+            spa("")
+        );
+        let c = parse_str(&text).expect("parses");
+        assert_eq!(c.options.firewall, Firewall::Nftables);
+        let d = c.door("openSSH").expect("door");
+        let s = d.sequence().expect("knock door");
+        assert_eq!(s.open_ports, tcp(&[22, 80]), "duplicates dropped");
+        assert_eq!(d.cmd_timeout, 30);
+        assert!(d.start_command.is_none());
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.message.contains("more than once")),
+            "{:?}",
+            c.warnings
+        );
+        assert!(
+            !c.warnings
+                .iter()
+                .any(|w| w.message.contains("Start_Command")),
+            "no command warnings in nftables mode: {:?}",
+            c.warnings
+        );
+        let spa = c.door("spa").expect("door").spa().expect("spa");
+        let udp = PortSpec::new(Proto::Udp, 53).expect("port");
+        assert_eq!(spa.allow_ports, vec![tcp(&[22])[0], udp]);
+    }
+
+    #[test]
+    fn a_bad_firewall_value_is_an_error_at_its_line() {
+        let e = errs("[options]\n    Firewall = pf\n");
+        assert_eq!(e[0].line, 2);
+        assert!(
+            e[0].message.contains("expected commands or nftables"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn nftables_doors_name_ports_not_commands() {
+        // A command in either kind of door, at its line.
+        let e = errs(&format!(
+            "{NFT}{}",
+            knock("    Open_Ports = 22\n    Start_Command = /bin/true\n")
+        ));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].line, 7);
+        assert!(e[0]
+            .message
+            .contains("Start_Command: with Firewall = nftables"));
+        assert!(e[0].message.contains("Open_Ports"), "{e:?}");
+        let e = errs(&format!("{NFT}{}", spa("    Stop_Command = /bin/true\n")));
+        assert_eq!(e[0].line, 7);
+        assert!(e[0].message.contains("Allow_Ports"), "{e:?}");
+        // A knock door must say what it opens.
+        let e = errs(&format!("{NFT}{}", knock("")));
+        assert_eq!(e[0].line, 4);
+        assert!(e[0].message.contains("has no Open_Ports"), "{e:?}");
+        // Networks are not supported by the sets.
+        let e = errs(&format!("{NFT}{}", spa("    Admit_Prefix = 24, 64\n")));
+        assert!(
+            e[0].message.contains("Admit_Prefix is not available"),
+            "{e:?}"
+        );
+        // Open_Ports means nothing to command templates.
+        let e = errs(&knock("    Command = /bin/true\n    Open_Ports = 22\n"));
+        assert_eq!(e[0].line, 4);
+        assert!(
+            e[0].message
+                .contains("Open_Ports needs Firewall = nftables"),
+            "{e:?}"
+        );
+        let e = errs(&format!("{NFT}{}", knock("    Open_Ports = 22/icmp\n")));
+        assert!(e[0].message.contains("Open_Ports = \"22/icmp\""), "{e:?}");
+    }
 }

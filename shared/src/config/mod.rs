@@ -41,7 +41,7 @@ pub use crate::types::{TcpFlags, TcpFlagsError};
 pub use error::{ConfigError, Warning};
 pub use key_files::parse_keys_file;
 pub use model::{
-    Capture, Config, Door, DoorKind, Options, SequenceDoor, SpaDoor, DEFAULT_CMD_TIMEOUT,
+    Capture, Config, Door, DoorKind, Firewall, Options, SequenceDoor, SpaDoor, DEFAULT_CMD_TIMEOUT,
     DEFAULT_DOOR_MAX_GRANTS, DEFAULT_INTERFACE, DEFAULT_MAX_GRANTS, DEFAULT_REPLAY_CACHE_SIZE,
     DEFAULT_SEQ_TIMEOUT, DEFAULT_SPA_CMD_TIMEOUT, DEFAULT_SPA_PORT, DEFAULT_SPA_WINDOW,
     DEFAULT_STATE_DIR, MAX_INTERFACE_LEN, MAX_MAX_GRANTS, MAX_REPLAY_CACHE_SIZE, MAX_SEQUENCE_LEN,

@@ -95,6 +95,27 @@ impl fmt::Display for Capture {
     }
 }
 
+/// How grants reach the kernel (`Firewall`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Firewall {
+    /// The doors' command templates (`Start_Command`, `Stop_Command`), run as argv.
+    #[default]
+    Commands,
+    /// The daemon's own table `inet knock_spa`: a grant is a set element with a kernel
+    /// timeout, added and deleted over netlink. Doors name ports (`Open_Ports`,
+    /// `Allow_Ports`), not commands.
+    Nftables,
+}
+
+impl fmt::Display for Firewall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Firewall::Commands => "commands",
+            Firewall::Nftables => "nftables",
+        })
+    }
+}
+
 /// The global options.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Options {
@@ -126,6 +147,8 @@ pub struct Options {
     /// `User`: after the capture is open, the daemon runs as this user (name from the user
     /// database), keeping only `CAP_NET_ADMIN` for its firewall commands. `None`: it stays root.
     pub user: Option<String>,
+    /// `Firewall`: command templates (the default) or the native nftables table.
+    pub firewall: Firewall,
 }
 
 impl Default for Options {
@@ -144,6 +167,7 @@ impl Default for Options {
             max_grants: DEFAULT_MAX_GRANTS,
             keep_rules_on_exit: false,
             user: None,
+            firewall: Firewall::Commands,
         }
     }
 }
@@ -252,6 +276,9 @@ pub struct SequenceDoor {
     pub tcp_flags: TcpFlags,
     /// `Target`: match this destination address instead of the interface's addresses.
     pub target: Option<IpAddr>,
+    /// `Open_Ports` (with `Firewall = nftables`): what a completed knock opens, a grant per
+    /// port; empty with command templates.
+    pub open_ports: Vec<PortSpec>,
 }
 
 /// An SPA door.

@@ -31,8 +31,8 @@ use super::directives::{
 use super::error::{quoted, quoted_unless_key, ConfigError, Warning};
 use super::key_files::keys_value;
 use super::model::{
-    Capture, Options, MAX_INTERFACE_LEN, MAX_MAX_GRANTS, MAX_REPLAY_CACHE_SIZE, MAX_SPA_WINDOW,
-    MAX_TIMEOUT, MAX_USER_NAME_LEN, MIN_REPLAY_CACHE_SIZE,
+    Capture, Firewall, Options, MAX_INTERFACE_LEN, MAX_MAX_GRANTS, MAX_REPLAY_CACHE_SIZE,
+    MAX_SPA_WINDOW, MAX_TIMEOUT, MAX_USER_NAME_LEN, MIN_REPLAY_CACHE_SIZE,
 };
 use super::sequence::{parse_sequence, sequence_warnings};
 use super::template::CommandTemplate;
@@ -55,6 +55,7 @@ pub(super) struct RawDoor {
     pub(super) seq_timeout: Option<u64>,
     pub(super) tcp_flags: Option<(usize, TcpFlags)>,
     pub(super) target: Option<IpAddr>,
+    pub(super) open_ports: Option<(usize, Vec<PortSpec>)>,
     pub(super) start: Option<(usize, CommandTemplate)>,
     pub(super) start6: Option<(usize, CommandTemplate)>,
     pub(super) stop: Option<(usize, CommandTemplate)>,
@@ -81,6 +82,7 @@ impl RawDoor {
             seq_timeout: None,
             tcp_flags: None,
             target: None,
+            open_ports: None,
             start: None,
             start6: None,
             stop: None,
@@ -336,6 +338,17 @@ impl Parser {
                     None
                 }
             }
+            Directive::Firewall => {
+                if v.eq_ignore_ascii_case("commands") {
+                    o.firewall = Firewall::Commands;
+                    None
+                } else if v.eq_ignore_ascii_case("nftables") {
+                    o.firewall = Firewall::Nftables;
+                    None
+                } else {
+                    Some(format!("{key} = {q}: expected commands or nftables"))
+                }
+            }
             Directive::User => {
                 if valid_user_name(v) {
                     o.user = Some(v.to_owned());
@@ -531,6 +544,13 @@ impl Parser {
                 }
                 Err(e) => Some(format!("{key} = {q}: {e}")),
             },
+            Directive::OpenPorts => match port_set(key, &q, v, &mut warnings) {
+                Ok(ports) => {
+                    d.open_ports = Some((line, ports));
+                    None
+                }
+                Err(e) => Some(e),
+            },
             Directive::Target => match v.parse::<IpAddr>() {
                 Ok(ip) => {
                     d.target = Some(ip);
@@ -581,18 +601,12 @@ impl Parser {
                     None
                 }
             }
-            Directive::AllowPorts => match parse_port_list(v) {
-                Ok(mut ports) => {
-                    let before = ports.len();
-                    let mut seen = std::collections::HashSet::new();
-                    ports.retain(|p| seen.insert(*p));
-                    if ports.len() != before {
-                        warnings.push(format!("{key} = {q} lists a port more than once"));
-                    }
+            Directive::AllowPorts => match port_set(key, &q, v, &mut warnings) {
+                Ok(ports) => {
                     d.allow_ports = Some(ports);
                     None
                 }
-                Err(e) => Some(format!("{key} = {q}: {e}")),
+                Err(e) => Some(e),
             },
             Directive::AllowNat => match parse_bool(v) {
                 Some(b) => {
@@ -616,6 +630,23 @@ impl Parser {
 }
 
 /// `Admit_Prefix`'s value: `V4, V6` (or `V4,V6`), IPv4 8..=32, IPv6 16..=128.
+/// A port list without duplicates (a duplicate is dropped with a warning).
+fn port_set(
+    key: &str,
+    q: &str,
+    v: &str,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<PortSpec>, String> {
+    let mut ports = parse_port_list(v).map_err(|e| format!("{key} = {q}: {e}"))?;
+    let before = ports.len();
+    let mut seen = std::collections::HashSet::new();
+    ports.retain(|p| seen.insert(*p));
+    if ports.len() != before {
+        warnings.push(format!("{key} = {q} lists a port more than once"));
+    }
+    Ok(ports)
+}
+
 fn parse_admit_prefix(v: &str) -> Option<AdmitPrefix> {
     let (a, b) = v.split_once(',')?;
     let v4 = u8::try_from(parse_number(a.trim(), 8, 32)?).ok()?;
