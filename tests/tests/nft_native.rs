@@ -4,7 +4,7 @@
 //! exactly the client's address; `kill -9` leaves the client its access until the kernel's
 //! timeout and then nothing, with no daemon running; a restart reconciles and opens again;
 //! extend and close; IPv6; a knock door with `Open_Ports`; another table that accepts
-//! everything opens nothing; 10,000 concurrent grants.
+//! everything opens nothing; 10,000 concurrent grants; pcap and UDP capture.
 
 use std::net::{SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
@@ -527,4 +527,25 @@ fn ten_thousand_concurrent_grants() {
         &d.log(),
     );
     d.crash();
+}
+
+#[test]
+fn udp_capture_opens_elements_too() {
+    let (topo, key, conf) = setup(5, "    Capture    = udp\n");
+    // A UDP socket sees no knocks: the SPA door alone.
+    let text = std::fs::read_to_string(&conf).expect("read conf");
+    let spa_only = text.split("[openSSH]").next().expect("text").to_owned();
+    std::fs::write(&conf, spa_only).expect("write conf");
+    let mut d = Daemon::start(&topo.server, &conf, &[]);
+    d.expect_log("table inet knock_spa in place", Duration::from_secs(5));
+    // The table guards the doors' ports, not the SPA port the socket listens on.
+    assert!(!set(&topo, "guarded").contains("62201"));
+    assert_eq!(
+        tcp_connect(&topo.client, ssh4(), PROBE),
+        ConnectResult::Refused
+    );
+    open_ok(&topo, &key, &["open", "ssh", "10.99.0.1"], ssh4(), &d);
+    admits_only(&topo, "admitted4", &CLIENT_V4.to_string(), ssh4());
+    open_ok(&topo, &key, &["open", "ssh", "fd99::1"], ssh6(), &d);
+    admits_only(&topo, "admitted6", &CLIENT_V6.to_string(), ssh6());
 }
