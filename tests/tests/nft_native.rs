@@ -4,7 +4,8 @@
 //! exactly the client's address; `kill -9` leaves the client its access until the kernel's
 //! timeout and then nothing, with no daemon running; a restart reconciles and opens again;
 //! extend and close; IPv6; a knock door with `Open_Ports`; another table that accepts
-//! everything opens nothing; 10,000 concurrent grants; pcap and UDP capture.
+//! everything opens nothing; 10,000 concurrent grants; pcap and UDP capture;
+//! `KeepRulesOnExit` leaves the elements to their kernel timeouts.
 
 use std::net::{SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
@@ -548,4 +549,41 @@ fn udp_capture_opens_elements_too() {
     admits_only(&topo, "admitted4", &CLIENT_V4.to_string(), ssh4());
     open_ok(&topo, &key, &["open", "ssh", "fd99::1"], ssh6(), &d);
     admits_only(&topo, "admitted6", &CLIENT_V6.to_string(), ssh6());
+}
+
+#[test]
+fn keep_rules_on_exit_leaves_the_elements_to_their_kernel_timeout() {
+    let (topo, key, conf) = setup(5, "    KeepRulesOnExit\n");
+    let mut d = Daemon::start(&topo.server, &conf, &[]);
+    d.expect_log("table inet knock_spa in place", Duration::from_secs(5));
+    open_ok(
+        &topo,
+        &key,
+        &["open", "ssh", "10.99.0.1", "--for", "60"],
+        ssh4(),
+        &d,
+    );
+    assert!(d.stop(), "{}", d.log());
+    // Stopped, and the grant is still there, with the kernel's timeout.
+    let left = expires_ms(&topo, "admitted4", &CLIENT_V4.to_string()).unwrap_or_else(|| {
+        panic!(
+            "the element went with the daemon:\n{}",
+            set(&topo, "admitted4")
+        )
+    });
+    assert!((40_000..=61_000).contains(&left), "expires {left} ms");
+    assert_eq!(
+        tcp_connect(&topo.client, ssh4(), PROBE),
+        ConnectResult::Accepted
+    );
+    let mut d = Daemon::start(&topo.server, &conf, &[]);
+    d.expect_log("1 recorded grant(s) kept, 0 gone", Duration::from_secs(5));
+    knock_spa_ok(&topo.client, Some(&key), &["close", "ssh", "10.99.0.1"]);
+    expect(
+        &topo,
+        &topo.client,
+        ssh4(),
+        ConnectResult::Refused,
+        &d.log(),
+    );
 }
