@@ -4,7 +4,7 @@
 //!
 //! What is kept, and why:
 //! - `CAP_NET_ADMIN`: the start and stop commands (`iptables`, `ip6tables`, `nft`) change the
-//!   firewall. iptables-nft and nft speak netlink and need only this. A uid-0 daemon's
+//!   firewall, and with `Firewall = nftables` the grant lanes' own netlink sockets do. iptables-nft and nft speak netlink and need only this. A uid-0 daemon's
 //!   children get their capabilities from the bounding set at exec, so it stays there; a
 //!   dedicated user's children get it from the ambient set.
 //! - `CAP_NET_RAW` only when a door's command runs iptables-legacy (`xtables-legacy-multi`):
