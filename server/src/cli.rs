@@ -102,10 +102,15 @@ pub enum Command {
         /// IPv4 only (also with -4).
         #[arg(long = "no-ipv6")]
         no_ipv6: bool,
-        /// Print an nftables ruleset instead (a table with a set of admitted addresses per
-        /// family, for doors whose commands run nft; see CONFIG.md). Load it with nft -f.
-        #[arg(long, conflicts_with = "apply")]
+        /// The daemon's own nftables table instead (Firewall = nftables): `table inet
+        /// knock_spa`, guarding the ports of the configuration's doors (or --port). Printed as
+        /// an nft script; with --apply, applied in one transaction (open grants are kept).
+        #[arg(long)]
         nft: bool,
+        /// With --nft: delete table inet knock_spa, and with it every grant it holds. The
+        /// daemon never removes the table itself (its ports stay guarded when it stops).
+        #[arg(long, requires = "nft", conflicts_with = "apply")]
+        remove: bool,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {

@@ -249,5 +249,30 @@ macro_rules! debug {
     };
 }
 
+/// Least time between two reports of refused opens (for the caps or a full open lane).
+const REFUSALS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Rate-limited reports of refused opens: how many since the last, and when that was.
+#[derive(Debug, Default)]
+pub struct Refusals(u64, Option<std::time::Instant>);
+
+impl Refusals {
+    /// Counts one; `Some(n)` when it is time to report the `n` counted since the last report
+    /// (then the count restarts).
+    pub fn count(&mut self) -> Option<u64> {
+        self.0 += 1;
+        let now = std::time::Instant::now();
+        if self
+            .1
+            .is_none_or(|t| now.duration_since(t) >= REFUSALS_INTERVAL)
+        {
+            let n = self.0;
+            *self = Self(0, Some(now));
+            return Some(n);
+        }
+        None
+    }
+}
+
 // Re-exported so that callers import them by path (`use crate::log::info;`), like any item.
 pub(crate) use {debug, error, info, verbose};

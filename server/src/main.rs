@@ -56,14 +56,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             apply,
             no_ipv6,
             nft,
-        }) => {
-            let backend = if *nft {
-                firewall::Backend::Nft
-            } else {
-                firewall::Backend::Iptables
-            };
-            cmd::firewall_setup::run(&cli, ports, *apply, *no_ipv6, backend)
-        }
+            remove,
+        }) => match (*nft, *remove) {
+            (true, true) => cmd::firewall_setup::remove_nft(),
+            (true, false) => cmd::firewall_setup::run_nft(&cli, ports, *apply),
+            _ => cmd::firewall_setup::run(&cli, ports, *apply, *no_ipv6),
+        },
         Some(Command::Completions { shell }) => {
             cmd::print_bytes(&cmd::docs::completions(*shell, Cli::command()))
         }

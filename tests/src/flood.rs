@@ -101,14 +101,28 @@ impl Flood {
         max_packets: u64,
         max_time: Duration,
     ) -> Flood {
+        Flood::syn_spoofed_from(ns, to, 0, sources, max_packets, max_time)
+    }
+
+    /// As [`Flood::syn_spoofed`], from the `sources` addresses that follow the first `skip`
+    /// of 172.16.0.0/12 (so that rounds of a flood can use new sources each).
+    pub fn syn_spoofed_from(
+        ns: &Netns,
+        to: SocketAddrV4,
+        skip: u32,
+        sources: u32,
+        max_packets: u64,
+        max_time: Duration,
+    ) -> Flood {
         let sources = sources.clamp(1, 1 << 20);
+        let skip = skip.min(1 << 20);
         Flood::spawn(
             ns,
             max_packets,
             max_time,
             move |stop, sent, limit, until| {
                 let sock = RawIpSocket::new(false)?;
-                let base = u32::from(Ipv4Addr::new(172, 16, 0, 1));
+                let base = u32::from(Ipv4Addr::new(172, 16, 0, 1)) + skip;
                 let mut packet = [0u8; 40];
                 let mut dropped = 0;
                 let mut n = 0u64;

@@ -8,7 +8,9 @@ use knock_shared::types::PortSpec;
 
 use crate::cli::Cli;
 use crate::firewall;
+use crate::firewall::nft;
 use crate::load;
+use knock_shared::config::Firewall;
 
 pub fn run(cli: &Cli) -> ExitCode {
     let rt = match load::read_or_report(&cli.config) {
@@ -26,14 +28,10 @@ pub fn run(cli: &Cli) -> ExitCode {
     for d in &rt.config.doors {
         println!("[{}] {}", d.name, load::door_summary(d));
     }
-    note_other_firewalls(&rt.config);
-    let ports = firewall::ports_of(&rt.config, firewall::Backend::Iptables);
-    for family in [firewall::Family::V4, firewall::Family::V6] {
-        let Some(chain) = read_input_chain(family) else {
-            continue;
-        };
-        warn_open_ports(&ports, family, &chain);
-        warn_late_appends(cli, &rt.config, family, &chain);
+    if rt.config.options.firewall == Firewall::Nftables {
+        check_nftables(&rt.config);
+    } else {
+        check_iptables(cli, &rt.config);
     }
     println!(
         "{}: OK ({} door(s), {} SPA key(s))",
@@ -42,6 +40,94 @@ pub fn run(cli: &Cli) -> ExitCode {
         rt.verifier.len()
     );
     ExitCode::SUCCESS
+}
+
+/// `Firewall = nftables`: the table guards the ports itself; warns about what refuses them
+/// anyway (another nftables table, the iptables INPUT chains), which no grant can open.
+fn check_nftables(config: &knock_shared::config::Config) {
+    let ports = nft::table::guarded_ports(config);
+    let out = std::process::Command::new(nft::table::nft_program())
+        .args(["list", "ruleset"])
+        .stdin(std::process::Stdio::null())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            let ruleset = String::from_utf8_lossy(&o.stdout);
+            if !ruleset.contains(&format!("table inet {} {{", nft::TABLE)) {
+                eprintln!(
+                    "knock-spad: note: table inet {} is not there yet: the daemon creates it \
+                     at start (or `knock-spad firewall-setup --nft --apply`)",
+                    nft::TABLE
+                );
+            } else if let Ok(live) = nft::Nft::open().and_then(|mut n| n.guarded()) {
+                if live != ports {
+                    let show = |p: &[PortSpec]| {
+                        p.iter()
+                            .map(|p| p.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    };
+                    eprintln!(
+                        "knock-spad: note: table inet {} guards {} now; this configuration \
+                         guards {}: the daemon applies it at its next start or reload",
+                        nft::TABLE,
+                        show(&live),
+                        show(&ports)
+                    );
+                }
+            }
+            for r in nft::others::refusals(&ruleset, &ports) {
+                eprintln!(
+                    "knock-spad: warning: table {} chain {} refuses a guarded port ({}): an \
+                     nftables grant accepts only in table inet {}, and this still drops the \
+                     packet; accept the guarded ports there, or remove the rule",
+                    r.table,
+                    r.chain,
+                    r.rule,
+                    nft::TABLE
+                );
+            }
+        }
+        _ => eprintln!(
+            "knock-spad: note: cannot read the nftables ruleset (nft list ruleset; root \
+             needed); not checking what else refuses the guarded ports"
+        ),
+    }
+    for family in [firewall::Family::V4, firewall::Family::V6] {
+        let Ok(o) = std::process::Command::new(family.tool())
+            .args(["-S", "INPUT"])
+            .stdin(std::process::Stdio::null())
+            .output()
+        else {
+            continue;
+        };
+        let chain = String::from_utf8_lossy(&o.stdout);
+        for &p in &ports {
+            if firewall::verdict(&chain, p) == firewall::Verdict::Closed {
+                eprintln!(
+                    "knock-spad: warning: {p} is refused by the {} INPUT chain: an nftables \
+                     grant does not override it (remove that rule; table inet {} guards the \
+                     port)",
+                    family.tool(),
+                    nft::TABLE
+                );
+            }
+        }
+    }
+}
+
+/// `Firewall = commands`: the iptables INPUT chains must close the guarded ports, and the
+/// doors' rules must land in front of the refusal.
+fn check_iptables(cli: &Cli, config: &knock_shared::config::Config) {
+    note_other_firewalls(config);
+    let ports = firewall::ports_of(config);
+    for family in [firewall::Family::V4, firewall::Family::V6] {
+        let Some(chain) = read_input_chain(family) else {
+            continue;
+        };
+        warn_open_ports(&ports, family, &chain);
+        warn_late_appends(cli, config, family, &chain);
+    }
 }
 
 /// The current `iptables -S INPUT` (or `ip6tables`) output, when it can be read (root, the

@@ -1,5 +1,9 @@
 //! `knock-spad status`: reads the status file a running daemon keeps in its state directory
 //! and prints it (a table, or JSON), with an exit status saying whether the daemon runs.
+//! For nftables grants it also asks the kernel how long each element has left.
+
+use std::collections::HashMap;
+use std::time::Duration;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -7,6 +11,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::cli::Cli;
+use crate::firewall::nft::{Element, Nft};
 use serde::Serialize;
 
 use crate::store::status::{self, liveness, Counters, GrantView, Liveness, Snapshot};
@@ -22,18 +27,19 @@ pub fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
     let now = status::unix_now();
     match status::read(&dir) {
         Ok(snap) => {
+            let kernel = Kernel::ask(&snap);
             let code = match status::liveness(&snap, now) {
                 status::Liveness::Running => 0,
                 status::Liveness::Gone => 1,
                 status::Liveness::Stale { .. } => 4,
             };
             let text = if json {
-                let mut t =
-                    serde_json::to_string_pretty(&report(&path, &snap, now)).context("json")?;
+                let mut t = serde_json::to_string_pretty(&report(&path, &snap, now, &kernel))
+                    .context("json")?;
                 t.push('\n');
                 t
             } else {
-                render(&path, &snap, now)
+                render(&path, &snap, now, &kernel)
             };
             print_bytes(text.as_bytes())?;
             Ok(ExitCode::from(code))
@@ -63,6 +69,46 @@ pub fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
             eprintln!("knock-spad: {e}");
             Ok(ExitCode::from(4))
         }
+    }
+}
+
+/// What the kernel says of the nftables grants' elements.
+#[derive(Debug)]
+pub enum Kernel {
+    /// No nftables grant: not asked.
+    NotAsked,
+    /// The table's elements could not be read: why.
+    Unreadable(String),
+    /// Each element of the admitted sets with its time left.
+    Elements(HashMap<Element, Duration>),
+}
+
+impl Kernel {
+    /// Asks the kernel when `snap` has nftables grants.
+    fn ask(snap: &Snapshot) -> Self {
+        if !snap.grants.iter().any(|g| g.nft) {
+            return Kernel::NotAsked;
+        }
+        match Nft::open().and_then(|mut n| n.list()) {
+            Ok(list) => Kernel::Elements(list.into_iter().collect()),
+            Err(e) => Kernel::Unreadable(e.to_string()),
+        }
+    }
+
+    /// The ms the kernel gives grant `g`'s element: `Some(None)` when it has no element,
+    /// `None` when not known (a command grant, or the kernel not read).
+    fn left_ms(&self, g: &GrantView) -> Option<Option<u64>> {
+        let Kernel::Elements(map) = self else {
+            return None;
+        };
+        if !g.nft || g.prefix.is_some() {
+            return None;
+        }
+        let elem = Element {
+            addr: g.addr.to_canonical(),
+            port: g.port.parse().ok()?,
+        };
+        Some(map.get(&elem).map(|d| d.as_millis() as u64))
     }
 }
 
@@ -119,10 +165,16 @@ pub struct GrantOut<'a> {
     pub grant: &'a GrantView,
     /// Seconds until it closes (0: closing now).
     pub seconds_left: u64,
+    /// nftables grants: whether the kernel holds its element.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_element: Option<bool>,
+    /// nftables grants: the ms the kernel's timeout leaves the element.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_ms_left: Option<u64>,
 }
 
 /// Builds the `--json` report.
-pub fn report<'a>(path: &Path, snap: &'a Snapshot, now: u64) -> Report<'a> {
+pub fn report<'a>(path: &Path, snap: &'a Snapshot, now: u64, kernel: &Kernel) -> Report<'a> {
     let live = liveness(snap, now);
     Report {
         state: live.as_str(),
@@ -144,9 +196,14 @@ pub fn report<'a>(path: &Path, snap: &'a Snapshot, now: u64) -> Report<'a> {
             grants: snap
                 .grants
                 .iter()
-                .map(|g| GrantOut {
-                    grant: g,
-                    seconds_left: g.expires.saturating_sub(now),
+                .map(|g| {
+                    let k = kernel.left_ms(g);
+                    GrantOut {
+                        grant: g,
+                        seconds_left: g.expires.saturating_sub(now),
+                        kernel_element: k.map(|l| l.is_some()),
+                        kernel_ms_left: k.flatten(),
+                    }
                 })
                 .collect(),
         },
@@ -194,7 +251,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// The human-readable status.
-pub fn render(path: &Path, snap: &Snapshot, now: u64) -> String {
+pub fn render(path: &Path, snap: &Snapshot, now: u64, kernel: &Kernel) -> String {
     let live = liveness(snap, now);
     let age = now.saturating_sub(snap.written);
     let mut out = String::new();
@@ -266,10 +323,28 @@ pub fn render(path: &Path, snap: &Snapshot, now: u64) -> String {
                     } else {
                         human_duration(left)
                     },
+                    match kernel.left_ms(g) {
+                        None => "-".to_owned(),
+                        Some(None) => "no element".to_owned(),
+                        Some(Some(ms)) => human_duration(ms.div_ceil(1000)),
+                    },
                 ]
             })
             .collect();
-        out.push_str(&table(&["DOOR", "KEY", "ADDRESS", "PORT", "LEFT"], &rows));
+        let mut header = vec!["DOOR", "KEY", "ADDRESS", "PORT", "LEFT", "KERNEL"];
+        let mut rows = rows;
+        if matches!(kernel, Kernel::NotAsked) {
+            header.pop();
+            for r in &mut rows {
+                r.pop();
+            }
+        }
+        out.push_str(&table(&header, &rows));
+        if let Kernel::Unreadable(e) = kernel {
+            out.push_str(&format!(
+                "kernel: cannot read table inet knock_spa: {e} (run status as root)\n"
+            ));
+        }
     }
     out.push('\n');
     let c = &snap.counters;
@@ -313,19 +388,41 @@ mod tests {
         let mut s = snap(std::process::id(), now);
         s.counters.rejected.insert("unknown_key".into(), 3);
         s.counters.accepted = 1;
-        let text = render(Path::new("/s/status.json"), &s, now);
+        let text = render(Path::new("/s/status.json"), &s, now, &Kernel::NotAsked);
         assert!(text.contains("is running"), "{text}");
         assert!(text.contains("alice"), "{text}");
         assert!(text.contains("192.0.2.7"), "{text}");
         assert!(text.contains("25 s"), "{text}");
         assert!(text.contains("unknown key"), "{text}");
-        let json =
-            serde_json::to_value(report(Path::new("/s/status.json"), &s, now)).expect("json");
+        let json = serde_json::to_value(report(
+            Path::new("/s/status.json"),
+            &s,
+            now,
+            &Kernel::NotAsked,
+        ))
+        .expect("json");
         assert_eq!(json["running"], true);
         assert_eq!(json["grants"][0]["seconds_left"], 25);
         assert_eq!(json["grants"][0]["door"], "ssh");
         assert_eq!(json["counters"]["rejected"]["unknown_key"], 3);
         assert_eq!(human_duration(3725), "1h 2m");
         assert_eq!(human_duration(65), "1m 5s");
+        assert!(!text.contains("KERNEL"), "{text}");
+        // An nftables grant: the kernel's time left, or that its element is gone.
+        s.grants[0].nft = true;
+        let elem = Element {
+            addr: s.grants[0].addr,
+            port: "22/tcp".parse().expect("port"),
+        };
+        let k = Kernel::Elements([(elem, Duration::from_millis(23_400))].into());
+        let text = render(Path::new("/s/status.json"), &s, now, &k);
+        assert!(text.contains("KERNEL") && text.contains("24 s"), "{text}");
+        let json =
+            serde_json::to_value(report(Path::new("/s/status.json"), &s, now, &k)).expect("json");
+        assert_eq!(json["grants"][0]["kernel_ms_left"], 23_400);
+        assert_eq!(json["grants"][0]["kernel_element"], true);
+        let none = Kernel::Elements(HashMap::new());
+        let text = render(Path::new("/s/status.json"), &s, now, &none);
+        assert!(text.contains("no element"), "{text}");
     }
 }

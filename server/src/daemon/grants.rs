@@ -24,16 +24,19 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use knock_shared::config::Firewall;
 use knock_shared::types::{Admitted, PortSpec};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::mpsc::Receiver;
 use tokio::sync::{oneshot, watch};
 
 use crate::daemon::actions::{Action, NextOneTime, OneTimeUse, Shutdown};
-use crate::daemon::lanes::{Closed, Done, Lanes, OpenJob, StopJob, OPEN_LANE_LEN};
+use crate::daemon::lanes::{Closed, Done, Lanes, OpenJob, Stop, StopJob, OPEN_LANE_LEN};
+use crate::daemon::reconcile::{self, element_of};
 use crate::daemon::supervise::{fault, Heartbeat, KEEPER_BEAT};
+use crate::firewall::nft;
 use crate::load::LoadedConfig;
-use crate::log::{error, info, verbose};
+use crate::log::{error, info, verbose, Refusals};
 use crate::store::status::{Stats, StatusBoard};
 use crate::store::{GrantChange, GrantLog, GrantRecord, StateDir};
 
@@ -41,8 +44,8 @@ use crate::store::{GrantChange, GrantLog, GrantRecord, StateDir};
 pub const MAX_CLOSE_ATTEMPTS: u32 = 3;
 /// Pause between close attempts.
 pub const CLOSE_RETRY: Duration = Duration::from_secs(5);
-/// Least time between two reports of opens refused for the caps or a full open lane.
-const FULL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// Least time between two publications of the grants while actions wait.
+const PUBLISH_BUSY: Duration = Duration::from_millis(200);
 /// How soon a due close is tried again when the close lane was full.
 const CLOSE_LANE_RETRY: Duration = Duration::from_millis(100);
 
@@ -85,27 +88,6 @@ struct Waiter {
     reply: oneshot::Sender<Vec<String>>,
 }
 
-/// Rate-limited reports of refused opens: how many since the last, and when that was.
-#[derive(Debug, Default)]
-struct Refusals(u64, Option<Instant>);
-
-impl Refusals {
-    /// Counts one; true when it is time to report (then the count restarts).
-    fn count(&mut self) -> Option<u64> {
-        self.0 += 1;
-        let now = Instant::now();
-        if self
-            .1
-            .is_none_or(|t| now.duration_since(t) >= FULL_LOG_INTERVAL)
-        {
-            let n = self.0;
-            *self = Self(0, Some(now));
-            return Some(n);
-        }
-        None
-    }
-}
-
 /// Open grants and the commands that manage them.
 #[derive(Debug)]
 pub struct GrantKeeper {
@@ -116,6 +98,8 @@ pub struct GrantKeeper {
     waiters: Vec<Waiter>,
     /// The grants changed since they were last published.
     dirty: bool,
+    /// When they were last published.
+    published: Instant,
     /// Where `status` reads the open grants from (see [`crate::store::status`]).
     board: Option<Arc<StatusBoard>>,
     stats: Option<Arc<Stats>>,
@@ -158,6 +142,7 @@ impl GrantKeeper {
             lanes: Lanes::new(),
             waiters: Vec::new(),
             dirty: true,
+            published: Instant::now(),
             board: None,
             stats: None,
             full: Refusals::default(),
@@ -185,6 +170,7 @@ impl GrantKeeper {
         if !std::mem::take(&mut self.dirty) {
             return;
         }
+        self.published = Instant::now();
         if let Some(b) = &self.board {
             b.set_grants(&self.grants());
         }
@@ -238,10 +224,15 @@ impl GrantKeeper {
         let Some(mut done) = self.lanes.spawn() else {
             unreachable!("run takes the keeper by value, so its lanes start once")
         };
+        self.reconcile();
         loop {
             heart.beat();
             let lane_full = self.close_due();
-            self.publish();
+            // Each publication copies every grant: while actions wait (a burst of opens),
+            // at most one every PUBLISH_BUSY, so a burst costs O(n) copies, not O(n²).
+            if (rx.is_empty() && done.is_empty()) || self.published.elapsed() >= PUBLISH_BUSY {
+                self.publish();
+            }
             let wait = if lane_full {
                 CLOSE_LANE_RETRY
             } else {
@@ -280,6 +271,32 @@ impl GrantKeeper {
         self.publish();
     }
 
+    /// nftables, at start: forgets the grants whose element is gone from the kernel (see
+    /// [`reconcile`]).
+    fn reconcile(&mut self) {
+        let nft_mode = self.rt.config.options.firewall == Firewall::Nftables;
+        if !nft_mode && !self.live.iter().any(|l| l.rec.nft) {
+            return;
+        }
+        let recorded = self
+            .live
+            .iter()
+            .filter_map(|l| element_of(&l.rec).map(|e| (l.rec.id, e)));
+        for id in reconcile::gone(recorded.collect()) {
+            if let Some(i) = self.index(id) {
+                let rec = &self.live[i].rec;
+                info!(
+                    "{}: {}: {}: its element is gone from the kernel (its timeout passed, or \
+                     it was deleted by hand); grant dropped",
+                    rec.admitted(),
+                    rec.door,
+                    rec.port
+                );
+                self.forget(i, "gone");
+            }
+        }
+    }
+
     /// When the next grant that is open comes due (or may be retried).
     fn next_deadline_ms(&self) -> Option<u64> {
         self.live
@@ -297,6 +314,13 @@ impl GrantKeeper {
         }
         match action {
             Action::Reload(rt) => {
+                if rt.config.options.firewall == Firewall::Nftables {
+                    // The guarded ports may have changed.
+                    let ports = nft::table::guarded_ports(&rt.config);
+                    if self.lanes.open.try_send(OpenJob::Guard { ports }).is_err() {
+                        error!("reload: the open lane is full; the nftables table is not updated");
+                    }
+                }
                 self.rt = rt.clone();
                 if let Some(b) = &self.board {
                     b.set_config(rt.config.doors.len(), rt.verifier.len(), true);
@@ -346,16 +370,22 @@ impl GrantKeeper {
         let Some(d) = self.rt.config.doors.get(door) else {
             return;
         };
+        let nft = self.rt.config.options.firewall == Firewall::Nftables;
         let name = d.name.clone();
         let door_max = d.max_grants;
         // The address, or with `Admit_Prefix` its network: what `%IP%` renders.
         let admitted = d.admitted(addr);
         let render = |t: &knock_shared::config::CommandTemplate| t.render_admitted(admitted, port);
-        let Some(start) = d.start_command_for(addr).map(render) else {
-            error!("{name}: no start command for {addr}");
-            return;
+        let (start, stop) = if nft {
+            // The element is the grant's address and port; nothing is rendered.
+            (Vec::new(), Some(Vec::new()))
+        } else {
+            let Some(start) = d.start_command_for(addr).map(render) else {
+                error!("{name}: no start command for {addr}");
+                return;
+            };
+            (start, d.stop_command_for(addr).map(render))
         };
-        let stop = d.stop_command_for(addr).map(render);
         let Some(stop) = stop else {
             // knockd's `Command` without a stop command: run once, nothing to close.
             let job = OpenJob::Once {
@@ -379,6 +409,7 @@ impl GrantKeeper {
             opened: now / 1000,
             expires,
             stop,
+            nft,
             id: 0,
         };
         if let Some(i) = self.find(&name, admitted, &port_s) {
@@ -424,10 +455,18 @@ impl GrantKeeper {
             ended: false,
             reopen: None,
         });
-        let job = OpenJob::Start {
-            id,
-            door: name.clone(),
-            argv: start,
+        let job = match element_of(&self.live[self.live.len() - 1].rec) {
+            Some(elem) => OpenJob::Element {
+                id: Some(id),
+                door: name.clone(),
+                elem,
+                until_ms: self.live[self.live.len() - 1].rec.expires * 1000,
+            },
+            None => OpenJob::Start {
+                id,
+                door: name.clone(),
+                argv: start,
+            },
         };
         if let Err(e) = self.lanes.open.try_send(job) {
             self.lane_refused(e, &name, addr);
@@ -463,6 +502,19 @@ impl GrantKeeper {
             "{addr}: {name}: already open{port}; extended to {} s from now",
             expires.saturating_sub(now_ms() / 1000)
         );
+        if let Some(elem) = element_of(&l.rec) {
+            // The kernel's timeout follows (and an element deleted by hand comes back).
+            let job = OpenJob::Element {
+                id: None,
+                door: name,
+                elem,
+                until_ms: expires * 1000,
+            };
+            if self.lanes.open.try_send(job).is_err() {
+                error!("{addr}: the open lane is full; the element keeps its earlier timeout");
+            }
+            return;
+        }
         // The grant is live, but its rule may have been deleted by hand since.
         if l.phase == Phase::Open {
             let job = OpenJob::Recheck {
@@ -525,12 +577,21 @@ impl GrantKeeper {
         };
         let secs = d.cmd_timeout;
         let name = d.name.clone();
+        let ports = match (self.rt.config.options.firewall, d.sequence()) {
+            (Firewall::Nftables, Some(s)) => s.open_ports.clone(),
+            _ => Vec::new(),
+        };
         if let Some(used) = one_time {
             if !self.use_one_time(&name, used) {
                 return;
             }
         }
-        self.open_one(door, "", addr, None, secs);
+        if ports.is_empty() {
+            self.open_one(door, "", addr, None, secs);
+        }
+        for p in ports {
+            self.open_one(door, "", addr, Some(p), secs);
+        }
     }
 
     /// Marks a one-time sequence used in its file, durably, before its door opens (a crash
@@ -733,11 +794,15 @@ impl GrantKeeper {
             if l.attempts == 0 && !l.ended {
                 info!("{}: {}: command timeout", l.rec.admitted(), l.rec.door);
             }
+            let stop = match element_of(&l.rec) {
+                Some(elem) => Stop::Element(elem),
+                None => Stop::Command(l.rec.stop.clone()),
+            };
             let job = StopJob {
                 id: l.rec.id,
                 door: l.rec.door.clone(),
                 addr: l.rec.admitted(),
-                argv: l.rec.stop.clone(),
+                stop,
             };
             match self.lanes.close.try_send(job) {
                 Ok(()) => {

@@ -4,17 +4,24 @@
 //! up a due close, and the keeper itself never waits for a command: it hands jobs over and
 //! takes up their results ([`Done`]) as they come.
 //!
+//! With `Firewall = nftables` the jobs are netlink batches instead of commands (an element
+//! added with its kernel timeout, or deleted), on the same lanes and in the same order, each
+//! lane with its own socket.
+//!
 //! Both queues are bounded: the open lane at [`OPEN_LANE_LEN`] (beyond it the keeper refuses
 //! new opens, counted with the dropped actions), the close lane at [`CLOSE_LANE_LEN`] (beyond
 //! it a due close waits for the next turn). Each job sends back at most one [`Done`], so the
 //! results waiting are bounded by the two queues and the two jobs running.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
+use knock_shared::types::PortSpec;
 use tokio::sync::mpsc;
 
 use crate::firewall::commands::{self, check_argv, rule_op, rule_present, RuleOp};
-use crate::log::{error, info};
+use crate::firewall::nft::{self, Element, Nft, NftError};
+use crate::log::{error, info, verbose};
 
 /// Start jobs that may wait at once.
 pub const OPEN_LANE_LEN: usize = 256;
@@ -50,6 +57,35 @@ pub enum OpenJob {
         /// The rendered command.
         argv: Vec<String>,
     },
+    /// nftables: add a grant's element with a kernel timeout that ends at `until_ms`, or
+    /// give the element there that timeout (one atomic batch). With `id` (a new grant)
+    /// answered with [`Done::Started`]; without (an extension), not answered.
+    Element {
+        /// The new grant, or `None` for an extension.
+        id: Option<u64>,
+        /// Its door, for the log.
+        door: String,
+        /// The element.
+        elem: Element,
+        /// Unix ms when the kernel must remove it.
+        until_ms: u64,
+    },
+    /// nftables, at a reload: the guarded ports may have changed. Replaces the guarded set's
+    /// elements over netlink; if the table is gone (removed by hand), applies the whole
+    /// script instead (the open grants' elements are kept either way). No answer.
+    Guard {
+        /// The ports the doors now guard.
+        ports: Vec<PortSpec>,
+    },
+}
+
+/// How a grant is closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// Its stop command.
+    Command(Vec<String>),
+    /// nftables: delete its element.
+    Element(Element),
 }
 
 /// A job for the close lane: run a grant's stop command; answered with [`Done::Stopped`].
@@ -61,8 +97,8 @@ pub struct StopJob {
     pub door: String,
     /// What it admits, for the log.
     pub addr: knock_shared::types::Admitted,
-    /// The stop command.
-    pub argv: Vec<String>,
+    /// What closes it.
+    pub stop: Stop,
 }
 
 /// What a stop command did.
@@ -152,6 +188,8 @@ impl Default for Lanes {
 async fn open_lane(mut jobs: mpsc::Receiver<OpenJob>, done: mpsc::UnboundedSender<Done>) {
     // The inserts of `Once` jobs this daemon made and has not deleted since.
     let mut applied = HashSet::new();
+    // This lane's netlink socket, opened at its first nftables job.
+    let mut socket = NftSocket::default();
     while let Some(job) = jobs.recv().await {
         match job {
             OpenJob::Start { id, door, argv } => {
@@ -167,29 +205,132 @@ async fn open_lane(mut jobs: mpsc::Receiver<OpenJob>, done: mpsc::UnboundedSende
             }
             OpenJob::Recheck { door, argv } => recheck(&door, &argv).await,
             OpenJob::Once { door, argv } => run_once(&door, &argv, &mut applied).await,
+            OpenJob::Element {
+                id,
+                door,
+                elem,
+                until_ms,
+            } => {
+                let left = until_ms.saturating_sub(now_ms());
+                let ok = if left == 0 {
+                    // Already due: nothing to add; the keeper closes it now.
+                    true
+                } else {
+                    let timeout = Duration::from_millis(left);
+                    match socket.call(|n| n.put(elem, timeout)) {
+                        Ok(()) => {
+                            verbose!("{door}: element {} added, {left} ms", show(elem));
+                            true
+                        }
+                        Err(e) => {
+                            error!("{door}: cannot add the element {}: {e}", show(elem));
+                            false
+                        }
+                    }
+                };
+                if let Some(id) = id {
+                    let _ = done.send(Done::Started { id, ok });
+                }
+            }
+            OpenJob::Guard { ports } => guard(&mut socket, ports).await,
         }
     }
 }
 
-async fn close_lane(mut jobs: mpsc::Receiver<StopJob>, done: mpsc::UnboundedSender<Done>) {
-    while let Some(job) = jobs.recv().await {
-        info!(
-            "{}: running command: {}",
-            job.door,
-            commands::display(&job.argv)
-        );
-        let how = match commands::run(&job.argv).await {
-            Ok(()) => Closed::Done,
-            Err(_) if rule_already_gone(&job.argv).await => {
-                info!(
-                    "{}: the rule for {} was already gone from the firewall (deleted by hand?)",
-                    job.door, job.addr
-                );
-                Closed::AlreadyGone
+async fn guard(socket: &mut NftSocket, ports: Vec<PortSpec>) {
+    let list: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
+    match socket.call(|n| n.set_guarded(&ports)) {
+        Ok(()) => info!("nftables: guarding {}", list.join(", ")),
+        Err(e) if e.is_missing_table() => {
+            info!(
+                "nftables: table inet {} is gone; creating it again",
+                nft::TABLE
+            );
+            let script = nft::table::script(&ports);
+            match tokio::task::spawn_blocking(move || nft::table::apply(&script)).await {
+                Ok(Ok(())) => info!("nftables: table inet {} in place", nft::TABLE),
+                Ok(Err(e)) => error!("nftables: cannot set up the table: {e}"),
+                Err(e) => error!("nftables: cannot set up the table: {e}"),
             }
-            Err(e) => Closed::Failed(e.to_string()),
+        }
+        Err(e) => error!("nftables: cannot update the guarded ports: {e}"),
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// An element as nft writes it: `10.0.0.1 . tcp . 22`.
+pub fn show(e: Element) -> String {
+    format!("{} . {} . {}", e.addr, e.port.proto, e.port.port)
+}
+
+/// A lane's netlink socket: opened when first needed, reopened after a failure.
+///
+/// Called inline, not on the blocking pool: the kernel runs an nftables batch inside the
+/// `sendmsg` and has queued its answers when the receive starts (about 30 µs for an element,
+/// add or delete), so a lane drains the jobs waiting for it in one turn instead of one per
+/// hand-over to a pool thread (which let 256 opens pile up behind a burst of 200 knocks). A
+/// kernel that does not answer is bounded by the socket's receive timeout
+/// ([`REPLY_TIMEOUT`](crate::firewall::nft::netlink::REPLY_TIMEOUT)).
+#[derive(Debug, Default)]
+struct NftSocket(Option<Nft>);
+
+impl NftSocket {
+    fn call<T>(&mut self, f: impl FnOnce(&mut Nft) -> Result<T, NftError>) -> Result<T, NftError> {
+        let mut nft = match self.0.take() {
+            Some(n) => n,
+            None => Nft::open()?,
+        };
+        let result = f(&mut nft);
+        // A socket that failed may hold replies out of step: the next call opens another.
+        if result.is_ok() {
+            self.0 = Some(nft);
+        }
+        result
+    }
+}
+
+async fn close_lane(mut jobs: mpsc::Receiver<StopJob>, done: mpsc::UnboundedSender<Done>) {
+    let mut socket = NftSocket::default();
+    while let Some(job) = jobs.recv().await {
+        let how = match &job.stop {
+            Stop::Command(argv) => stop_command(&job, argv).await,
+            &Stop::Element(elem) => match socket.call(|n| n.delete(elem)) {
+                Ok(true) => {
+                    verbose!("{}: element {} deleted", job.door, show(elem));
+                    Closed::Done
+                }
+                Ok(false) => {
+                    verbose!(
+                        "{}: element {} was gone already (the kernel's timeout)",
+                        job.door,
+                        show(elem)
+                    );
+                    Closed::AlreadyGone
+                }
+                Err(e) => Closed::Failed(e.to_string()),
+            },
         };
         let _ = done.send(Done::Stopped { id: job.id, how });
+    }
+}
+
+async fn stop_command(job: &StopJob, argv: &[String]) -> Closed {
+    info!("{}: running command: {}", job.door, commands::display(argv));
+    match commands::run(argv).await {
+        Ok(()) => Closed::Done,
+        Err(_) if rule_already_gone(argv).await => {
+            info!(
+                "{}: the rule for {} was already gone from the firewall (deleted by hand?)",
+                job.door, job.addr
+            );
+            Closed::AlreadyGone
+        }
+        Err(e) => Closed::Failed(e.to_string()),
     }
 }
 

@@ -20,6 +20,7 @@ pub mod notify;
 pub mod packets;
 pub mod privs;
 pub mod process;
+pub mod reconcile;
 pub mod supervise;
 
 use std::path::PathBuf;
@@ -31,6 +32,7 @@ use anyhow::{bail, Context};
 use knock_shared::config::Capture;
 
 use crate::cli::Cli;
+use crate::firewall::nft;
 use crate::load;
 use crate::log::{self, debug, error, info};
 use crate::store::{self, status};
@@ -125,6 +127,19 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // reopen the first one's grants. Held until the process ends.
     let _lock = store.lock()?;
     debug!("state directory {}", store.dir().display());
+    if opts.firewall == knock_shared::config::Firewall::Nftables {
+        // The table guards the ports from here on, daemon or not (fail closed); applying it
+        // again keeps the elements of a run before (reconciled by the grant keeper).
+        let ports = nft::table::guarded_ports(&rt.config);
+        nft::table::apply(&nft::table::script(&ports))
+            .map_err(|e| anyhow::anyhow!("nftables: cannot set up table inet knock_spa: {e}"))?;
+        let list: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
+        info!(
+            "nftables: table inet {} in place, guarding {}",
+            nft::table::TABLE,
+            list.join(", ")
+        );
+    }
     let replay = load_replay_state(&store, opts.replay_cache_size)?;
     let capture = match cli.capture.as_deref() {
         Some("udp") => Capture::Udp,

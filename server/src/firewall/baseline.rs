@@ -84,48 +84,6 @@ pub fn baseline(ports: &[PortSpec], ipv6: bool) -> Vec<Rule> {
     rules
 }
 
-/// The nftables baseline `firewall-setup --nft` prints for `ports`: a table of its own with a
-/// set of admitted `address . protocol . port` per family (the doors add and delete
-/// elements), established connections accepted, then one reject per guarded port. The same
-/// ruleset as CONFIG.md's example (a test compares them).
-pub fn render_nft(ports: &[PortSpec], ipv6: bool) -> String {
-    let list: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
-    let mut out = format!(
-        "# knock-spad nftables baseline, guarded port(s): {}\n\
-         # Load it with `nft -f FILE`, or put it in /etc/nftables.conf (loaded at boot by\n\
-         # nftables.service). The doors add and delete elements of the sets; see CONFIG.md,\n\
-         # \"Example: nftables instead of iptables\".\n",
-        list.join(", ")
-    );
-    out.push_str("table inet knock {\n");
-    out.push_str("    set allowed4 {\n        type ipv4_addr . inet_proto . inet_service\n    }\n");
-    if ipv6 {
-        out.push_str(
-            "    set allowed6 {\n        type ipv6_addr . inet_proto . inet_service\n    }\n",
-        );
-    }
-    out.push_str("    chain input {\n");
-    out.push_str("        type filter hook input priority filter; policy accept;\n");
-    out.push_str("        ct state established,related accept\n");
-    out.push_str("        ip saddr . meta l4proto . th dport @allowed4 accept\n");
-    if ipv6 {
-        out.push_str("        ip6 saddr . meta l4proto . th dport @allowed6 accept\n");
-    }
-    for p in ports {
-        let family = if ipv6 { "" } else { "meta nfproto ipv4 " };
-        let reject = match p.proto {
-            Proto::Tcp => "reject with tcp reset",
-            Proto::Udp => "reject",
-        };
-        out.push_str(&format!(
-            "        {family}{} dport {} {reject}\n",
-            p.proto, p.port
-        ));
-    }
-    out.push_str("    }\n}\n");
-    out
-}
-
 /// The text `firewall-setup` prints without `--apply`.
 pub fn render(ports: &[PortSpec], rules: &[Rule]) -> String {
     let list: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
@@ -240,29 +198,6 @@ mod tests {
         let text = render(&[p("22")], &baseline(&[p("22")], true));
         assert!(text.contains("netfilter-persistent save"), "{text}");
         assert!(text.contains("guarded port(s): 22/tcp"), "{text}");
-    }
-
-    #[test]
-    fn nft_baseline_rejects_each_port_after_the_sets() {
-        let text = render_nft(&[p("22"), p("53/udp")], true);
-        let body: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
-        let at = |needle: &str| {
-            body.iter()
-                .position(|l| l.trim() == needle)
-                .unwrap_or_else(|| panic!("{needle:?} missing:\n{text}"))
-        };
-        assert!(
-            at("ct state established,related accept") < at("tcp dport 22 reject with tcp reset")
-        );
-        assert!(
-            at("ip6 saddr . meta l4proto . th dport @allowed6 accept") < at("udp dport 53 reject")
-        );
-        let v4 = render_nft(&[p("22")], false);
-        assert!(!v4.contains("allowed6"), "{v4}");
-        assert!(
-            v4.contains("meta nfproto ipv4 tcp dport 22 reject with tcp reset"),
-            "{v4}"
-        );
     }
 
     /// A fake INPUT chain per family.

@@ -52,29 +52,14 @@ fn iptables_family(name: &str) -> Option<Family> {
     }
 }
 
-/// Which firewall a baseline is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
-    /// iptables and ip6tables: every door except those that run another tool
-    /// ([`other_firewall`]).
-    Iptables,
-    /// nftables: only the doors that run `nft`.
-    Nft,
-}
-
-/// The guarded ports of a configuration for `backend`, sorted, once each: every SPA door's
-/// `Allow_Ports`, and the ports a knock-sequence door's start commands name (`--dport`, see
-/// [`command_ports`]; for nft also `PROTO . PORT` in a set element, see
-/// [`nft_command_ports`]).
-pub fn ports_of(config: &knock_shared::config::Config, backend: Backend) -> Vec<PortSpec> {
+/// The guarded ports of a configuration's iptables doors, sorted, once each: every SPA
+/// door's `Allow_Ports`, and the ports a knock-sequence door's start commands name
+/// (`--dport`, see [`command_ports`]). Doors that run another tool ([`other_firewall`]) are
+/// left out.
+pub fn ports_of(config: &knock_shared::config::Config) -> Vec<PortSpec> {
     let mut ports = Vec::new();
     for door in &config.doors {
-        let other = other_firewall(door);
-        let included = match backend {
-            Backend::Iptables => other.is_none(),
-            Backend::Nft => other == Some("nft"),
-        };
-        if !included {
+        if other_firewall(door).is_some() {
             continue;
         }
         match door.spa() {
@@ -87,9 +72,6 @@ pub fn ports_of(config: &knock_shared::config::Config, backend: Backend) -> Vec<
                     // The address is irrelevant to which port is named; any will do.
                     let argv = cmd.render(std::net::Ipv4Addr::UNSPECIFIED.into(), None);
                     ports.extend(command_ports(&argv));
-                    if backend == Backend::Nft {
-                        ports.extend(nft_command_ports(&argv));
-                    }
                 }
             }
         }
@@ -97,25 +79,6 @@ pub fn ports_of(config: &knock_shared::config::Config, backend: Backend) -> Vec<
     ports.sort();
     ports.dedup();
     ports
-}
-
-/// The ports an nft command names as `tcp . 22` or `udp . 53` (the protocol and port of a set
-/// element such as `{ %IP% . tcp . 22 }`, CONFIG.md's nftables example). Words are also split
-/// at blanks, as in [`command_ports`].
-pub fn nft_command_ports(argv: &[String]) -> Vec<PortSpec> {
-    let tokens: Vec<&str> = argv.iter().flat_map(|w| w.split_whitespace()).collect();
-    tokens
-        .windows(3)
-        .filter(|w| w[1] == ".")
-        .filter_map(|w| {
-            let proto = match w[0] {
-                "tcp" => Proto::Tcp,
-                "udp" => Proto::Udp,
-                _ => return None,
-            };
-            PortSpec::new(proto, w[2].parse().ok()?)
-        })
-        .collect()
 }
 
 /// The ports an iptables-style command opens: each `--dport N` / `--destination-port N`, and
@@ -475,10 +438,7 @@ mod tests {
             k = key.to_inline().as_str()
         );
         let cfg = knock_shared::config::parse_str(&text).expect("valid");
-        assert_eq!(
-            ports_of(&cfg, Backend::Iptables),
-            vec![p("22"), p("443"), p("53/udp")]
-        );
+        assert_eq!(ports_of(&cfg), vec![p("22"), p("443"), p("53/udp")]);
     }
 
     #[test]
@@ -492,10 +452,7 @@ mod tests {
              command = /bin/sh -c 'iptables -I INPUT -s %IP% -p udp --dport 53 -j ACCEPT'\n\
              [none]\nsequence = 4,5,6\ncommand = /usr/local/bin/notify %IP%\n";
         let cfg = knock_shared::config::parse_str(text).expect("valid");
-        assert_eq!(
-            ports_of(&cfg, Backend::Iptables),
-            vec![p("22"), p("2222"), p("53/udp")]
-        );
+        assert_eq!(ports_of(&cfg), vec![p("22"), p("2222"), p("53/udp")]);
     }
 
     #[test]
@@ -514,27 +471,11 @@ mod tests {
         let tools: Vec<Option<&str>> = cfg.doors.iter().map(other_firewall).collect();
         // A comment is not run, so the tool it names is not the door's.
         assert_eq!(tools, vec![Some("nft"), Some("nft"), None, None, None]);
-        assert_eq!(
-            ports_of(&cfg, Backend::Iptables),
-            vec![p("443"), p("53/udp")]
-        );
+        assert_eq!(ports_of(&cfg), vec![p("443"), p("53/udp")]);
     }
 
     #[test]
-    fn nft_ports_come_from_the_nft_doors() {
-        let argv = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
-        assert_eq!(
-            nft_command_ports(&argv(
-                "nft add element inet knock allowed4 { 192.0.2.1 . tcp . 22 , 192.0.2.1 . udp . 53 }"
-            )),
-            vec![p("22"), p("53/udp")]
-        );
-        assert_eq!(
-            nft_command_ports(&argv("nft add element x y { 1.2.3.4 . tcp . 0 }")),
-            vec![]
-        );
-        assert_eq!(nft_command_ports(&argv("nft list ruleset")), vec![]);
-
+    fn doors_running_nft_guard_no_iptables_port() {
         let key = knock_keys::NamedKey::new("a", knock_keys::MasterKey::from_bytes([1; 32]))
             .expect("key");
         let text = format!(
@@ -547,8 +488,7 @@ mod tests {
             k = key.to_inline().as_str()
         );
         let cfg = knock_shared::config::parse_str(&text).expect("valid");
-        assert_eq!(ports_of(&cfg, Backend::Nft), vec![p("443"), p("2222")]);
-        assert_eq!(ports_of(&cfg, Backend::Iptables), vec![p("53/udp")]);
+        assert_eq!(ports_of(&cfg), vec![p("53/udp")]);
     }
 
     #[test]

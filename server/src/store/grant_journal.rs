@@ -385,6 +385,7 @@ mod tests {
             opened: 100,
             expires: 130,
             stop: vec!["/sbin/iptables".into(), "-D".into(), "INPUT".into()],
+            nft: false,
             id,
         }
     }

@@ -51,7 +51,12 @@ pub struct GrantRecord {
     /// Unix seconds when it must be closed.
     pub expires: u64,
     /// The rendered stop command, kept so a changed configuration cannot orphan the rule.
+    /// Empty for an nftables grant.
     pub stop: Vec<String>,
+    /// An nftables grant (`Firewall = nftables`): its rule is the element `addr . port` of
+    /// the table's admitted set, with a kernel timeout; closing deletes it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub nft: bool,
     /// The grant's number, unique in this state directory: what the journal's records name.
     /// (0 in files of versions before the journal; renumbered when read.)
     #[serde(default)]
@@ -243,6 +248,7 @@ mod tests {
             opened: 100,
             expires: 130,
             stop: vec!["/sbin/iptables".into(), "-D".into(), "INPUT".into()],
+            nft: false,
             id: 1,
         }
     }

@@ -107,6 +107,9 @@ pub struct GrantView {
     pub opened: u64,
     /// Unix seconds when it closes.
     pub expires: u64,
+    /// An nftables grant: `status` asks the kernel for its element's time left.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub nft: bool,
 }
 
 impl From<&GrantRecord> for GrantView {
@@ -119,6 +122,7 @@ impl From<&GrantRecord> for GrantView {
             port: r.port.clone(),
             opened: r.opened,
             expires: r.expires,
+            nft: r.nft,
         }
     }
 }
@@ -550,6 +554,7 @@ pub(crate) mod tests {
                 port: "22/tcp".into(),
                 opened: written - 5,
                 expires: written + 25,
+                nft: false,
             }],
         }
     }
@@ -587,6 +592,7 @@ pub(crate) mod tests {
             opened: 1,
             expires: 2,
             stop: vec!["/bin/true".into()],
+            nft: false,
             id: 1,
         };
         b.set_grants(std::slice::from_ref(&rec));
