@@ -155,12 +155,10 @@ def watch_main():
     pk.setsockopt(socket.SOL_SOCKET, 26, fprog)  # SO_ATTACH_FILTER
     pk.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     pk.bind(("eth0", 0))
-    lock = threading.Lock()
 
     def emit(line):
-        with lock:
-            out.write(line + "\n")
-            out.flush()
+        # One write per line: atomic on the pipe (shorter than PIPE_BUF) from either process.
+        os.write(out.fileno(), (line + "\n").encode())
 
     def nl_loop():
         while True:
@@ -180,11 +178,32 @@ def watch_main():
                         emit(line)
                 off += (ln + 3) & ~3
 
-    threading.Thread(target=nl_loop, daemon=True).start()
+    # The notifications are read by a process of their own, so that its wake-up never waits
+    # for the packet reader (one interpreter lock); it ends with this one (PR_SET_PDEATHSIG).
+    parent = os.getpid()
+    if os.fork() == 0:
+        pk.close()
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:
+            os._exit(0)
+        try:
+            nl_loop()
+        finally:
+            os._exit(0)
+    nl.close()
+    # The kernel's receive time of each packet too (SO_TIMESTAMPNS: CLOCK_REALTIME, taken
+    # when the frame arrived at eth0), turned into CLOCK_MONOTONIC with the clocks' offset at
+    # the read: the last field of a P line. Part nft uses it, so that the watcher's own
+    # wake-up after the packet does not shorten what it measures.
+    pk.setsockopt(socket.SOL_SOCKET, 35, 1)  # SO_TIMESTAMPNS
     emit("READY")
     while True:
-        frame, addr = pk.recvfrom(2048)
+        frame, anc, _, addr = pk.recvmsg(2048, 64)
         t = time.monotonic_ns()
+        offset = time.clock_gettime_ns(time.CLOCK_REALTIME) - time.monotonic_ns()
+        tk = next((str(sec * 1_000_000_000 + nsec - offset) for lvl, typ, d in anc
+                   if lvl == socket.SOL_SOCKET and typ == 35 and len(d) >= 16
+                   for sec, nsec in [struct.unpack_from("qq", d)]), "-")
         if addr[2] == socket.PACKET_OUTGOING or len(frame) < 34:
             continue
         ihl = (frame[14] & 0x0F) * 4
@@ -194,9 +213,9 @@ def watch_main():
             continue
         dport = struct.unpack_from("!H", frame, l4 + 2)[0]
         if proto == 17:
-            emit(f"P {t} udp {dport} 0")
+            emit(f"P {t} udp {dport} 0 {tk}")
         elif proto == 6 and len(frame) >= l4 + 14:
-            emit(f"P {t} tcp {dport} {frame[l4 + 13]}")
+            emit(f"P {t} tcp {dport} {frame[l4 + 13]} {tk}")
 
 
 class Watcher:
@@ -1416,22 +1435,40 @@ def grant_batch(ev, backend, op, t_from):
         return [], None
     batch = [e for e in mine if e[5] == first[5]]
     same_op = [e for e in batch if e[2] == op]
+    if op == "add":
+        # The element as it stays carries the timeout (a batch seen only in part, which
+        # wait_batch avoids, still gives its last add).
+        same_op = [e for e in same_op if e[6] != "-"] or same_op
     return batch, same_op[-1]
 
 
 def wait_batch(watcher, backend, op, t_from, limit=0.5):
-    """grant_batch, polling the watcher for up to `limit` s (its thread may lag a little)."""
+    """grant_batch, polling the watcher for up to `limit` s; once the first notification is
+    in, 20 ms more, so that the rest of its batch and the packet lines (read by other
+    threads) are in too (the times are the watcher's, so waiting changes none)."""
     end = time.monotonic() + limit
     while True:
         batch, e = grant_batch(watcher.snapshot(), backend, op, t_from)
-        if e is not None or time.monotonic() >= end:
+        if e is not None:
+            time.sleep(0.02)
+            return grant_batch(watcher.snapshot(), backend, op, t_from)
+        if time.monotonic() >= end:
             return batch, e
         time.sleep(0.002)
 
 
 def last_spa_packet(ev, t_from, t_to):
-    pk = [int(e[1]) for e in ev if e[0] == "P" and e[2] == "udp" and int(e[3]) == SPA_PORT
-          and t_from <= int(e[1]) <= t_to]
+    """(kernel receive time, watcher read time), monotonic ns, of the last client SPA packet
+    that arrived from t_from (a user-space time before the client started) to t_to (the
+    notification); None if there is none. A packet line without a kernel time counts with
+    the watcher's read time. The gap between the two is the watcher's wake-up delay, which
+    its notification reader has too (netlink gives no kernel time)."""
+    pk = []
+    for e in ev:
+        if e[0] == "P" and e[2] == "udp" and int(e[3]) == SPA_PORT:
+            t = int(e[5]) if len(e) > 5 and e[5] != "-" else int(e[1])
+            if t_from <= t <= t_to:
+                pk.append((t, int(e[1])))
     return max(pk) if pk else None
 
 
@@ -1460,7 +1497,8 @@ def timed_request(target, watcher, backend, action):
         t_ev = int(ev[1])
         pkt = last_spa_packet(watcher.snapshot(), t0, t_ev)
         if pkt is not None:
-            row[f"pkt_to_{op}_ms"] = (t_ev - pkt) / 1e6
+            row[f"pkt_to_{op}_ms"] = (t_ev - pkt[0]) / 1e6
+            row[f"{action}_pkt_read_delay_ms"] = (pkt[1] - pkt[0]) / 1e6
         row[f"{op}_batch"] = ",".join(e[2] for e in batch)
         row[f"{op}_batch_spread_ms"] = (max(int(e[1]) for e in batch)
                                         - min(int(e[1]) for e in batch)) / 1e6
@@ -1506,6 +1544,9 @@ def summarize_open_close(rows):
     out["add_batches"] = batches
     spread = col("add_batch_spread_ms")
     out["add_batch_spread_max_ms"] = max(spread) if spread else None
+    delay = col("open_pkt_read_delay_ms") + col("close_pkt_read_delay_ms")
+    out["pkt_read_delay_p50_ms"] = pct(delay, 50)
+    out["pkt_read_delay_p95_ms"] = pct(delay, 95)
     return out
 
 
@@ -1876,6 +1917,16 @@ def nft_md(d, cfg):
             L.append("nftables open batches seen (client's element): " + ", ".join(
                 f"{k} x{n}" for k, n in batches.items()) +
                 f"; largest spread between the batch's first and last notification: {fmt(spread, 3)} ms.")
+    delays = [(v["backend"], v["summary"]) for v in d.get("backends", {}).values()
+              if v.get("summary", {}).get("pkt_read_delay_p50_ms") is not None]
+    if delays:
+        L.append("")
+        L.append("The packet times are the kernel's (SO_TIMESTAMPNS at eth0); the notification times are "
+                 "when the watcher read them (netlink gives no kernel time), so the figures above include "
+                 "the watcher's wake-up. Its packet reader's own delay, kernel time -> read, for the same "
+                 "packets: " + "; ".join(
+                     f"{b} p50 {fmt(s['pkt_read_delay_p50_ms'], 3)} ms, p95 {fmt(s['pkt_read_delay_p95_ms'], 3)} ms"
+                     for b, s in delays) + ".")
     L.append("")
     bulk = [(v["backend"], v["bulk"]) for v in d.get("backends", {}).values() if v.get("bulk")]
     if bulk:
@@ -1893,7 +1944,8 @@ def nft_md(d, cfg):
                  "time; softirq = /proc/stat's softirq time over the top-rate flood (whole machine, "
                  "tick-sampled: a cross-check; too coarse for the short fixed-rate flood). "
                  "\"filtered\" = IP packets that reached the server namespace (Ip InReceives), each of "
-                 "which went through its input hook. Top-rate figures are medians of the repeats.\n")
+                 "which went through its input hook. Top-rate figures are medians of the repeats, "
+                 "each column on its own.\n")
         L.append("| backend | grants | fixed rate: SYNs | filtered | CPU-us / SYN | "
                  "top rate: sent SYN/s | filtered SYN/s | CPU-us / SYN | softirq-us / SYN | backlog drops |")
         L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
