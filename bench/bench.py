@@ -11,13 +11,18 @@ Parts (run in this order, any subset):
   cpu      daemon CPU per hostile packet at a fixed offered rate
   flood    legitimate opens during floods of increasing rate; RSS at the end
   profile  perf record -g of knock-spad during a garbage flood at top rate
+  nft      the nftables backend against the command (iptables) backend: last packet ->
+           rule/element present and close -> removed, the same with 10,000 grants, and the
+           kernel's cost per SYN to the guarded port with 0 and 10,000 grants
 
 Raw results: RESULTS/<part>.json (+ CSV), merged into RESULTS/results.json; the summary
 (RESULTS/summary.md) is regenerated from the merged results after every run.
 
 `bench.py watch` is the server-side helper: it prints, with CLOCK_MONOTONIC timestamps, every
 client packet that reaches the server's eth0 (a packet socket with a BPF filter on the
-client's address) and every nftables rule added or deleted (NFNLGRP_NFTABLES multicast).
+client's address) and every nftables rule and set element added or deleted (NFT_MSG_NEWRULE,
+DELRULE, NEWSETELEM, DELSETELEM from the NFNLGRP_NFTABLES multicast group), with the table
+and chain, or the set and element key, and the ruleset generation (one per batch).
 """
 
 import argparse
@@ -43,6 +48,8 @@ OPEN_SEQ = [7000, 9000, 8000]
 CLOSE_SEQ = [8000, 9000, 7000]
 SPOOF_SOURCES = "10.200.0.0/131072"  # 131072 distinct spoofed sources, outside every route
 IPTABLES = "/usr/sbin/iptables"
+NFT = "/usr/sbin/nft"
+NFT_TABLE = "knock_spa"  # the nftables backend's own table (inet family)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OPEN_DEADLINE = 2.0  # the issue's success criterion during floods
 LATENCY_DEADLINE = 3.0
@@ -50,12 +57,85 @@ LATENCY_DEADLINE = 3.0
 # ----------------------------------------------------------------------------- watcher
 
 
+NFT_MSG = {0x0A06: ("R", "add"), 0x0A08: ("R", "del"),  # NFT_MSG_NEWRULE, NFT_MSG_DELRULE
+           0x0A0C: ("E", "add"), 0x0A0E: ("E", "del")}  # NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM
+
+
+def nla_iter(buf, off, end):
+    """(type without the NLA_F_NESTED/NET_BYTEORDER bits, start of payload, end of payload) of
+    each netlink attribute in buf[off:end]; stops at the first malformed one."""
+    while off + 4 <= end:
+        ln, typ = struct.unpack_from("=HH", buf, off)
+        if ln < 4 or off + ln > end:
+            return
+        yield typ & 0x3FFF, off + 4, off + ln
+        off += (ln + 3) & ~3
+
+
+def nla_str(buf, a, b):
+    return bytes(buf[a:b]).split(b"\0", 1)[0].decode(errors="replace") or "?"
+
+
+def elem_key_text(key):
+    """A set element key as one token: ADDR/PROTO/PORT for the daemon's concatenations
+    (address . inet_proto . inet_service: each field padded to 4 bytes), hex otherwise."""
+    if len(key) == 12:
+        return f"{socket.inet_ntop(socket.AF_INET, key[:4])}/{key[4]}/{struct.unpack_from('!H', key, 8)[0]}"
+    if len(key) == 24:
+        return f"{socket.inet_ntop(socket.AF_INET6, key[:16])}/{key[16]}/{struct.unpack_from('!H', key, 20)[0]}"
+    return key.hex() or "-"
+
+
+def nft_event_lines(data, off, ln, t):
+    """The watcher's lines for one nftables notification (data[off:off+ln], nlmsghdr first).
+    Rules: `R T add|del TABLE CHAIN GEN`. Set elements, one line per element:
+    `E T add|del SET KEY GEN TIMEOUT_MS` (TIMEOUT_MS "-" when the element has none). GEN is
+    the ruleset generation in the nfgenmsg header (res_id): the messages of one batch (one
+    transaction) carry the same one."""
+    typ = struct.unpack_from("=H", data, off + 4)[0]
+    kind, op = NFT_MSG[typ]
+    if ln < 20:
+        return [f"{kind} {t} {op} ? ? ?"]
+    gen = struct.unpack_from("!H", data, off + 18)[0]
+    end = off + ln
+    if kind == "R":
+        table = chain = "?"
+        for at, a, b in nla_iter(data, off + 20, end):
+            if at == 1:  # NFTA_RULE_TABLE
+                table = nla_str(data, a, b)
+            elif at == 2:  # NFTA_RULE_CHAIN
+                chain = nla_str(data, a, b)
+        return [f"R {t} {op} {table} {chain} {gen}"]
+    set_name = "?"
+    elems = []
+    for at, a, b in nla_iter(data, off + 20, end):
+        if at == 2:  # NFTA_SET_ELEM_LIST_SET
+            set_name = nla_str(data, a, b)
+        elif at == 3:  # NFTA_SET_ELEM_LIST_ELEMENTS
+            for lt, la, lb in nla_iter(data, a, b):
+                if lt != 1:  # NFTA_LIST_ELEM
+                    continue
+                key, timeout = b"", "-"
+                for et, ea, eb in nla_iter(data, la, lb):
+                    if et == 1:  # NFTA_SET_ELEM_KEY: nested NFTA_DATA_VALUE
+                        for dt, da, db in nla_iter(data, ea, eb):
+                            if dt == 1:
+                                key = bytes(data[da:db])
+                    elif et == 4 and eb - ea == 8:  # NFTA_SET_ELEM_TIMEOUT (ms, big endian)
+                        timeout = str(struct.unpack_from("!Q", data, ea)[0])
+                elems.append((elem_key_text(key), timeout))
+    return [f"E {t} {op} {set_name} {k} {gen} {to}" for k, to in elems or [("-", "-")]]
+
+
 def watch_main():
     """Server-side event printer (runs in the server namespace)."""
     out = sys.stdout
-    # nftables rule events.
+    # nftables rule and set element events.
     nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12)  # NETLINK_NETFILTER
-    nl.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    try:
+        nl.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)  # SO_RCVBUFFORCE (root): bulk loads
+    except OSError:
+        nl.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     nl.bind((0, 1 << (7 - 1)))  # NFNLGRP_NFTABLES = 7
     # Client packets on eth0: classic BPF "ip and src host CLI_IP".
     cli = struct.unpack("!I", socket.inet_aton(CLI_IP))[0]
@@ -75,33 +155,55 @@ def watch_main():
     pk.setsockopt(socket.SOL_SOCKET, 26, fprog)  # SO_ATTACH_FILTER
     pk.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     pk.bind(("eth0", 0))
-    lock = threading.Lock()
 
     def emit(line):
-        with lock:
-            out.write(line + "\n")
-            out.flush()
+        # One write per line: atomic on the pipe (shorter than PIPE_BUF) from either process.
+        os.write(out.fileno(), (line + "\n").encode())
 
     def nl_loop():
         while True:
-            data = nl.recv(65536)
+            try:
+                data = nl.recv(1 << 20)
+            except OSError as e:  # ENOBUFS: the kernel dropped notifications (say so, go on)
+                emit(f"X {time.monotonic_ns()} overrun {e.errno}")
+                continue
             t = time.monotonic_ns()
             off = 0
             while off + 16 <= len(data):
                 ln, typ = struct.unpack_from("=IH", data, off)
-                if ln < 16:
+                if ln < 16 or off + ln > len(data):
                     break
-                if typ == 0x0A06:  # NFT_MSG_NEWRULE
-                    emit(f"R {t} add")
-                elif typ == 0x0A08:  # NFT_MSG_DELRULE
-                    emit(f"R {t} del")
+                if typ in NFT_MSG:
+                    for line in nft_event_lines(data, off, ln, t):
+                        emit(line)
                 off += (ln + 3) & ~3
 
-    threading.Thread(target=nl_loop, daemon=True).start()
+    # The notifications are read by a process of their own, so that its wake-up never waits
+    # for the packet reader (one interpreter lock); it ends with this one (PR_SET_PDEATHSIG).
+    parent = os.getpid()
+    if os.fork() == 0:
+        pk.close()
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:
+            os._exit(0)
+        try:
+            nl_loop()
+        finally:
+            os._exit(0)
+    nl.close()
+    # The kernel's receive time of each packet too (SO_TIMESTAMPNS: CLOCK_REALTIME, taken
+    # when the frame arrived at eth0), turned into CLOCK_MONOTONIC with the clocks' offset at
+    # the read: the last field of a P line. Part nft uses it, so that the watcher's own
+    # wake-up after the packet does not shorten what it measures.
+    pk.setsockopt(socket.SOL_SOCKET, 35, 1)  # SO_TIMESTAMPNS
     emit("READY")
     while True:
-        frame, addr = pk.recvfrom(2048)
+        frame, anc, _, addr = pk.recvmsg(2048, 64)
         t = time.monotonic_ns()
+        offset = time.clock_gettime_ns(time.CLOCK_REALTIME) - time.monotonic_ns()
+        tk = next((str(sec * 1_000_000_000 + nsec - offset) for lvl, typ, d in anc
+                   if lvl == socket.SOL_SOCKET and typ == 35 and len(d) >= 16
+                   for sec, nsec in [struct.unpack_from("qq", d)]), "-")
         if addr[2] == socket.PACKET_OUTGOING or len(frame) < 34:
             continue
         ihl = (frame[14] & 0x0F) * 4
@@ -111,9 +213,9 @@ def watch_main():
             continue
         dport = struct.unpack_from("!H", frame, l4 + 2)[0]
         if proto == 17:
-            emit(f"P {t} udp {dport} 0")
+            emit(f"P {t} udp {dport} 0 {tk}")
         elif proto == 6 and len(frame) >= l4 + 14:
-            emit(f"P {t} tcp {dport} {frame[l4 + 13]}")
+            emit(f"P {t} tcp {dport} {frame[l4 + 13]} {tk}")
 
 
 class Watcher:
@@ -139,6 +241,11 @@ class Watcher:
     def snapshot(self):
         with self.lock:
             return list(self.events)
+
+    def forget_before(self, t):
+        """Drops the events older than t (monotonic ns): what the next trial need not see."""
+        with self.lock:
+            self.events = [e for e in self.events if int(e[1]) >= t]
 
     def stop(self):
         terminate(self.proc)
@@ -326,13 +433,19 @@ class Ctx:
 
     # firewall ---------------------------------------------------------------------------
     def reset_firewall(self):
-        """The classic firewall and nothing else (removes what a daemon left behind)."""
+        """The classic firewall and nothing else (removes what a daemon left behind, also the
+        nftables backend's table)."""
+        self.remove_nft_table()
         self.srv_cmd(IPTABLES, "-w", "-F")
         self.srv_cmd(IPTABLES, "-w", "-X")
         self.srv_cmd(IPTABLES, "-w", "-A", "INPUT", "-m", "conntrack", "--ctstate",
                      "ESTABLISHED,RELATED", "-j", "ACCEPT")
         self.srv_cmd(IPTABLES, "-w", "-A", "INPUT", "-p", "tcp", "--dport", str(GUARD_PORT),
                      "-j", "REJECT", "--reject-with", "tcp-reset")
+
+    def remove_nft_table(self):
+        """Deletes table inet knock_spa (the nftables backend's), if there is one."""
+        self.srv_cmd(NFT, "delete", "table", "inet", NFT_TABLE, check=False)
 
     def delete_client_rule(self):
         """Deletes every `-s CLI -p tcp --dport 22 -j ACCEPT` in INPUT (knockd's rule)."""
@@ -344,8 +457,10 @@ class Ctx:
 
     # sender -----------------------------------------------------------------------------
     def flood_argv(self, kind, rate, count, seconds, target):
-        if kind == "syn":
-            return [self.flood_bin, "syn", SRV_IP, str(OPEN_SEQ[0]), "--sources", SPOOF_SOURCES,
+        if kind in ("syn", "syn-guard"):
+            # syn: to the first knock port; syn-guard: to the guarded port itself (part nft).
+            port = OPEN_SEQ[0] if kind == "syn" else GUARD_PORT
+            return [self.flood_bin, "syn", SRV_IP, str(port), "--sources", SPOOF_SOURCES,
                     "--rate", str(rate), "--count", str(count), "--seconds", str(seconds)]
         argv = [self.flood_bin, "udp", SRV_IP, str(SPA_PORT)]
         if kind == "garbage":
@@ -450,6 +565,8 @@ class KnockSpadSpa(Target):
     name = "knock-spad"
     label = "knock-spad SPA"
     mode = "spa"
+    firewall = "commands"  # the backend: iptables command templates, or nftables (subclass)
+    files = "spa"  # names this target's configuration, log and state directory
 
     def __init__(self, ctx, state_dir=None):
         super().__init__(ctx)
@@ -457,29 +574,33 @@ class KnockSpadSpa(Target):
         # The state directory (replay cache, grants) is written with fsync before a grant is
         # opened; by default it is on the work directory's file system (the disk), as
         # /var/lib/knock-spa would be. A tmpfs one isolates that cost (diagnostic).
-        self.state_dir = state_dir or os.path.join(w, "state-spa")
+        self.state_dir = state_dir or os.path.join(w, f"state-{self.files}")
         if state_dir:
-            self.label = "knock-spad SPA, StateDir on tmpfs (diagnostic)"
+            self.label += ", StateDir on tmpfs (diagnostic)"
         self.keyfile = os.path.join(w, "key.bench")
         self.other = os.path.join(w, "key.other")
-        self.conf = os.path.join(w, "knock-spad-spa.conf")
-        self.log = os.path.join(w, "knock-spad-spa.log")
+        self.conf = os.path.join(w, f"knock-spad-{self.files}.conf")
+        self.log = os.path.join(w, f"knock-spad-{self.files}.log")
 
     def write_conf(self):
         keyline = open(os.path.join(self.ctx.work, "keyline.bench")).read().strip()
+        if self.firewall == "nftables":
+            option, commands = "    Firewall   = nftables\n", ""
+        else:
+            option = ""
+            commands = (f"    Start_Command = {IPTABLES} -I INPUT -s %IP% -p %PROTO% --dport %PORT% -j ACCEPT\n"
+                        f"    Stop_Command  = {IPTABLES} -D INPUT -s %IP% -p %PROTO% --dport %PORT% -j ACCEPT\n")
         conf = f"""[options]
     LogFile    = {self.log}
     StateDir   = {self.state_dir}
     ServerName = {SRV_IP}
     Interface  = eth0
-
+{option}
 [spaSSH]
     {keyline}
     Allow_Ports   = {GUARD_PORT}/tcp
     Cmd_Timeout   = 30
-    Start_Command = {IPTABLES} -I INPUT -s %IP% -p %PROTO% --dport %PORT% -j ACCEPT
-    Stop_Command  = {IPTABLES} -D INPUT -s %IP% -p %PROTO% --dport %PORT% -j ACCEPT
-"""
+{commands}"""
         with open(self.conf, "w") as f:
             f.write(conf)
         os.chmod(self.conf, 0o600)
@@ -487,10 +608,17 @@ class KnockSpadSpa(Target):
     def start(self):
         self.write_conf()
         subprocess.run(["rm", "-rf", self.state_dir], check=True)
-        self.ctx.reset_firewall()
+        self.prepare_firewall()
         self.daemon = Daemon(self.ctx, self.name,
                              [f"{self.ctx.bin}/knock-spad", "-c", self.conf, "-i", "eth0"],
                              self.log, r"starting")
+        self.check_firewall()
+
+    def prepare_firewall(self):
+        self.ctx.reset_firewall()
+
+    def check_firewall(self):
+        pass
 
     def counters(self):
         return status_counters(self.state_dir)
@@ -568,6 +696,34 @@ class KnockSpadSpa(Target):
                     kind = names.get(mm.group(1), mm.group(1))
                     counts[kind] = counts.get(kind, 0) + int(mm.group(2))
         return counts
+
+
+class KnockSpadNft(KnockSpadSpa):
+    """The same SPA door with the native nftables backend (`Firewall = nftables`): no
+    commands; the daemon creates table inet knock_spa at start and each grant is an element of
+    its set admitted4 with a kernel timeout, added and deleted over netlink. iptables' own
+    table is removed first, so that the daemon's table alone decides (as on a host that uses
+    the nftables backend: iptables-nft's REJECT in `ip filter` would refuse port 22 whatever
+    the daemon's table accepts)."""
+
+    label = "knock-spad SPA, Firewall = nftables"
+    firewall = "nftables"
+    files = "spa-nft"
+
+    def prepare_firewall(self):
+        self.ctx.reset_firewall()
+        self.ctx.srv_cmd(IPTABLES, "-w", "-F")
+        self.ctx.srv_cmd(IPTABLES, "-w", "-X")
+        self.ctx.srv_cmd(NFT, "delete", "table", "ip", "filter", check=False)
+        self.ctx.remove_nft_table()
+
+    def check_firewall(self):
+        r = self.ctx.run_in(self.ctx.srv, [NFT, "list", "table", "inet", NFT_TABLE], check=False,
+                            stdout=subprocess.PIPE, text=True)
+        if r.returncode != 0:
+            self.stop()
+            raise RuntimeError("knock-spad with Firewall = nftables started, but table inet "
+                               f"{NFT_TABLE} is not there")
 
 
 class Fwknopd(Target):
@@ -840,8 +996,7 @@ def latency_trials(ctx, target, watcher, n, warmup):
             row["rule_ms"] = (rule_t - t0) / 1e6
         if i >= 0:
             rows.append(row)
-        with watcher.lock:
-            watcher.events = [e for e in watcher.events if int(e[1]) >= t0]
+        watcher.forget_before(t0)
     return rows
 
 
@@ -1185,6 +1340,384 @@ def part_profile(ctx, cfg):
     return res
 
 
+# ----------------------------------------------------------------------------- part nft
+# The command backend (the SPA door with iptables Start/Stop_Command, as in part latency)
+# against the nftables backend (the same door with `Firewall = nftables`), in the same run:
+# open and close latency to the kernel's notification, then the same with 10,000 grants
+# present, and the kernel's cost per SYN to the guarded port with 0 and with 10,000 grants.
+
+BULK_GRANTS = 10_000
+
+
+def bulk_addr(i):
+    """The i-th address of the bulk grants: 10.98.0.1 onwards, 250 per /24 (no .0, no .255);
+    outside the bench network, the client's address and the flood's spoofed sources."""
+    return f"10.98.{i // 250}.{i % 250 + 1}"
+
+
+def bulk_grants(ctx, backend, n):
+    """n grants for n other addresses to the guarded port, loaded the fastest honest way; the
+    kernel then holds what n grants of that backend would hold. Commands: iptables-restore of
+    n `-s ADDR -p tcp --dport 22 -j ACCEPT` rules above the classic firewall (where the
+    daemon's `iptables -I` puts them). nftables: `nft -f` of n elements of admitted4, each with
+    a 1 h timeout (the daemon's grants have Cmd_Timeout = 30 s; 1 h keeps the set full for the
+    whole measurement). Returns what was done and how long it took."""
+    if backend == "commands":
+        lines = ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]"]
+        lines += [f"-A INPUT -s {bulk_addr(i)}/32 -p tcp -m tcp --dport {GUARD_PORT} -j ACCEPT"
+                  for i in range(n)]
+        lines += ["-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+                  f"-A INPUT -p tcp -m tcp --dport {GUARD_PORT} -j REJECT --reject-with tcp-reset",
+                  "COMMIT"]
+        path = os.path.join(ctx.work, "bulk.iptables")
+        argv = ["iptables-restore", path]
+    else:
+        elems = ",\n".join(f"    {bulk_addr(i)} . tcp . {GUARD_PORT} timeout 1h" for i in range(n))
+        lines = [f"add element inet {NFT_TABLE} admitted4 {{", elems, "}"]
+        path = os.path.join(ctx.work, "bulk.nft")
+        argv = [NFT, "-f", path]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    t0 = time.monotonic()
+    ctx.run_in(ctx.srv, argv)
+    took = time.monotonic() - t0
+    return {"n": n, "how": " ".join(os.path.basename(a) if a == path else a for a in argv),
+            "seconds": round(took, 3), "present": count_grants(ctx, backend)}
+
+
+def count_grants(ctx, backend):
+    """How many grants to the guarded port the kernel holds: ACCEPT rules with a source in
+    INPUT, or elements of admitted4."""
+    if backend == "commands":
+        r = ctx.run_in(ctx.srv, [IPTABLES, "-w", "-S", "INPUT"], stdout=subprocess.PIPE, text=True)
+        return sum(1 for ln in r.stdout.splitlines() if " -s " in ln and ln.endswith("-j ACCEPT"))
+    r = ctx.run_in(ctx.srv, [NFT, "-j", "list", "set", "inet", NFT_TABLE, "admitted4"],
+                   stdout=subprocess.PIPE, text=True, check=False)
+    try:
+        for item in json.loads(r.stdout)["nftables"]:
+            if "set" in item:
+                return len(item["set"].get("elem", []))
+    except (ValueError, KeyError):
+        pass
+    return None
+
+
+def ruleset_text(ctx, backend):
+    """What the kernel holds for the backend, for the record (the bulk grants left out)."""
+    if backend == "commands":
+        argv = [IPTABLES, "-w", "-S"]
+    else:
+        argv = [NFT, "list", "table", "inet", NFT_TABLE]
+    r = ctx.run_in(ctx.srv, argv, stdout=subprocess.PIPE, text=True, check=False)
+    return r.stdout
+
+
+def grant_batch(ev, backend, op, t_from):
+    """The kernel's notifications that show the client's grant added (op "add") or removed
+    ("del") at or after t_from: (events of that batch about the grant, the one that counts).
+    Commands: the first NEWRULE / DELRULE in table filter, chain INPUT. nftables: the first
+    generation (one batch = one transaction) with a NEWSETELEM / DELSETELEM of the client's
+    element of admitted4; for an open, the batch is NEWSETELEM (no timeout), DELSETELEM,
+    NEWSETELEM (with the timeout), and the one that counts is the batch's last NEWSETELEM: the
+    element as it stays, with its timeout. All messages of a batch are sent after its commit,
+    in one datagram, so the watcher sees them at the same instant (the spread is recorded)."""
+    if backend == "commands":
+        for e in ev:
+            if (e[0] == "R" and e[2] == op and int(e[1]) >= t_from and len(e) >= 5
+                    and e[3] == "filter" and e[4] == "INPUT"):
+                return [e], e
+        return [], None
+    key = f"{CLI_IP}/6/{GUARD_PORT}"
+    mine = [e for e in ev if e[0] == "E" and int(e[1]) >= t_from and len(e) >= 7
+            and e[3] == "admitted4" and e[4] == key]
+    first = next((e for e in mine if e[2] == op), None)
+    if first is None:
+        return [], None
+    batch = [e for e in mine if e[5] == first[5]]
+    same_op = [e for e in batch if e[2] == op]
+    if op == "add":
+        # The element as it stays carries the timeout (a batch seen only in part, which
+        # wait_batch avoids, still gives its last add).
+        same_op = [e for e in same_op if e[6] != "-"] or same_op
+    return batch, same_op[-1]
+
+
+def wait_batch(watcher, backend, op, t_from, limit=0.5):
+    """grant_batch, polling the watcher for up to `limit` s; once the first notification is
+    in, 20 ms more, so that the rest of its batch and the packet lines (read by other
+    threads) are in too (the times are the watcher's, so waiting changes none)."""
+    end = time.monotonic() + limit
+    while True:
+        batch, e = grant_batch(watcher.snapshot(), backend, op, t_from)
+        if e is not None:
+            time.sleep(0.02)
+            return grant_batch(watcher.snapshot(), backend, op, t_from)
+        if time.monotonic() >= end:
+            return batch, e
+        time.sleep(0.002)
+
+
+def last_spa_packet(ev, t_from, t_to):
+    """(kernel receive time, watcher read time), monotonic ns, of the last client SPA packet
+    that arrived from t_from (a user-space time before the client started) to t_to (the
+    notification); None if there is none. A packet line without a kernel time counts with
+    the watcher's read time. The gap between the two is the watcher's wake-up delay, which
+    its notification reader has too (netlink gives no kernel time)."""
+    pk = []
+    for e in ev:
+        if e[0] == "P" and e[2] == "udp" and int(e[3]) == SPA_PORT:
+            t = int(e[5]) if len(e) > 5 and e[5] != "-" else int(e[1])
+            if t_from <= t <= t_to:
+                pk.append((t, int(e[1])))
+    return max(pk) if pk else None
+
+
+def wait_refused(t0, deadline, interval=0.0005):
+    """Probes until a connect is refused, or `deadline` s after t0; monotonic ns or None."""
+    end = t0 + int(deadline * 1e9)
+    while time.monotonic_ns() < end:
+        if not probe(0.25):
+            return time.monotonic_ns()
+        time.sleep(interval)
+    return None
+
+
+def timed_request(target, watcher, backend, action):
+    """Runs the client's `action` (open or close) and times it: client start -> the guarded
+    port connects (open) or refuses (close), and last SPA packet -> the kernel's notification
+    that the grant is there or gone. Returns (client start, monotonic ns; the fields)."""
+    op = "add" if action == "open" else "del"
+    wait = wait_connect if action == "open" else wait_refused
+    t0 = time.monotonic_ns()
+    subprocess.run(target.spa_argv(action), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t_ok = wait(t0, LATENCY_DEADLINE)
+    row = {f"{action}_ms": None if t_ok is None else (t_ok - t0) / 1e6}
+    batch, ev = wait_batch(watcher, backend, op, t0)
+    if ev is not None:
+        t_ev = int(ev[1])
+        pkt = last_spa_packet(watcher.snapshot(), t0, t_ev)
+        if pkt is not None:
+            row[f"pkt_to_{op}_ms"] = (t_ev - pkt[0]) / 1e6
+            row[f"{action}_pkt_read_delay_ms"] = (pkt[1] - pkt[0]) / 1e6
+        row[f"{op}_batch"] = ",".join(e[2] for e in batch)
+        row[f"{op}_batch_spread_ms"] = (max(int(e[1]) for e in batch)
+                                        - min(int(e[1]) for e in batch)) / 1e6
+    return t0, row
+
+
+def open_close_trials(ctx, target, watcher, backend, n, warmup):
+    """n timed opens, each closed by the client's close request (so each open is a new
+    grant: for the nftables backend a new element). Per trial: client start -> connect OK,
+    last SPA packet -> the grant in the kernel, and for the close: last SPA packet of the
+    close request -> the grant gone, and client start -> connect refused."""
+    rows = []
+    for i in range(-warmup, n):
+        if not target.ensure_closed():
+            rows.append({"trial": i, "error": "could not close before the trial"})
+            continue
+        time.sleep(0.02)
+        _, row = timed_request(target, watcher, backend, "open")
+        time.sleep(0.01)
+        t1, closing = timed_request(target, watcher, backend, "close")
+        row.update(closing, trial=i)
+        if i >= 0:
+            rows.append(row)
+        watcher.forget_before(t1)
+    return rows
+
+
+def summarize_open_close(rows):
+    def col(k):
+        return [r[k] for r in rows if r.get(k) is not None]
+
+    out = {"trials": len(rows), "opened": len(col("open_ms")), "closed": len(col("close_ms"))}
+    for k in ("pkt_to_add_ms", "pkt_to_del_ms", "open_ms", "close_ms"):
+        v = col(k)
+        out[k.replace("_ms", "_n")] = len(v)
+        for p in (50, 95, 99):
+            out[f"{k[:-3]}_p{p}_ms"] = pct(v, p)
+        out[f"{k[:-3]}_max_ms"] = max(v) if v else None
+    batches = {}
+    for r in rows:
+        if r.get("add_batch"):
+            batches[r["add_batch"]] = batches.get(r["add_batch"], 0) + 1
+    out["add_batches"] = batches
+    spread = col("add_batch_spread_ms")
+    out["add_batch_spread_max_ms"] = max(spread) if spread else None
+    delay = col("open_pkt_read_delay_ms") + col("close_pkt_read_delay_ms")
+    out["pkt_read_delay_p50_ms"] = pct(delay, 50)
+    out["pkt_read_delay_p95_ms"] = pct(delay, 95)
+    return out
+
+
+_KSOFTIRQD = []
+
+
+def ksoftirqd_ns():
+    """Run time (ns) of the ksoftirqd threads, summed: the softirq work the kernel deferred
+    from the sender's context."""
+    if not _KSOFTIRQD:
+        for pid in os.listdir("/proc"):
+            if pid.isdigit():
+                try:
+                    with open(f"/proc/{pid}/comm") as f:
+                        if f.read().startswith("ksoftirqd/"):
+                            _KSOFTIRQD.append(pid)
+                except OSError:
+                    pass
+    tot = 0
+    for pid in _KSOFTIRQD:
+        try:
+            with open(f"/proc/{pid}/schedstat") as f:
+                tot += int(f.read().split()[0])
+        except (OSError, ValueError):
+            pass
+    return tot
+
+
+def proc_stat_cpu():
+    """The machine's CPU time (s) per state from /proc/stat's first line (tick-sampled)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    hz = os.sysconf("SC_CLK_TCK")
+    names = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+    return {k: x / hz for k, x in zip(names, v)}
+
+
+def softnet_dropped():
+    """Packets dropped because a CPU's input backlog was full (/proc/net/softnet_stat, 2nd
+    column, summed over CPUs)."""
+    tot = 0
+    with open("/proc/net/softnet_stat") as f:
+        for line in f:
+            p = line.split()
+            if len(p) > 1:
+                tot += int(p[1], 16)
+    return tot
+
+
+def srv_ip_in_receives(ctx):
+    """IP packets that reached the server namespace's IP layer (Ip InReceives): each then
+    went through its netfilter hooks, so this counts the SYNs the firewall evaluated."""
+    r = ctx.run_in(ctx.srv, ["cat", "/proc/net/snmp"], stdout=subprocess.PIPE, text=True, check=False)
+    rows = [ln.split() for ln in r.stdout.splitlines() if ln.startswith("Ip:")]
+    try:
+        return int(rows[1][rows[0].index("InReceives")])
+    except (IndexError, ValueError):
+        return None
+
+
+def syn_cost(ctx, rate, count, seconds):
+    """One bounded SYN flood from the attacker to the guarded port (131072 spoofed sources,
+    none of them admitted) and what the kernel spent on it. With veth, the kernel receives,
+    bridges, filters and rejects each SYN on the sender's CPU, in softirq context, mostly in
+    the sender's own thread (when its send call re-enables bottom halves), the rest in
+    ksoftirqd. CPU = the sender's user+system time (getrusage: exact, it includes that
+    softirq work) + the ksoftirqd threads' run time; /proc/stat's softirq share (tick-sampled,
+    the whole machine) is the cross-check."""
+    conntrack_flush(ctx)
+    time.sleep(0.2)
+    rx0, k0, st0, dr0 = srv_ip_in_receives(ctx), ksoftirqd_ns(), proc_stat_cpu(), softnet_dropped()
+    rep = ctx.flood("syn-guard", rate, count, seconds, None)
+    rx1, k1, st1, dr1 = srv_ip_in_receives(ctx), ksoftirqd_ns(), proc_stat_cpu(), softnet_dropped()
+    sender = rep.get("cpu_user_s", 0.0) + rep.get("cpu_sys_s", 0.0)
+    ksoft = (k1 - k0) / 1e9
+    sent = rep["sent"] or 1
+    delivered = None if rx0 is None or rx1 is None else rx1 - rx0
+    return {"rate": rate, "sender": rep, "sender_pps": rep["pps"], "sender_cpu_s": sender,
+            "ksoftirqd_s": ksoft,
+            "cpu_s": sender + ksoft, "us_per_syn": (sender + ksoft) / sent * 1e6,
+            "softirq_s": st1["softirq"] - st0["softirq"],
+            "softirq_us_per_syn": (st1["softirq"] - st0["softirq"]) / sent * 1e6,
+            "delivered": delivered,
+            "delivered_pps": delivered / rep["seconds"] if delivered and rep["seconds"] else None,
+            "backlog_dropped": dr1 - dr0}
+
+
+def syn_costs(ctx, cfg, label):
+    """The fixed-rate flood (every set-up keeps up with it), then the floods at the sender's
+    top rate."""
+    runs = []
+    rate, count, seconds = cfg["nft_syn_fixed"]
+    plan = [("fixed", rate, count, seconds)]
+    plan += [("max", 0, cfg["nft_syn_max"][0], cfg["nft_syn_max"][1])] * cfg["nft_syn_max_repeats"]
+    for kind, rate, count, seconds in plan:
+        r = syn_cost(ctx, rate, count, seconds)
+        r["kind"] = kind
+        runs.append(r)
+        print(f"    {label:34s} SYN flood {kind:5s}: {r['sender']['sent']:>7} sent at "
+              f"{r['sender']['pps']:>7.0f}/s, {fmt(r['delivered_pps'], 0):>7} filtered/s, "
+              f"{r['us_per_syn']:.2f} CPU-us per SYN (softirq {r['softirq_us_per_syn']:.2f})",
+              flush=True)
+        time.sleep(0.5)
+    return runs
+
+
+def watched_trials(ctx, target, backend, n, warmup, label):
+    """open_close_trials with a watcher of its own (none runs during the floods: its packet
+    socket's filter would be one more cost per SYN); returns (rows, summary)."""
+    watcher = Watcher(ctx)
+    try:
+        rows = open_close_trials(ctx, target, watcher, backend, n, warmup)
+    finally:
+        watcher.stop()
+    s = summarize_open_close(rows)
+    print(f"  {label:42s} pkt->present p50 {fmt(s['pkt_to_add_p50_ms'], 3)} ms "
+          f"p99 {fmt(s['pkt_to_add_p99_ms'], 3)}  pkt->removed p50 {fmt(s['pkt_to_del_p50_ms'], 3)} ms "
+          f"({s['pkt_to_add_n']}/{s['trials']})", flush=True)
+    return rows, s
+
+
+def nft_backend(ctx, cfg, target, backend):
+    """Everything part nft measures for one backend, the daemon running throughout."""
+    out = {"label": target.label, "backend": backend}
+    target.start()
+    try:
+        out["ruleset"] = ruleset_text(ctx, backend)
+        out["trials"], out["summary"] = watched_trials(ctx, target, backend, cfg["nft_trials"],
+                                                       cfg["warmup"], target.label)
+        if not cfg.get("nft_latency_only"):
+            target.ensure_closed()
+            out["floods_0"] = syn_costs(ctx, cfg, f"{backend}, 0 grants")
+            target.ensure_closed()
+            out["bulk"] = b = bulk_grants(ctx, backend, BULK_GRANTS)
+            print(f"    {backend}: {b['n']} grants loaded by {b['how']} in {b['seconds']:.3f} s; "
+                  f"{b['present']} present", flush=True)
+            out["trials_10k"], out["summary_10k"] = watched_trials(
+                ctx, target, backend, cfg["nft_trials_10k"], min(2, cfg["warmup"]),
+                f"{target.label}, {BULK_GRANTS} grants")
+            target.ensure_closed()
+            out["present_before_floods_10k"] = count_grants(ctx, backend)
+            out["floods_10k"] = syn_costs(ctx, cfg, f"{backend}, {BULK_GRANTS} grants")
+            out["present_after_floods_10k"] = count_grants(ctx, backend)
+        out["daemon_log_tail"] = target.daemon.tail(10)
+    finally:
+        target.stop()
+    return out
+
+
+def part_nft(ctx, cfg):
+    out = {"grants": BULK_GRANTS, "backends": {}, "diagnostic": {}}
+    plan = [("backends", "commands", KnockSpadSpa(ctx), cfg),
+            ("backends", "nftables", KnockSpadNft(ctx), cfg)]
+    if os.path.isdir("/dev/shm"):
+        # The same two with StateDir on tmpfs: the open path without the cost of its two data
+        # syncs (the replay record and the grant record are on disk before the grant exists).
+        lat = dict(cfg, nft_latency_only=True)
+        for backend, cls in (("commands", KnockSpadSpa), ("nftables", KnockSpadNft)):
+            t = cls(ctx, state_dir=f"/dev/shm/knock-spa-bench-{os.getpid()}-{backend}")
+            plan.append(("diagnostic", backend, t, lat))
+    for group, backend, t, c in plan:
+        try:
+            out[group][backend] = nft_backend(ctx, c, t, backend)
+        except RuntimeError as e:
+            # A daemon without the nftables backend (an older build) refuses or ignores
+            # Firewall = nftables: keep what the other backend measured, and say why.
+            print(f"  {t.label}: not measured: {e}", flush=True)
+            out[group][backend] = {"label": t.label, "backend": backend, "error": str(e)}
+    return out
+
+
 # ----------------------------------------------------------------------------- summary
 
 
@@ -1199,6 +1732,7 @@ def env_info():
     return {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "nproc": os.cpu_count(), "cpu": cpu,
             "kernel": os.uname().release, "loadavg": loadavg(), "top": top,
             "knockd": first_line(["knockd", "-V"]), "fwknopd": first_line(["fwknopd", "--version"]),
+            "nft": first_line(["nft", "--version"]), "iptables": first_line([IPTABLES, "--version"]),
             "git_head": first_line(["git", "-C", REPO, "rev-parse", "--short", "HEAD"]),
             "git_dirty": subprocess.run(["git", "-C", REPO, "status", "--short", "--", "server", "shared", "keys",
                                          "client", "Cargo.lock"], stdout=subprocess.PIPE,
@@ -1332,9 +1866,112 @@ def summary_md(res):
         if incl:
             L.append(f"\nInclusive time under `poll()`: {incl[0]['children_pct']:.1f}%.")
         L.append("")
+    if "nft" in p:
+        L.extend(nft_md(p["nft"]["data"], p["nft"].get("cfg", {})))
     L.append("## Targets\n")
     L.extend(targets_md(p))
     return "\n".join(L) + "\n"
+
+
+def nft_md(d, cfg):
+    """The summary's section for part nft."""
+    L = ["## nftables backend vs commands (part nft)\n"]
+    L.append("Last SPA packet at the server's eth0 -> the kernel's notification: NEWRULE / DELRULE "
+             "(table filter, chain INPUT) for the commands, the last NEWSETELEM of the open's batch "
+             "(add, delete, add: the element with its timeout) / the DELSETELEM for nftables. Each "
+             "open is closed by the client's close request before the next one, so each is a new "
+             f"grant. With {d.get('grants', BULK_GRANTS)} grants: {d.get('grants', BULK_GRANTS)} "
+             "other addresses admitted to the guarded port first (iptables-restore / nft -f).\n")
+    L.append("| backend | StateDir | other grants | N | last pkt -> present p50 / p95 / p99 ms | "
+             "close: last pkt -> removed p50 / p95 / p99 ms | open: client start -> connect p50 / p99 ms | "
+             "close: client start -> refused p50 ms |")
+    L.append("|---|---|---:|---:|---|---|---|---:|")
+
+    def row(v, s, where, grants):
+        L.append(f"| {v['backend']} | {where} | {grants} | {s['pkt_to_add_n']}/{s['trials']} | "
+                 f"{fmt(s['pkt_to_add_p50_ms'], 3)} / {fmt(s['pkt_to_add_p95_ms'], 3)} / {fmt(s['pkt_to_add_p99_ms'], 3)} | "
+                 f"{fmt(s['pkt_to_del_p50_ms'], 3)} / {fmt(s['pkt_to_del_p95_ms'], 3)} / {fmt(s['pkt_to_del_p99_ms'], 3)} | "
+                 f"{fmt(s['open_p50_ms'], 2)} / {fmt(s['open_p99_ms'], 2)} | {fmt(s['close_p50_ms'], 2)} |")
+
+    for v in d.get("backends", {}).values():
+        if v.get("summary"):
+            row(v, v["summary"], "disk", 0)
+    for v in d.get("diagnostic", {}).values():
+        if v.get("summary"):
+            row(v, v["summary"], "tmpfs", 0)
+    for v in d.get("backends", {}).values():
+        if v.get("summary_10k"):
+            row(v, v["summary_10k"], "disk", v.get("bulk", {}).get("present", "?"))
+    for group in ("backends", "diagnostic"):
+        for v in d.get(group, {}).values():
+            if v.get("error"):
+                L.append(f"| {v['backend']} | {'disk' if group == 'backends' else 'tmpfs'} | - | - | "
+                         f"not measured: {v['error'].splitlines()[0]} | | | |")
+
+    batches = {}
+    for v in d.get("backends", {}).values():
+        if v["backend"] == "nftables" and v.get("summary"):
+            batches = v["summary"].get("add_batches", {})
+            spread = v["summary"].get("add_batch_spread_max_ms")
+            L.append("")
+            L.append("nftables open batches seen (client's element): " + ", ".join(
+                f"{k} x{n}" for k, n in batches.items()) +
+                f"; largest spread between the batch's first and last notification: {fmt(spread, 3)} ms.")
+    delays = [(v["backend"], v["summary"]) for v in d.get("backends", {}).values()
+              if v.get("summary", {}).get("pkt_read_delay_p50_ms") is not None]
+    if delays:
+        L.append("")
+        L.append("The packet times are the kernel's (SO_TIMESTAMPNS at eth0); the notification times are "
+                 "when the watcher read them (netlink gives no kernel time), so the figures above include "
+                 "the watcher's wake-up. Its packet reader's own delay, kernel time -> read, for the same "
+                 "packets: " + "; ".join(
+                     f"{b} p50 {fmt(s['pkt_read_delay_p50_ms'], 3)} ms, p95 {fmt(s['pkt_read_delay_p95_ms'], 3)} ms"
+                     for b, s in delays) + ".")
+    L.append("")
+    bulk = [(v["backend"], v["bulk"]) for v in d.get("backends", {}).values() if v.get("bulk")]
+    if bulk:
+        L.append("Loading the grants: " + "; ".join(
+            f"{b}: {x['n']} by `{x['how']}` in {x['seconds']:.3f} s ({x['present']} present)"
+            for b, x in bulk) + ".\n")
+    fl = [(v["backend"], n, v.get(f"floods_{k}"))
+          for v in d.get("backends", {}).values()
+          for k, n in (("0", 0), ("10k", d.get("grants", BULK_GRANTS)))]
+    fl = [x for x in fl if x[2]]
+    if fl:
+        L.append("Kernel cost of a SYN to the guarded port (spoofed, not admitted: it meets every grant "
+                 "before the reject). CPU = the sender's own CPU time (getrusage; with veth it includes the "
+                 "receive, bridge, netfilter and reject work done in softirq on its CPU) + ksoftirqd run "
+                 "time; softirq = /proc/stat's softirq time over the top-rate flood (whole machine, "
+                 "tick-sampled: a cross-check; too coarse for the short fixed-rate flood). "
+                 "\"filtered\" = IP packets that reached the server namespace (Ip InReceives), each of "
+                 "which went through its input hook. Top-rate figures are medians of the repeats, "
+                 "each column on its own.\n")
+        L.append("| backend | grants | fixed rate: SYNs | filtered | CPU-us / SYN | "
+                 "top rate: sent SYN/s | filtered SYN/s | CPU-us / SYN | softirq-us / SYN | backlog drops |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        per = {}
+        for b, n, runs in fl:
+            fx = next((r for r in runs if r["kind"] == "fixed"), None)
+            mx = [r for r in runs if r["kind"] == "max"]
+
+            def med(k):
+                vals = [r[k] for r in mx if r.get(k) is not None]
+                return statistics.median(vals) if vals else None
+
+            per[(b, n)] = (fx["us_per_syn"] if fx else None, med("us_per_syn"))
+            L.append(f"| {b} | {n} | {fx['sender']['sent'] if fx else '-'} | "
+                     f"{fx['delivered'] if fx else '-'} | {fmt(fx['us_per_syn'] if fx else None, 2)} | "
+                     f"{fmt(med('sender_pps'), 0)} | {fmt(med('delivered_pps'), 0)} | "
+                     f"{fmt(med('us_per_syn'), 2)} | {fmt(med('softirq_us_per_syn'), 2)} | "
+                     f"{sum(r['backlog_dropped'] for r in mx)} |")
+        L.append("")
+        for b in ("commands", "nftables"):
+            a, z = per.get((b, 0)), per.get((b, d.get("grants", BULK_GRANTS)))
+            if a and z and a[0] is not None and z[0] is not None:
+                L.append(f"- {b}: {d.get('grants', BULK_GRANTS)} grants add {z[0] - a[0]:+.2f} CPU-us per SYN "
+                         f"at the fixed rate" + (f", {z[1] - a[1]:+.2f} at the top rate" if a[1] and z[1] else ""))
+        L.append("")
+    return L
 
 
 def targets_md(p):
@@ -1353,6 +1990,12 @@ def targets_md(p):
                  f"{lab}: open p99 <= 30 ms (got {fmt(s['open_p99_ms'])} ms)")
             line(s["pkt_to_rule_p50_ms"] is not None and s["pkt_to_rule_p50_ms"] <= 5,
                  f"{lab}: last packet -> rule p50 <= 5 ms (got {fmt(s['pkt_to_rule_p50_ms'], 2)} ms)")
+    nb = p.get("nft", {}).get("data", {}).get("backends", {})
+    s = (nb.get("nftables") or {}).get("summary")
+    if s:
+        line(s["pkt_to_add_p50_ms"] is not None and s["pkt_to_add_p50_ms"] <= 0.5,
+             f"knock-spad SPA, Firewall = nftables: last packet -> element present p50 <= 0.5 ms "
+             f"(got {fmt(s['pkt_to_add_p50_ms'], 3)} ms, {s['pkt_to_add_n']}/{s['trials']} measured)")
     fl = p.get("flood", {}).get("data", {})
     v = fl.get("knock-spad SPA")
     if v:
@@ -1413,6 +2056,28 @@ def write_csvs(results_dir, name, data):
                     w.writerow([lab, r["kind"], r["sender"]["sent"], r["sender"]["pps"], r["cpu"]["cpu_s"],
                                 r["cpu"]["cpu_s_net"], r["cpu"]["cpu_s_ticks"], r["us_per_offered"],
                                 r.get("processed_n"), r.get("us_per_processed"), r["vcs_per_pkt"]])
+    elif name == "nft":
+        with open(os.path.join(results_dir, "nft.csv"), "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["backend", "state_dir", "other_grants", "trial", "open_ms", "pkt_to_add_ms",
+                        "close_ms", "pkt_to_del_ms", "add_batch"])
+            for group, where in (("backends", "disk"), ("diagnostic", "tmpfs")):
+                for v in data.get(group, {}).values():
+                    for key, grants in (("trials", 0), ("trials_10k", data.get("grants"))):
+                        for r in v.get(key, []):
+                            w.writerow([v["backend"], where, grants, r.get("trial"), r.get("open_ms"),
+                                        r.get("pkt_to_add_ms"), r.get("close_ms"), r.get("pkt_to_del_ms"),
+                                        r.get("add_batch")])
+        with open(os.path.join(results_dir, "nft-syn.csv"), "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["backend", "grants", "kind", "sent", "sender_pps", "delivered", "delivered_pps",
+                        "cpu_s", "us_per_syn", "softirq_us_per_syn", "backlog_dropped"])
+            for v in data.get("backends", {}).values():
+                for key, grants in (("floods_0", 0), ("floods_10k", data.get("grants"))):
+                    for r in v.get(key, []):
+                        w.writerow([v["backend"], grants, r["kind"], r["sender"]["sent"], r["sender_pps"],
+                                    r["delivered"], r["delivered_pps"], r["cpu_s"], r["us_per_syn"],
+                                    r["softirq_us_per_syn"], r["backlog_dropped"]])
     elif name == "flood":
         with open(os.path.join(results_dir, "flood.csv"), "w", newline="") as f:
             w = csv.writer(f)
@@ -1493,7 +2158,7 @@ def main():
     ap.add_argument("--flood", required=True)
     ap.add_argument("--results", required=True)
     ap.add_argument("--png", required=True)
-    ap.add_argument("--parts", default="rate,latency,cpu,flood,profile")
+    ap.add_argument("--parts", default="rate,latency,cpu,flood,profile,nft")
     ap.add_argument("--quick", action="store_true")
     a = ap.parse_args()
     ctx = Ctx(a)
@@ -1509,6 +2174,14 @@ def main():
         "flood_trials": 3 if quick else 10,
         "flood_rates": [20000, 0] if quick else [5000, 10000, 20000, 50000, 100000, 0],
         "profile_seconds": 3 if quick else 5,
+        # part nft: opens (each closed again) per backend, then the same with 10,000 grants.
+        "nft_trials": 30 if quick else 200,
+        "nft_trials_10k": 10 if quick else 100,
+        # SYN floods to the guarded port: (pkt/s, packets, at most s) at a rate every set-up
+        # keeps up with, then (packets, s) at the sender's top rate, repeated.
+        "nft_syn_fixed": (2000, 4000, 10) if quick else (2000, 10000, 15),
+        "nft_syn_max": (1_000_000, 2) if quick else (2_000_000, 3),
+        "nft_syn_max_repeats": 1 if quick else 3,
     }
     parts = [x for x in a.parts.split(",") if x]
     merged_path = os.path.join(a.results, "results.json")
@@ -1525,7 +2198,7 @@ def main():
 
     signal.signal(signal.SIGTERM, stop)
     try:
-        for name in ("rate", "latency", "cpu", "flood", "profile"):
+        for name in ("rate", "latency", "cpu", "flood", "profile", "nft"):
             if name not in parts:
                 continue
             print(f"== {name}", flush=True)
@@ -1540,6 +2213,8 @@ def main():
                 data = part_cpu(ctx, cfg)
             elif name == "flood":
                 data = part_flood(ctx, cfg, top)
+            elif name == "nft":
+                data = part_nft(ctx, cfg)
             else:
                 data = part_profile(ctx, cfg)
             entry = {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "seconds": round(time.time() - t0, 1),

@@ -18,7 +18,8 @@
  *   --seconds S     stop after S seconds whatever the count (default 30, at most 600)
  *   --batch B       packets per sendmmsg call (default: adapted to the rate, at most 64)
  *
- * Output (stdout): {"mode":"udp","sent":N,"errors":N,"seconds":S,"pps":R,"rate":R0,...}
+ * Output (stdout): {"mode":"udp","sent":N,"errors":N,"seconds":S,"pps":R,"rate":R0,...,
+ *                  "cpu_user_s":U,"cpu_sys_s":S} (the sender's own CPU time, getrusage)
  *
  * Only meant for the benchmark's own network namespaces (bench/run): it sends to the one
  * destination it is given and nowhere else.
@@ -35,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -289,9 +291,19 @@ int main(int argc, char **argv) {
     }
     double elapsed = now_s() - start;
     uint32_t distinct = syn ? (sent < (long long)src_count ? (uint32_t)sent : src_count) : 0;
+    /* The sender's own CPU time, user + system (Linux scales the tick-sampled split to the
+     * scheduler's exact run time, so the sum is exact). It includes the softirq work the kernel
+     * did in this thread's context: with veth, a sent packet is received, routed, bridged and
+     * filtered on the sender's CPU when the send call re-enables bottom halves. */
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double cpu_user = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6;
+    double cpu_sys = (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
     printf("{\"mode\":\"%s\",\"sent\":%lld,\"errors\":%lld,\"calls\":%lld,\"seconds\":%.6f,"
-           "\"pps\":%.1f,\"rate\":%.1f,\"batch\":%d,\"distinct_sources\":%u,\"stopped\":%s}\n",
+           "\"pps\":%.1f,\"rate\":%.1f,\"batch\":%d,\"distinct_sources\":%u,\"stopped\":%s,"
+           "\"cpu_user_s\":%.6f,\"cpu_sys_s\":%.6f}\n",
            mode, sent, errors, calls, elapsed, elapsed > 0 ? (double)sent / elapsed : 0.0, rate, batch,
-           distinct, stop_flag ? "\"signal\"" : (sent >= count ? "\"count\"" : "\"time\""));
+           distinct, stop_flag ? "\"signal\"" : (sent >= count ? "\"count\"" : "\"time\""),
+           cpu_user, cpu_sys);
     return 0;
 }
