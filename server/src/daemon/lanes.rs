@@ -4,9 +4,9 @@
 //! up a due close, and the keeper itself never waits for a command: it hands jobs over and
 //! takes up their results ([`Done`]) as they come.
 //!
-//! With `Firewall = nftables` the jobs are netlink batches instead of commands (an element
-//! added with its kernel timeout, or deleted), on the same lanes and in the same order, each
-//! lane with its own socket.
+//! With `Firewall = nftables` the grant keeper adds the elements itself (a netlink batch the
+//! kernel answers within the send); the close lane deletes them, in order with the other
+//! closes, and the open lane updates the guarded ports at a reload; each with its own socket.
 //!
 //! Both queues are bounded: the open lane at [`OPEN_LANE_LEN`] (beyond it the keeper refuses
 //! new opens, counted with the dropped actions), the close lane at [`CLOSE_LANE_LEN`] (beyond
@@ -14,7 +14,6 @@
 //! results waiting are bounded by the two queues and the two jobs running.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use knock_shared::types::PortSpec;
 use tokio::sync::mpsc;
@@ -56,19 +55,6 @@ pub enum OpenJob {
         door: String,
         /// The rendered command.
         argv: Vec<String>,
-    },
-    /// nftables: add a grant's element with a kernel timeout that ends at `until_ms`, or
-    /// give the element there that timeout (one atomic batch). With `id` (a new grant)
-    /// answered with [`Done::Started`]; without (an extension), not answered.
-    Element {
-        /// The new grant, or `None` for an extension.
-        id: Option<u64>,
-        /// Its door, for the log.
-        door: String,
-        /// The element.
-        elem: Element,
-        /// Unix ms when the kernel must remove it.
-        until_ms: u64,
     },
     /// nftables, at a reload: the guarded ports may have changed. Replaces the guarded set's
     /// elements over netlink; if the table is gone (removed by hand), applies the whole
@@ -205,33 +191,6 @@ async fn open_lane(mut jobs: mpsc::Receiver<OpenJob>, done: mpsc::UnboundedSende
             }
             OpenJob::Recheck { door, argv } => recheck(&door, &argv).await,
             OpenJob::Once { door, argv } => run_once(&door, &argv, &mut applied).await,
-            OpenJob::Element {
-                id,
-                door,
-                elem,
-                until_ms,
-            } => {
-                let left = until_ms.saturating_sub(now_ms());
-                let ok = if left == 0 {
-                    // Already due: nothing to add; the keeper closes it now.
-                    true
-                } else {
-                    let timeout = Duration::from_millis(left);
-                    match socket.call(|n| n.put(elem, timeout)) {
-                        Ok(()) => {
-                            verbose!("{door}: element {} added, {left} ms", show(elem));
-                            true
-                        }
-                        Err(e) => {
-                            error!("{door}: cannot add the element {}: {e}", show(elem));
-                            false
-                        }
-                    }
-                };
-                if let Some(id) = id {
-                    let _ = done.send(Done::Started { id, ok });
-                }
-            }
             OpenJob::Guard { ports } => guard(&mut socket, ports).await,
         }
     }
@@ -257,18 +216,13 @@ async fn guard(socket: &mut NftSocket, ports: Vec<PortSpec>) {
     }
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// An element as nft writes it: `10.0.0.1 . tcp . 22`.
 pub fn show(e: Element) -> String {
     format!("{} . {} . {}", e.addr, e.port.proto, e.port.port)
 }
 
-/// A lane's netlink socket: opened when first needed, reopened after a failure.
+/// A netlink socket (a lane's, or the grant keeper's): opened when first needed, reopened
+/// after a failure.
 ///
 /// Called inline, not on the blocking pool: the kernel runs an nftables batch inside the
 /// `sendmsg` and has queued its answers when the receive starts (about 30 µs for an element,
@@ -277,10 +231,14 @@ pub fn show(e: Element) -> String {
 /// kernel that does not answer is bounded by the socket's receive timeout
 /// ([`REPLY_TIMEOUT`](crate::firewall::nft::netlink::REPLY_TIMEOUT)).
 #[derive(Debug, Default)]
-struct NftSocket(Option<Nft>);
+pub struct NftSocket(Option<Nft>);
 
 impl NftSocket {
-    fn call<T>(&mut self, f: impl FnOnce(&mut Nft) -> Result<T, NftError>) -> Result<T, NftError> {
+    /// Runs `f` on the socket (opened first if need be).
+    pub fn call<T>(
+        &mut self,
+        f: impl FnOnce(&mut Nft) -> Result<T, NftError>,
+    ) -> Result<T, NftError> {
         let mut nft = match self.0.take() {
             Some(n) => n,
             None => Nft::open()?,

@@ -75,6 +75,21 @@ pub(super) struct LoadedGrants {
 }
 
 impl GrantRecord {
+    /// The grant, for the operator: `DOOR ADDR[/LEN] [PORT] [(key NAME)]`.
+    pub fn describe(&self) -> String {
+        let port = if self.port.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", self.port)
+        };
+        let key = if self.key.is_empty() {
+            String::new()
+        } else {
+            format!(" (key {})", self.key)
+        };
+        format!("{} {}{port}{key}", self.door, self.admitted())
+    }
+
     /// What it admits: one address, or a network.
     pub fn admitted(&self) -> knock_shared::types::Admitted {
         match self.prefix {
