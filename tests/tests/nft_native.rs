@@ -121,6 +121,22 @@ fn expect(topo: &Topology, ns: &Netns, to: SocketAddr, want: ConnectResult, log:
     }
 }
 
+/// Waits until `status` lists `n` open grants: their records are written.
+fn recorded(topo: &Topology, n: usize) {
+    wait_for_status_line(
+        &state(topo),
+        &["open", "grants:", &n.to_string()],
+        Duration::from_secs(5),
+    );
+}
+
+/// Starts the daemon and waits until its table is in place.
+fn start(topo: &Topology, conf: &std::path::Path) -> Daemon {
+    let mut d = Daemon::start(&topo.server, conf, &[]);
+    d.expect_log("table inet knock_spa in place", Duration::from_secs(5));
+    d
+}
+
 /// An SPA open from the client with `args`, then `to` accepted.
 #[track_caller]
 fn open_ok(topo: &Topology, key: &ClientKey, args: &[&str], to: SocketAddr, d: &Daemon) {
@@ -162,8 +178,7 @@ fn spa_opens_an_element_for_exactly_the_client_then_extends_and_closes() {
         tcp_connect(&topo.client, ssh4(), PROBE),
         ConnectResult::Accepted
     );
-    let mut d = Daemon::start(&topo.server, &conf, &[]);
-    d.expect_log("table inet knock_spa in place", Duration::from_secs(5));
+    let mut d = start(&topo, &conf);
     for (ns, to) in [
         (&topo.client, ssh4()),
         (&topo.client, ssh6()),
@@ -286,8 +301,7 @@ fn spa_opens_an_element_for_exactly_the_client_then_extends_and_closes() {
 #[test]
 fn after_kill_9_the_kernel_ends_the_grant_on_time_and_a_restart_reconciles() {
     let (topo, key, conf) = setup(5, "");
-    let mut d = Daemon::start(&topo.server, &conf, &[]);
-    d.expect_log("table inet knock_spa in place", Duration::from_secs(5));
+    let mut d = start(&topo, &conf);
     open_ok(
         &topo,
         &key,
@@ -296,6 +310,9 @@ fn after_kill_9_the_kernel_ends_the_grant_on_time_and_a_restart_reconciles() {
         &d,
     );
     let opened = Instant::now();
+    // The element comes before the grant's record: crash once it is recorded (a crash before
+    // leaves an element with no record, which the kernel ends all the same).
+    recorded(&topo, 1);
     d.crash();
     assert!(!d.is_running());
     // No daemon: the client keeps its access until the kernel's timeout...
@@ -341,6 +358,7 @@ fn after_kill_9_the_kernel_ends_the_grant_on_time_and_a_restart_reconciles() {
     );
 
     // A crash with a live element: the restart keeps the grant and closes it at its time.
+    recorded(&topo, 1);
     d.crash();
     let mut d = Daemon::start(&topo.server, &conf, &[]);
     d.expect_log("1 recorded grant(s) kept, 0 gone", Duration::from_secs(5));
@@ -395,8 +413,7 @@ fn a_knock_door_opens_its_open_ports_and_another_table_opens_nothing() {
         "the printed script differs from what --apply applies"
     );
     remove();
-    let mut d = Daemon::start(&topo.server, &conf, &[]);
-    d.expect_log("table inet knock_spa in place", Duration::from_secs(5));
+    let mut d = start(&topo, &conf);
     assert_eq!(table(), by_apply, "the daemon applies another table");
     // Another table that accepts everything first does not open a guarded port.
     topo.server.exec_ok([
@@ -453,8 +470,7 @@ fn ten_thousand_concurrent_grants() {
     let text = std::fs::read_to_string(&conf).expect("read conf")
         + "\n[flood]\n    Sequence    = 7100\n    Open_Ports  = 22/tcp\n    Cmd_Timeout = 600\n    Max_Grants  = 20000\n";
     std::fs::write(&conf, text).expect("write conf");
-    let mut d = Daemon::start(&topo.server, &conf, &[]);
-    d.expect_log("table inet knock_spa in place", Duration::from_secs(5));
+    let mut d = start(&topo, &conf);
     // In rounds of new sources, each within the action queue's bound (a burst of 10,000
     // completions at once is refused beyond the bounded queues, by design: caps.rs).
     const ROUND: u32 = 1000;
@@ -537,8 +553,7 @@ fn udp_capture_opens_elements_too() {
     let text = std::fs::read_to_string(&conf).expect("read conf");
     let spa_only = text.split("[openSSH]").next().expect("text").to_owned();
     std::fs::write(&conf, spa_only).expect("write conf");
-    let mut d = Daemon::start(&topo.server, &conf, &[]);
-    d.expect_log("table inet knock_spa in place", Duration::from_secs(5));
+    let d = start(&topo, &conf);
     // The table guards the doors' ports, not the SPA port the socket listens on.
     assert!(!set(&topo, "guarded").contains("62201"));
     assert_eq!(
@@ -554,8 +569,7 @@ fn udp_capture_opens_elements_too() {
 #[test]
 fn keep_rules_on_exit_leaves_the_elements_to_their_kernel_timeout() {
     let (topo, key, conf) = setup(5, "    KeepRulesOnExit\n");
-    let mut d = Daemon::start(&topo.server, &conf, &[]);
-    d.expect_log("table inet knock_spa in place", Duration::from_secs(5));
+    let mut d = start(&topo, &conf);
     open_ok(
         &topo,
         &key,
