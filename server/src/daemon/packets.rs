@@ -77,8 +77,10 @@ impl RejectLog {
     }
 
     /// Logs `reject` in detail if its reason has budget left, else counts it. Returns whether
-    /// it was logged.
-    fn record(&mut self, now: Instant, src: IpAddr, reject: &Reject) -> bool {
+    /// it was logged. A packet bound to another server identity is logged with the identities
+    /// this server answers to (`servers`), so that the operator sees what the client should
+    /// have bound it to (`--server-id`, the stanza's `server_id`).
+    fn record(&mut self, now: Instant, src: IpAddr, reject: &Reject, servers: &[String]) -> bool {
         let i = reject.kind().index();
         let (start, count) = &mut self.detail[i];
         if start.is_none_or(|t| now.duration_since(t) >= REJECT_LOG_INTERVAL) {
@@ -87,7 +89,14 @@ impl RejectLog {
         }
         if *count < REJECT_LOG_BURST {
             *count += 1;
-            info!("spa: rejected packet from {src}: {reject}");
+            if matches!(reject, Reject::WrongServer) {
+                info!(
+                    "spa: rejected packet from {src}: {reject} (this server answers to {})",
+                    servers.join(", ")
+                );
+            } else {
+                info!("spa: rejected packet from {src}: {reject}");
+            }
             true
         } else {
             self.suppressed[i] += 1;
@@ -498,7 +507,9 @@ impl PacketLoop {
             Ok(a) => a,
             Err(reject) => {
                 self.stats.rejected[reject.kind().index()].fetch_add(1, Ordering::Relaxed);
-                let _ = self.rejects.record(Instant::now(), src, &reject);
+                let _ = self
+                    .rejects
+                    .record(Instant::now(), src, &reject, &self.rt.server_names);
                 return;
             }
         };
@@ -561,15 +572,15 @@ mod tests {
         let t0 = Instant::now();
         let src = IpAddr::from([192, 0, 2, 1]);
         let logged = (0..20)
-            .filter(|_| log.record(t0, src, &Reject::Replay))
+            .filter(|_| log.record(t0, src, &Reject::Replay, &[]))
             .count();
         assert_eq!(logged as u32, REJECT_LOG_BURST);
         assert_eq!(log.suppressed[Reject::Replay.kind().index()], 15);
         // Another reason has its own budget.
-        assert!(log.record(t0, src, &Reject::UnknownKey));
+        assert!(log.record(t0, src, &Reject::UnknownKey, &[]));
         // The budget comes back after the interval; the summary resets the counters.
         let later = t0 + REJECT_LOG_INTERVAL;
-        assert!(log.record(later, src, &Reject::Replay));
+        assert!(log.record(later, src, &Reject::Replay, &[]));
         assert!(log.tick(later));
         assert_eq!(log.suppressed.iter().sum::<u64>(), 0);
         assert!(!log.tick(later));
