@@ -98,7 +98,7 @@ if [ "$server_only" = 0 ]; then
   extras "$client" knock-spa 1
   # knock-spa(1) refers to a page per command, knock-spa-COMMAND(1). The client's test
   # install_sh_installs_a_page_per_command keeps this list equal to its commands.
-  for command in open close keygen knock completions man; do
+  for command in open close proxy keygen knock config completions man; do
     man_page "$client" "knock-spa-$command" 1 "$command"
   done
 fi

@@ -42,10 +42,30 @@ const OPEN_ABOUT: &str = concat!(
     "Send an SPA packet asking the server to open SERVICE for this client's address.\n\n",
     spa_help!(),
     "\n\n\
-    Knock, then connect: `knock-spa open ssh myserver -- ssh user@myserver` sends the packet, \
-    waits --wait milliseconds (200 by default) for the server to open the port, then runs the \
-    command in place of knock-spa (its exit status is the command's)."
+    Knock, then connect: `knock-spa open ssh myserver --wait -- ssh user@myserver` sends the \
+    packet, waits until the port accepts a TCP connection (--timeout, 5 s by default), then \
+    runs the command in place of knock-spa (its exit status is the command's); without \
+    --wait, the command runs after --delay milliseconds (200 by default). `open SERVICE HOST \
+    --wait` without a command exits 0 once the port accepts connections, 1 after the \
+    timeout: for ssh_config's `Match exec`."
 );
+const PROXY_ABOUT: &str = concat!(
+    "Send an SPA packet asking the server to open PORT/tcp for this client, connect to \
+     HOST:PORT as soon as the port accepts connections (at most --timeout seconds; the packet \
+     is sent again, once, halfway), then relay standard input to the connection and the \
+     connection to standard output until either side closes. Made for ssh:\n\n  \
+     Host gw\n      ProxyCommand knock-spa proxy %h %p\n\n\
+     Nothing is printed on success unless -v; errors are one line on stderr and the exit \
+     status is 1 (2 for a usage error).\n\n",
+    spa_help!()
+);
+const CONFIG_ABOUT: &str = "Print the files knock-spa reads, in the order it looks for them: \
+    the configuration file (--config, else $KNOCK_SPA_CONFIG, else \
+    $XDG_CONFIG_HOME/knock-spa/config, else ~/.knock/config) with its stanzas, and the key \
+    file (--key, else a stanza's `key`, else $XDG_CONFIG_HOME/knock-spa/key, else \
+    ~/.knock/key) with its name. $XDG_CONFIG_HOME defaults to ~/.config. Exit status 1 when \
+    a file that would be used cannot be (unreadable, too open), 2 for an error in the \
+    configuration file.";
 const CLOSE_ABOUT: &str = concat!(
     "Send an SPA packet asking the server to close SERVICE for this client's address now, \
      instead of waiting for the open time to run out.\n\n",
@@ -68,20 +88,23 @@ const CLOSE_ABOUT: &str = concat!(
         knock-spa keygen                      # once; paste the printed line into the server\n  \
         knock-spa open ssh server.example     # then ssh in within the server's time limit\n  \
         knock-spa close ssh server.example\n  \
-        knock-spa open myserver -- ssh myserver   # a stanza of ~/.knock/config, then ssh\n\n\
-        Files:\n  \
-        ~/.knock/key     the key file (mode 0600) unless --key or a stanza's `key` names \
-        another\n  \
-        ~/.knock/config  server stanzas for open and close (see --config)"
+        knock-spa open myserver --wait -- ssh myserver   # a stanza, then ssh once open\n  \
+        ProxyCommand knock-spa proxy %h %p    # in ~/.ssh/config\n\n\
+        Files (the first that exists; `knock-spa config` shows which):\n  \
+        $XDG_CONFIG_HOME/knock-spa/key, ~/.knock/key        the key file (mode 0600) unless \
+        --key or a stanza's `key` names another\n  \
+        $XDG_CONFIG_HOME/knock-spa/config, ~/.knock/config  server stanzas (see --config)"
 )]
 pub struct Cli {
-    /// Key file to sign and encrypt with [default: the stanza's `key`, else ~/.knock/key];
-    /// for keygen, where to write the new key unless -o is given.
+    /// Key file to sign and encrypt with [default: the stanza's `key`, else
+    /// $XDG_CONFIG_HOME/knock-spa/key, else ~/.knock/key]; for keygen, where to write the new
+    /// key unless -o is given.
     #[arg(long, global = true, value_name = "FILE", value_hint = ValueHint::FilePath)]
     pub key: Option<PathBuf>,
 
     /// Client configuration file with server stanzas [default: $KNOCK_SPA_CONFIG, else
-    /// ~/.knock/config; a missing default file means no stanzas]. Used by open and close.
+    /// $XDG_CONFIG_HOME/knock-spa/config, else ~/.knock/config; no such file means no
+    /// stanzas]. Used by open, close and proxy.
     #[arg(long, global = true, value_name = "FILE", value_hint = ValueHint::FilePath)]
     pub config: Option<PathBuf>,
 
@@ -107,12 +130,21 @@ pub enum Command {
         override_usage = "knock-spa close [OPTIONS] [SERVICE] <HOST>"
     )]
     Close(SpaArgs),
+    /// Open PORT on HOST, then relay stdin and stdout to it (for ssh's ProxyCommand).
+    #[command(
+        after_long_help = EXIT_STATUS_HELP,
+        long_about = PROXY_ABOUT
+    )]
+    Proxy(ProxyArgs),
     /// Generate a new key file and print the line to paste into the server's configuration.
     #[command(after_long_help = EXIT_STATUS_HELP)]
     Keygen(KeygenArgs),
     /// Send a classic port-knock sequence (a drop-in for the `knock` client).
     #[command(after_long_help = EXIT_STATUS_HELP)]
     Knock(KnockArgs),
+    /// Print which configuration and key files knock-spa reads, and what they hold.
+    #[command(long_about = CONFIG_ABOUT)]
+    Config(ConfigArgs),
     /// Print a shell completion script on stdout.
     #[command(long_about = "Print a completion script for SHELL on stdout.\n\n\
         bash:  knock-spa completions bash > ~/.local/share/bash-completion/completions/knock-spa\n\
@@ -151,26 +183,10 @@ impl FamilyArgs {
     }
 }
 
-/// Arguments of `open` and `close`.
-///
-/// The positionals are `[SERVICE] HOST`: clap fills `first`, then `second`, and
-/// [`SpaArgs::service`] / [`SpaArgs::host`] say which is which (clap's own "optional
-/// positional before a required one" does not combine with the trailing `-- COMMAND`).
-#[derive(Debug, Clone, Args)]
-pub struct SpaArgs {
-    /// Port(s) to open: a name from /etc/services (`ssh` is 22/tcp; a name with both tcp and
-    /// udp entries means tcp unless written `domain/udp`), a number (`22`, meaning tcp),
-    /// `22/tcp`, `53/udp`, or a comma list of those (`ssh,53/udp`), at most 16. SERVICE may
-    /// be left out when HOST is a configuration stanza with `services`: a single argument is
-    /// HOST.
-    #[arg(id = "service", value_name = "SERVICE")]
-    pub first: String,
-
-    /// The server: a host name, an IP address, or the name of a stanza in the configuration
-    /// file. The packet goes to HOST:SPA_PORT over UDP.
-    #[arg(id = "host", value_name = "HOST", value_hint = ValueHint::Hostname)]
-    pub second: Option<String>,
-
+/// The options of `open`, `close` and `proxy` that say how the packet is made: each
+/// overrides the stanza HOST names.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SpaOptions {
     /// Admit this address instead of the local one, e.g. your public address when you are
     /// behind NAT (the server must allow NAT for your key).
     #[arg(long, value_name = "IP", conflicts_with_all = ["use_source", "admit"])]
@@ -205,27 +221,65 @@ pub struct SpaArgs {
     #[arg(long, value_name = "NAME")]
     pub server_id: Option<String>,
 
+    /// With neither -4 nor -6 (nor the stanza's `family`), one packet goes to each address
+    /// family HOST has, each admitting its own source, so that a connection over either
+    /// family finds the port open.
     #[command(flatten)]
     pub family: FamilyArgs,
+}
 
-    /// Print the packet as one line of lowercase hex on stdout instead of sending it.
+/// Arguments of `open` and `close`.
+///
+/// The positionals are `[SERVICE] HOST`: clap fills `first`, then `second`, and
+/// [`SpaArgs::service`] / [`SpaArgs::host`] say which is which (clap's own "optional
+/// positional before a required one" does not combine with the trailing `-- COMMAND`).
+/// Neither is required by clap: [`missing_host`] makes the error name HOST, which is what is
+/// missing when nothing is given.
+#[derive(Debug, Clone, Args)]
+pub struct SpaArgs {
+    /// Port(s) to open: a name from /etc/services (`ssh` is 22/tcp; a name with both tcp and
+    /// udp entries means tcp unless written `domain/udp`), a number (`22`, meaning tcp),
+    /// `22/tcp`, `53/udp`, or a comma list of those (`ssh,53/udp`), at most 16. SERVICE may
+    /// be left out when HOST is a configuration stanza with `services`: a single argument is
+    /// HOST.
+    #[arg(id = "service", value_name = "SERVICE")]
+    pub first: Option<String>,
+
+    /// The server: a host name, an IP address, or the name of a stanza in the configuration
+    /// file. The packet goes to HOST:SPA_PORT over UDP.
+    #[arg(id = "host", value_name = "HOST", value_hint = ValueHint::Hostname)]
+    pub second: Option<String>,
+
+    #[command(flatten)]
+    pub opts: SpaOptions,
+
+    /// Print the packet as one line of lowercase hex on stdout instead of sending it (one
+    /// line per packet).
     #[arg(long)]
     pub dry_run: bool,
 
     /// Do not print the `sent ...` line on stderr (errors are still printed).
-    #[arg(short, long)]
+    #[arg(short, long, conflicts_with = "verbose")]
     pub quiet: bool,
+
+    /// Also print the server identity the packet is bound to, the key, and each address
+    /// tried.
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
 impl SpaArgs {
     /// SERVICE as typed, `None` when only HOST was given.
     pub fn service(&self) -> Option<&str> {
-        self.second.as_ref().map(|_| self.first.as_str())
+        self.second.as_ref().and(self.first.as_deref())
     }
 
-    /// HOST as typed.
+    /// HOST as typed (empty when nothing was given; see [`missing_host`]).
     pub fn host(&self) -> &str {
-        self.second.as_deref().unwrap_or(&self.first)
+        self.second
+            .as_deref()
+            .or(self.first.as_deref())
+            .unwrap_or("")
     }
 }
 
@@ -234,19 +288,43 @@ fn parse_admit(text: &str) -> Result<AdmitChoice, String> {
     text.parse()
 }
 
+/// How long `open --wait` and `proxy` try to connect, unless `--timeout`.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 5;
+
 /// Arguments of `open`: those of `close`, and a command to run once the packet is sent.
 #[derive(Debug, Clone, Args)]
 pub struct OpenArgs {
     #[command(flatten)]
     pub spa: SpaArgs,
 
-    /// With a command after `--`: milliseconds to wait between sending the packet and running
-    /// the command, for the server to open the port [default: 200].
-    #[arg(long = "wait", value_name = "MS", requires = "command")]
-    pub wait_ms: Option<u64>,
+    /// Wait until the (first TCP) port accepts a TCP connection: exit 0 as soon as it does,
+    /// or 1 after --timeout (the packet is sent again, once, halfway). With a command after
+    /// `--`, run it once the port accepts connections.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub wait: bool,
 
-    /// A command to run after the packet is sent and --wait has passed, in place of knock-spa
-    /// (exec: its exit status is knock-spa's), e.g. `-- ssh user@host`.
+    /// With --wait: give up after this many seconds.
+    #[arg(
+        long,
+        value_name = "SECS",
+        requires = "wait",
+        default_value_t = DEFAULT_TIMEOUT_SECS,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub timeout: u64,
+
+    /// With a command after `--` and no --wait: milliseconds to wait between sending the
+    /// packet and running the command [default: 200].
+    #[arg(
+        long = "delay",
+        value_name = "MS",
+        requires = "command",
+        conflicts_with = "wait"
+    )]
+    pub delay_ms: Option<u64>,
+
+    /// A command to run once the packet is sent (after --wait, or --delay), in place of
+    /// knock-spa (exec: its exit status is knock-spa's), e.g. `-- ssh user@host`.
     #[arg(
         value_name = "COMMAND",
         last = true,
@@ -255,6 +333,126 @@ pub struct OpenArgs {
         value_hint = ValueHint::CommandWithArguments
     )]
     pub command: Vec<String>,
+}
+
+/// Arguments of `proxy`.
+#[derive(Debug, Clone, Args)]
+pub struct ProxyArgs {
+    /// The server: a host name, an IP address, or a stanza of the configuration file (in
+    /// ssh_config: `%h`, or `%n` for the name as typed).
+    #[arg(value_name = "HOST", value_hint = ValueHint::Hostname)]
+    pub host: String,
+
+    /// The TCP port to open and connect to (in ssh_config: `%p`).
+    #[arg(value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: u16,
+
+    #[command(flatten)]
+    pub opts: SpaOptions,
+
+    /// Give up connecting after this many seconds (the packet is sent again, once, halfway).
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = DEFAULT_TIMEOUT_SECS,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub timeout: u64,
+
+    /// Print the packets sent and the connection made on stderr (ssh shows a proxy's stderr).
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+/// Arguments of `config`.
+#[derive(Debug, Clone, Args)]
+pub struct ConfigArgs {}
+
+/// What clap lets through but is wrong: `close ... -- WORDS` (clap would take a word after
+/// `--` as HOST), and `open` or `close` with neither SERVICE nor HOST ([`missing_host`]).
+pub fn check(cli: &Cli, argv: &[std::ffi::OsString]) -> Option<clap::Error> {
+    if matches!(cli.command, Command::Close(_)) && argv.iter().any(|a| a == "--") {
+        return Some(close_has_no_command());
+    }
+    missing_host(cli)
+}
+
+fn close_has_no_command() -> clap::Error {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    let message = "close runs no command: `-- COMMAND` belongs to open \
+                   (knock-spa open [SERVICE] HOST --wait -- COMMAND)";
+    match cmd.find_subcommand_mut("close") {
+        Some(sub) => sub.error(clap::error::ErrorKind::UnknownArgument, message),
+        None => cmd.error(clap::error::ErrorKind::UnknownArgument, message),
+    }
+}
+
+/// `open` or `close` with neither SERVICE nor HOST: clap's error, naming HOST (what is
+/// missing; SERVICE may be left out).
+pub fn missing_host(cli: &Cli) -> Option<clap::Error> {
+    let (name, args) = match &cli.command {
+        Command::Open(o) => ("open", &o.spa),
+        Command::Close(c) => ("close", c),
+        _ => return None,
+    };
+    if args.first.is_some() {
+        return None;
+    }
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    let sub = cmd.find_subcommand_mut(name)?;
+    let mut err = clap::Error::new(clap::error::ErrorKind::MissingRequiredArgument).with_cmd(sub);
+    err.insert(
+        clap::error::ContextKind::InvalidArg,
+        clap::error::ContextValue::Strings(vec!["<HOST>".to_owned()]),
+    );
+    err.insert(
+        clap::error::ContextKind::Usage,
+        clap::error::ContextValue::StyledStr(sub.render_usage()),
+    );
+    Some(err)
+}
+
+/// Makes clap's errors say what is true of this command line:
+///
+/// - `close HOST -- COMMAND`: only `open` runs a command, which is what the user needs to
+///   hear (clap says only "unexpected argument");
+/// - an unknown option (`--tiemout`): clap's tip to write `-- --tiemout` would, for `open`,
+///   run `--tiemout` as the command, so that tip is dropped (its "a similar argument exists"
+///   tip is kept).
+pub fn explain_error(err: clap::Error, argv: &[std::ffi::OsString]) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if err.kind() != ErrorKind::UnknownArgument {
+        return err;
+    }
+    if subcommand_of(argv) == Some("close") && argv.iter().any(|a| a == "--") {
+        return close_has_no_command();
+    }
+    let mut err = err;
+    if let Some(ContextValue::StyledStrs(tips)) = err.get(ContextKind::Suggested) {
+        let kept: Vec<_> = tips
+            .iter()
+            .filter(|t| !t.to_string().contains("use '-- "))
+            .cloned()
+            .collect();
+        err.insert(ContextKind::Suggested, ContextValue::StyledStrs(kept));
+    }
+    err
+}
+
+/// The subcommand word of a command line: the first word after the program that is not a
+/// global option or its value.
+fn subcommand_of(argv: &[std::ffi::OsString]) -> Option<&str> {
+    let mut words = argv.iter().skip(1).filter_map(|a| a.to_str());
+    while let Some(word) = words.next() {
+        match word {
+            "--key" | "--config" => {
+                words.next();
+            }
+            w if w.starts_with('-') => {}
+            w => return Some(w),
+        }
+    }
+    None
 }
 
 /// The shells `completions` writes scripts for.
@@ -285,7 +483,16 @@ pub struct ManArgs {
 }
 
 /// The commands `man COMMAND` accepts: every subcommand (a test checks the list is complete).
-pub const MAN_COMMANDS: [&str; 6] = ["open", "close", "keygen", "knock", "completions", "man"];
+pub const MAN_COMMANDS: [&str; 8] = [
+    "open",
+    "close",
+    "proxy",
+    "keygen",
+    "knock",
+    "config",
+    "completions",
+    "man",
+];
 
 /// Arguments of `keygen`.
 #[derive(Debug, Clone, Args)]
@@ -385,16 +592,23 @@ mod tests {
     #[test]
     fn admit_values() {
         assert_eq!(
-            open(&["open", "ssh", "h", "--admit", "route"]).spa.admit,
+            open(&["open", "ssh", "h", "--admit", "route"])
+                .spa
+                .opts
+                .admit,
             Some(AdmitChoice::Route)
         );
         assert_eq!(
-            open(&["open", "ssh", "h", "--admit", "source"]).spa.admit,
+            open(&["open", "ssh", "h", "--admit", "source"])
+                .spa
+                .opts
+                .admit,
             Some(AdmitChoice::Source)
         );
         assert_eq!(
             open(&["open", "ssh", "h", "--admit", "192.0.2.9"])
                 .spa
+                .opts
                 .admit,
             Some(AdmitChoice::Addr("192.0.2.9".parse().expect("ip")))
         );
@@ -415,16 +629,70 @@ mod tests {
         assert_eq!((o.spa.service(), o.spa.host()), (None, "myserver"));
         let o = open(&["open", "ssh", "myserver"]);
         assert_eq!((o.spa.service(), o.spa.host()), (Some("ssh"), "myserver"));
-        assert!(parse(&["open"]).is_err(), "HOST is required");
         assert!(
             parse(&["open", "a", "b", "c"]).is_err(),
             "three positionals"
         );
         let cli = parse(&["close", "myserver"]).expect("valid");
-        let Command::Close(c) = cli.command else {
+        let Command::Close(c) = &cli.command else {
             panic!("not close")
         };
         assert_eq!((c.service(), c.host()), (None, "myserver"));
+        assert!(missing_host(&cli).is_none());
+    }
+
+    #[test]
+    fn nothing_given_names_host() {
+        for command in ["open", "close"] {
+            let cli = parse(&[command]).expect("clap leaves the check to missing_host");
+            let err = missing_host(&cli).expect("HOST is missing");
+            assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+            let text = err.to_string();
+            assert!(text.contains("<HOST>"), "{text}");
+            assert!(!text.contains("<SERVICE>\n"), "{text}");
+            assert!(text.contains(&format!("knock-spa {command}")), "{text}");
+        }
+    }
+
+    /// The error `main` prints for `args`: clap's (explained), or [`check`]'s.
+    fn explained(args: &[&str]) -> String {
+        let argv: Vec<std::ffi::OsString> = std::iter::once("knock-spa")
+            .chain(args.iter().copied())
+            .map(Into::into)
+            .collect();
+        match Cli::try_parse_from(&argv) {
+            Err(err) => explain_error(err, &argv).to_string(),
+            Ok(cli) => check(&cli, &argv)
+                .unwrap_or_else(|| panic!("{args:?} is valid"))
+                .to_string(),
+        }
+    }
+
+    #[test]
+    fn errors_say_what_is_true() {
+        // The typo gets the similar option, never "use -- --tiemout" (that would be the command).
+        let text = explained(&["open", "ssh", "gw", "--tiemout", "3"]);
+        assert!(text.contains("'--tiemout'"), "{text}");
+        assert!(text.contains("'--timeout'"), "{text}");
+        assert!(!text.contains("-- --tiemout"), "{text}");
+        let text = explained(&["close", "ssh", "gw", "--frob"]);
+        assert!(!text.contains("-- --frob"), "{text}");
+        // close has no command.
+        for args in [
+            &["close", "gw", "--", "ssh", "gw"][..],
+            &["--key", "/k", "close", "gw", "--", "ssh"],
+            &["close", "--", "gw"],
+            &["--config=/c", "close", "ssh", "gw", "--", "ssh"],
+        ] {
+            let text = explained(args);
+            assert!(text.contains("close runs no command"), "{args:?}: {text}");
+            assert!(text.contains("belongs to open"), "{text}");
+        }
+        assert_eq!(
+            subcommand_of(&["k".into(), "--key".into(), "close".into(), "open".into()]),
+            Some("open"),
+            "the value of --key is not the command"
+        );
     }
 
     #[test]
@@ -432,20 +700,70 @@ mod tests {
         let o = open(&["open", "ssh", "h", "--", "ssh", "-p", "22", "user@h"]);
         assert_eq!(o.command, ["ssh", "-p", "22", "user@h"]);
         assert_eq!((o.spa.service(), o.spa.host()), (Some("ssh"), "h"));
-        assert_eq!(o.wait_ms, None);
-        let o = open(&["open", "myserver", "--wait", "50", "--", "true"]);
+        assert_eq!((o.wait, o.delay_ms), (false, None));
+        let o = open(&["open", "myserver", "--delay", "50", "--", "true"]);
         assert_eq!(
-            (o.spa.service(), o.spa.host(), o.wait_ms),
+            (o.spa.service(), o.spa.host(), o.delay_ms),
             (None, "myserver", Some(50))
         );
         assert_eq!(o.command, ["true"]);
         let o = open(&["open", "ssh", "h"]);
         assert!(o.command.is_empty());
-        // --wait means nothing without a command; --dry-run sends nothing to wait for.
-        assert!(parse(&["open", "ssh", "h", "--wait", "5"]).is_err());
+        // --delay means nothing without a command, or with --wait; --dry-run sends nothing
+        // to wait for.
+        assert!(parse(&["open", "ssh", "h", "--delay", "5"]).is_err());
+        assert!(parse(&["open", "ssh", "h", "--wait", "--delay", "5", "--", "true"]).is_err());
         assert!(parse(&["open", "ssh", "h", "--dry-run", "--", "true"]).is_err());
+        assert!(parse(&["open", "ssh", "h", "--dry-run", "--wait"]).is_err());
         // close takes no command.
         assert!(parse(&["close", "ssh", "h", "--", "true"]).is_err());
+    }
+
+    #[test]
+    fn wait_and_timeout() {
+        let o = open(&["open", "ssh", "h", "--wait"]);
+        assert!(o.wait && o.command.is_empty());
+        assert_eq!(o.timeout, DEFAULT_TIMEOUT_SECS);
+        let o = open(&[
+            "open",
+            "ssh",
+            "h",
+            "--wait",
+            "--timeout",
+            "2",
+            "--",
+            "ssh",
+            "h",
+        ]);
+        assert_eq!((o.wait, o.timeout), (true, 2));
+        assert_eq!(o.command, ["ssh", "h"]);
+        assert!(
+            parse(&["open", "ssh", "h", "--timeout", "2"]).is_err(),
+            "needs --wait"
+        );
+        assert!(parse(&["open", "ssh", "h", "--wait", "--timeout", "0"]).is_err());
+    }
+
+    #[test]
+    fn proxy_arguments() {
+        let cli = parse(&["proxy", "gw", "22"]).expect("valid");
+        let Command::Proxy(p) = cli.command else {
+            panic!("not proxy")
+        };
+        assert_eq!((p.host.as_str(), p.port, p.timeout), ("gw", 22, 5));
+        let cli = parse(&["proxy", "--timeout", "9", "-4", "gw", "2222", "-v"]).expect("valid");
+        let Command::Proxy(p) = cli.command else {
+            panic!("not proxy")
+        };
+        assert_eq!((p.port, p.timeout, p.verbose), (2222, 9, true));
+        assert_eq!(p.opts.family.family(), Family::V4);
+        assert!(parse(&["proxy", "gw"]).is_err(), "PORT is required");
+        assert!(parse(&["proxy", "gw", "0"]).is_err());
+        assert!(
+            parse(&["proxy", "gw", "ssh"]).is_err(),
+            "a port number, as ssh's %p"
+        );
+        assert!(parse(&["proxy", "gw", "22", "--dry-run"]).is_err());
     }
 
     #[test]

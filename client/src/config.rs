@@ -1,8 +1,8 @@
-//! The client configuration file, `~/.knock/config`: named server stanzas for `open` and
-//! `close`.
+//! The client configuration file, `$XDG_CONFIG_HOME/knock-spa/config` or `~/.knock/config`:
+//! named server stanzas for `open`, `close` and `proxy`.
 //!
 //! Role: [`locate`] decides which file to read (`--config FILE`, else `$KNOCK_SPA_CONFIG`, else
-//! `~/.knock/config`, which may be absent); [`load`] checks and reads it; [`parse`] turns its
+//! the first default file that exists, see `places`); [`load`] checks and reads it; [`parse`] turns its
 //! text into a [`Config`] (pure: the services table, the home directory and the directory
 //! relative key paths start from are passed in), validating every value and reporting
 //! **every** error as `FILE:LINE: message`.
@@ -19,6 +19,7 @@
 //! open_for = 300
 //! services = ssh,53/udp
 //! server_id = gw.example.org
+//! family = auto
 //! ```
 //!
 //! - Each line is trimmed; blank lines and lines starting with `#` are skipped. There are no
@@ -42,12 +43,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context as _};
 use knock_shared::types::PortSpec;
 
-use crate::model::AdmitChoice;
+use crate::model::{AdmitChoice, Family};
 use crate::services::{self, Services};
-
-/// Where the configuration lives unless `--config` or [`CONFIG_ENV`] says otherwise, relative
-/// to `$HOME`.
-pub const DEFAULT_CONFIG_IN_HOME: &str = ".knock/config";
 
 /// The environment variable naming the configuration file when `--config` is not given.
 pub const CONFIG_ENV: &str = "KNOCK_SPA_CONFIG";
@@ -57,7 +54,7 @@ pub const CONFIG_ENV: &str = "KNOCK_SPA_CONFIG";
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 /// The keys a stanza may hold, in the order the documentation lists them.
-pub const KEYS: [&str; 7] = [
+pub const KEYS: [&str; 8] = [
     "host",
     "spa_port",
     "key",
@@ -65,6 +62,7 @@ pub const KEYS: [&str; 7] = [
     "open_for",
     "services",
     "server_id",
+    "family",
 ];
 
 /// One `[name]` stanza: the values it sets, all validated.
@@ -89,6 +87,8 @@ pub struct Stanza {
     pub services: Option<Vec<PortSpec>>,
     /// `server_id`: the identity the packet is bound to, as written.
     pub server_id: Option<String>,
+    /// `family`: `auto` (one packet per family HOST has), `both`, `v4` or `v6`.
+    pub family: Option<Family>,
 }
 
 impl Stanza {
@@ -103,6 +103,7 @@ impl Stanza {
             open_for: None,
             services: None,
             server_id: None,
+            family: None,
         }
     }
 }
@@ -120,6 +121,24 @@ impl Config {
     /// The stanza named exactly `name`.
     pub fn find(&self, name: &str) -> Option<&Stanza> {
         self.stanzas.iter().find(|s| s.name == name)
+    }
+
+    /// The stanza whose name is closest to `name` when `name` is none of them but could be a
+    /// typo of one: the same but for case, or at most one edit (two for names of six
+    /// characters or more) away, counting a swap of neighbours as one.
+    pub fn suggest(&self, name: &str) -> Option<&str> {
+        let budget = if name.chars().count() >= 6 { 2 } else { 1 };
+        self.stanzas
+            .iter()
+            .map(|s| {
+                (
+                    strsim::osa_distance(&s.name.to_lowercase(), &name.to_lowercase()),
+                    s,
+                )
+            })
+            .filter(|(d, s)| *d <= budget && s.name != name)
+            .min_by_key(|(d, _)| *d)
+            .map(|(_, s)| s.name.as_str())
     }
 
     /// `FILE:LINE` of a stanza's `[name]` line.
@@ -337,6 +356,12 @@ fn set(stanza: &mut Stanza, key: &str, value: &str, ctx: &ParseContext<'_>) -> R
             }
             stanza.server_id = Some(value.to_owned());
         }
+        "family" => {
+            let family = value
+                .parse::<Family>()
+                .map_err(|why| format!("family: {why}"))?;
+            stanza.family = Some(family);
+        }
         // `KEYS` and this match list the same names.
         other => return Err(format!("unknown key `{other}`")),
     }
@@ -387,7 +412,8 @@ pub enum ConfigSource {
     Flag(PathBuf),
     /// `$KNOCK_SPA_CONFIG`: must exist.
     Env(PathBuf),
-    /// `~/.knock/config`: may be absent (no stanzas then).
+    /// The first default file that exists (`$XDG_CONFIG_HOME/knock-spa/config`, else
+    /// `~/.knock/config`); if it went in the meantime, there are no stanzas.
     Default(PathBuf),
 }
 
@@ -400,12 +426,13 @@ impl ConfigSource {
     }
 }
 
-/// `--config FILE`, else `$KNOCK_SPA_CONFIG` (when set and not empty), else `$HOME/.knock/config`
-/// (when `$HOME` is set and not empty), else nothing.
+/// `--config FILE`, else `$KNOCK_SPA_CONFIG` (when set and not empty), else the first of the
+/// default files (`places::Places::config_files`) that `exists`, else nothing.
 pub fn locate(
     flag: Option<&Path>,
     env: Option<OsString>,
-    home: Option<OsString>,
+    defaults: &[PathBuf],
+    exists: impl Fn(&Path) -> bool,
 ) -> Option<ConfigSource> {
     if let Some(path) = flag {
         return Some(ConfigSource::Flag(path.to_path_buf()));
@@ -413,8 +440,10 @@ pub fn locate(
     if let Some(path) = env.filter(|p| !p.is_empty()) {
         return Some(ConfigSource::Env(PathBuf::from(path)));
     }
-    home.filter(|h| !h.is_empty())
-        .map(|h| ConfigSource::Default(PathBuf::from(h).join(DEFAULT_CONFIG_IN_HOME)))
+    defaults
+        .iter()
+        .find(|p| exists(p))
+        .map(|p| ConfigSource::Default(p.clone()))
 }
 
 /// The one path that is not a regular file but is accepted: `--config /dev/null` reads no
@@ -700,20 +729,65 @@ mod tests {
 
     #[test]
     fn which_file() {
-        let home = || Some(OsString::from("/home/u"));
+        let defaults = [
+            PathBuf::from("/home/u/.config/knock-spa/config"),
+            PathBuf::from("/home/u/.knock/config"),
+        ];
+        let none = |_: &Path| false;
+        let legacy = |p: &Path| p == Path::new("/home/u/.knock/config");
+        let all = |_: &Path| true;
         assert_eq!(
-            locate(Some(Path::new("/f")), Some("/e".into()), home()),
+            locate(Some(Path::new("/f")), Some("/e".into()), &defaults, all),
             Some(ConfigSource::Flag("/f".into()))
         );
         assert_eq!(
-            locate(None, Some("/e".into()), home()),
+            locate(None, Some("/e".into()), &defaults, all),
             Some(ConfigSource::Env("/e".into()))
         );
         assert_eq!(
-            locate(None, Some("".into()), home()),
-            Some(ConfigSource::Default("/home/u/.knock/config".into()))
+            locate(None, Some("".into()), &defaults, all),
+            Some(ConfigSource::Default(defaults[0].clone())),
+            "the XDG file first"
         );
-        assert_eq!(locate(None, None, Some("".into())), None);
-        assert_eq!(locate(None, None, None), None);
+        assert_eq!(
+            locate(None, None, &defaults, legacy),
+            Some(ConfigSource::Default(defaults[1].clone()))
+        );
+        assert_eq!(locate(None, None, &defaults, none), None);
+        assert_eq!(locate(None, None, &[], all), None);
+    }
+
+    #[test]
+    fn family_key() {
+        let c = parse_text("[a]\nfamily = both\n[b]\nfamily = v6\n[c]\nfamily = auto\n")
+            .expect("valid");
+        let f: Vec<_> = c.stanzas.iter().map(|s| s.family).collect();
+        assert_eq!(f, [Some(Family::Both), Some(Family::V6), Some(Family::Any)]);
+        let err = parse_text("[a]\nfamily = ipv4\n")
+            .expect_err("bad family")
+            .to_string();
+        assert!(
+            err.contains("cfg:2: family: `ipv4` is not auto, both, v4 or v6"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn near_stanza_names() {
+        let c = parse_text("[gw]\n[home-router]\n[Build]\n").expect("valid");
+        assert_eq!(c.suggest("gww"), Some("gw"));
+        assert_eq!(c.suggest("wg"), Some("gw"), "a swap is one edit");
+        assert_eq!(c.suggest("GW"), Some("gw"));
+        assert_eq!(c.suggest("build"), Some("Build"));
+        assert_eq!(c.suggest("home-ruoter"), Some("home-router"));
+        assert_eq!(
+            c.suggest("hme-ruoter"),
+            Some("home-router"),
+            "two edits, long name"
+        );
+        assert_eq!(c.suggest("gwxy"), None, "two edits, short name");
+        assert_eq!(c.suggest("gw"), None, "a stanza itself");
+        assert_eq!(c.suggest("gw.example.org"), None);
+        assert_eq!(c.suggest(""), None);
     }
 }

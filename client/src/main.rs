@@ -9,7 +9,14 @@ use knock_spa::error::{exit_code, report_lines, EXIT_OK};
 
 fn main() -> ExitCode {
     // clap prints its own usage errors and exits with 2; --help and --version exit with 0.
-    let cli = Cli::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match Cli::try_parse_from(&argv) {
+        Ok(cli) => cli,
+        Err(err) => knock_spa::cli::explain_error(err, &argv).exit(),
+    };
+    if let Some(err) = knock_spa::cli::check(&cli, &argv) {
+        err.exit();
+    }
     let code = match knock_spa::run(cli) {
         Ok(()) => EXIT_OK,
         Err(err) => {

@@ -17,13 +17,31 @@ use knock_shared::types::Proto;
 /// Which address family to use when HOST resolves to several addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Family {
-    /// The first address the resolver returns.
+    /// `open`, `close`, `proxy`: every family HOST has, one packet each (the stanza's
+    /// `family = auto`); `knock`: the first address the resolver returns.
     #[default]
     Any,
+    /// Both families: HOST must have an IPv4 and an IPv6 address (`family = both`).
+    Both,
     /// IPv4 only.
     V4,
     /// IPv6 only.
     V6,
+}
+
+impl FromStr for Family {
+    type Err = String;
+
+    /// `auto`, `both`, `v4` or `v6`, as the stanza's `family` key spells it.
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "auto" => Ok(Self::Any),
+            "both" => Ok(Self::Both),
+            "v4" => Ok(Self::V4),
+            "v6" => Ok(Self::V6),
+            other => Err(format!("`{other}` is not auto, both, v4 or v6")),
+        }
+    }
 }
 
 /// Which address the packet asks the server to admit.
@@ -133,6 +151,19 @@ pub enum InputError {
     /// A key name outside `[A-Za-z0-9._@-]{1,64}`.
     #[error("invalid key name `{0}`: use 1 to 64 of A-Z a-z 0-9 . _ @ -")]
     BadKeyName(String),
+    /// HOST is a plain number: `getaddrinfo` would take `200` for 0.0.0.200. The likely cause
+    /// is a value given to `--wait`, which takes none.
+    #[error(
+        "HOST `{0}` is a number, not a host name or address (`--wait` takes no value; for a \
+         fixed delay before COMMAND use `--delay MS`)"
+    )]
+    NumericHost(String),
+    /// `open` / `close` without HOST (an empty HOST).
+    #[error("no HOST given")]
+    NoHost,
+    /// `open --wait` with no TCP port to try.
+    #[error("--wait needs a TCP port to connect to, and `{0}` has none")]
+    NoTcpPort(String),
     /// `open HOST` without SERVICE, and no stanza supplies `services`.
     #[error("no SERVICE given for `{host}`, and {why}; give SERVICE HOST")]
     NoService {

@@ -2,9 +2,12 @@
 //!
 //! Role, in order: [`resolve`] turns the command line and the configuration stanza HOST names
 //! (if any) into a [`SpaPlan`] (services parsed; each value from the flag, else the stanza,
-//! else the built-in default); [`execute`] loads the key, resolves HOST, chooses the
-//! address to admit ([`choose_admit`]), builds the [`Request`], seals it with a fresh random
-//! nonce and padding, and sends one UDP datagram.
+//! else the built-in default); [`Sender::prepare`] loads the key and resolves HOST into one
+//! target per address family ([`net::targets`]); [`Sender::send`] chooses the address each
+//! packet admits ([`choose_admit`]: by default its own route's source), builds the
+//! [`Request`], seals it with a fresh random nonce and padding, and sends one UDP datagram per
+//! target. `send` may be called again (`--wait`, `proxy`): each call makes new packets, never
+//! a copy the server would refuse as a replay.
 //!
 //! The wire format, the crypto and the checks are `knock_shared::wire`'s; nothing here
 //! reimplements them. Secrets stay inside `knock_keys` / `KeyState`; nothing here prints them.
@@ -23,7 +26,7 @@ use knock_shared::wire::{
 };
 use ring::rand::{SecureRandom as _, SystemRandom};
 
-use crate::cli::SpaArgs;
+use crate::cli::{SpaArgs, SpaOptions};
 use crate::config::{Config, Stanza};
 use crate::model::{AdmitChoice, Family, InputError};
 use crate::net;
@@ -49,36 +52,77 @@ pub struct SpaPlan {
     pub admit: AdmitChoice,
     /// Requested open time in seconds, 0 for the server's default.
     pub duration: u32,
-    /// Address family for HOST.
+    /// Address family for HOST: by default one packet per family HOST has.
     pub family: Family,
     /// Print instead of sending.
     pub dry_run: bool,
     /// No `sent ...` line.
     pub quiet: bool,
+    /// Also print the server identity, the key and the addresses.
+    pub verbose: bool,
+    /// HOST names no stanza but is close to one: `no stanza gww (did you mean gw?)`, printed
+    /// before HOST is looked up as a host name.
+    pub hint: Option<String>,
 }
 
 /// The stanza HOST names, if the configuration has one.
-pub fn stanza_for<'a>(args: &SpaArgs, config: Option<&'a Config>) -> Option<&'a Stanza> {
-    config.and_then(|c| c.find(args.host()))
+pub fn stanza_for<'a>(host: &str, config: Option<&'a Config>) -> Option<&'a Stanza> {
+    config.and_then(|c| c.find(host))
 }
 
-/// Applies the stanza HOST names (if any) and the defaults to the command line: each value is
-/// the flag's, else the stanza's, else the built-in default. Pure: the configuration and the
-/// services table are passed in.
+/// [`resolve_request`] for `open` and `close`, with their output flags.
 pub fn resolve(
     action: Action,
     args: &SpaArgs,
     config: Option<&Config>,
     services: &Services,
 ) -> Result<SpaPlan, InputError> {
-    let stanza = stanza_for(args, config);
-    let ports = match (args.service(), stanza) {
+    let mut plan = resolve_request(
+        action,
+        args.service(),
+        args.host(),
+        &args.opts,
+        config,
+        services,
+    )?;
+    plan.dry_run = args.dry_run;
+    plan.quiet = args.quiet;
+    plan.verbose = args.verbose;
+    Ok(plan)
+}
+
+/// Applies the stanza HOST names (if any) and the defaults to the command line: each value is
+/// the flag's, else the stanza's, else the built-in default. Pure: the configuration and the
+/// services table are passed in. The output flags are off.
+pub fn resolve_request(
+    action: Action,
+    service: Option<&str>,
+    host_arg: &str,
+    opts: &SpaOptions,
+    config: Option<&Config>,
+    services: &Services,
+) -> Result<SpaPlan, InputError> {
+    let stanza = stanza_for(host_arg, config);
+    let bare = net::strip_brackets(host_arg.trim());
+    if bare.is_empty() {
+        return Err(InputError::NoHost);
+    }
+    if stanza.is_none() && bare.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(InputError::NumericHost(host_arg.to_owned()));
+    }
+    let hint = match (stanza, config) {
+        (None, Some(c)) if bare.parse::<IpAddr>().is_err() => c
+            .suggest(host_arg)
+            .map(|near| format!("no stanza {host_arg} (did you mean {near}?)")),
+        _ => None,
+    };
+    let ports = match (service, stanza) {
         (Some(text), _) => services::parse_list(text, services)?,
         (None, Some(st)) => match &st.services {
             Some(ports) => ports.clone(),
             None => {
                 return Err(InputError::NoService {
-                    host: args.host().to_owned(),
+                    host: host_arg.to_owned(),
                     why: format!(
                         "stanza [{}] ({}) has no `services`",
                         st.name,
@@ -89,15 +133,15 @@ pub fn resolve(
         },
         (None, None) => {
             return Err(InputError::NoService {
-                host: args.host().to_owned(),
+                host: host_arg.to_owned(),
                 why: match config {
-                    Some(c) => format!("there is no stanza [{}] in {}", args.host(), c.source),
+                    Some(c) => format!("there is no stanza [{host_arg}] in {}", c.source),
                     None => "there is no configuration file".to_owned(),
                 },
             })
         }
     };
-    let admit = match (args.allow_ip, args.use_source, args.admit) {
+    let admit = match (opts.allow_ip, opts.use_source, opts.admit) {
         (Some(ip), _, _) if !knock_shared::types::admissible(ip) => {
             return Err(InputError::BadAdmit(ip))
         }
@@ -108,8 +152,8 @@ pub fn resolve(
     };
     let host = stanza
         .and_then(|s| s.host.clone())
-        .unwrap_or_else(|| args.host().to_owned());
-    let server_name = match args
+        .unwrap_or_else(|| host_arg.to_owned());
+    let server_name = match opts
         .server_id
         .as_ref()
         .or(stanza.and_then(|s| s.server_id.as_ref()))
@@ -121,19 +165,24 @@ pub fn resolve(
         action,
         ports,
         host,
-        spa_port: args
+        spa_port: opts
             .spa_port
             .or(stanza.and_then(|s| s.spa_port))
             .unwrap_or(DEFAULT_SPA_PORT),
         server_name,
         admit,
-        duration: args
+        duration: opts
             .for_secs
             .or(stanza.and_then(|s| s.open_for))
             .unwrap_or(0),
-        family: args.family.family(),
-        dry_run: args.dry_run,
-        quiet: args.quiet,
+        family: match opts.family.family() {
+            Family::Any => stanza.and_then(|s| s.family).unwrap_or(Family::Any),
+            flag => flag,
+        },
+        dry_run: false,
+        quiet: false,
+        verbose: false,
+        hint,
     })
 }
 
@@ -276,50 +325,122 @@ fn unix_now() -> anyhow::Result<u64> {
         .as_secs())
 }
 
-/// Runs `open` / `close` with the key in `key_path`.
-pub fn execute(plan: &SpaPlan, key_path: &Path) -> anyhow::Result<()> {
-    let key = load_key(key_path)?;
-    let target = net::resolve(&plan.host, plan.spa_port, plan.family)?;
-    let admit = choose_admit(plan.admit, || route_local_addr(target))?;
-    let request = build_request(plan, admit, unix_now()?)?;
-    let packet = seal_random(&key, &request)?;
-    let what = describe(&request, target);
-    if plan.dry_run {
-        let mut out = io::stdout().lock();
-        writeln!(out, "{}", to_hex(&packet))
-            .and_then(|()| out.flush())
-            .context("cannot write to stdout")?;
-        if !plan.quiet {
-            eprintln!("dry run, not sent: {what}");
+/// A key and the targets of one `open` / `close` / `proxy`: everything needed to send its
+/// packets, again if need be.
+#[derive(Debug)]
+pub struct Sender {
+    plan: SpaPlan,
+    key: NamedKey,
+    /// Where the packets go: one address per family (see [`net::targets`]).
+    targets: Vec<SocketAddr>,
+}
+
+impl Sender {
+    /// Loads the key, prints the plan's hint (before any name is looked up), resolves HOST.
+    pub fn prepare(plan: SpaPlan, key_path: &Path) -> anyhow::Result<Self> {
+        let key = load_key(key_path)?;
+        if let Some(hint) = &plan.hint {
+            eprintln!("knock-spa: {hint}");
         }
-    } else {
-        send(target, &packet).with_context(|| format!("cannot send to {target}"))?;
-        if !plan.quiet {
-            eprintln!("sent {what}");
+        let single = matches!(plan.admit, AdmitChoice::Addr(_));
+        let targets = net::resolve_targets(&plan.host, plan.spa_port, plan.family, single)?;
+        if plan.verbose {
+            eprintln!(
+                "knock-spa: key `{}` from {}; {} target(s): {}",
+                key.name(),
+                key_path.display(),
+                targets.len(),
+                targets
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        Ok(Self { plan, key, targets })
+    }
+
+    /// The plan.
+    pub fn plan(&self) -> &SpaPlan {
+        &self.plan
+    }
+
+    /// Seals and sends one new packet to each target (or prints it, with `--dry-run`), and
+    /// returns the targets it went to. A target whose packet cannot be made or sent is
+    /// skipped with a warning while another one gets its packet; when none does, the first
+    /// error is returned.
+    pub fn send(&self) -> anyhow::Result<Vec<SocketAddr>> {
+        let mut sent = Vec::with_capacity(self.targets.len());
+        let mut first_error = None;
+        for &target in &self.targets {
+            match self.send_one(target) {
+                Ok(()) => sent.push(target),
+                Err(e) if self.targets.len() > 1 => {
+                    eprintln!("knock-spa: warning: {}", crate::error::render(&e));
+                    first_error.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        match first_error {
+            Some(e) if sent.is_empty() => Err(e),
+            _ => Ok(sent),
         }
     }
-    Ok(())
+
+    fn send_one(&self, target: SocketAddr) -> anyhow::Result<()> {
+        let plan = &self.plan;
+        let admit = choose_admit(plan.admit, || route_local_addr(target))
+            .with_context(|| format!("no packet to {target}"))?;
+        let request = build_request(plan, admit, unix_now()?)?;
+        let packet = seal_random(&self.key, &request)?;
+        let mut what = describe(&request, target);
+        if plan.dry_run || plan.verbose {
+            what.push_str(&format!(
+                " (server identity `{}`, key `{}`)",
+                plan.server_name,
+                self.key.name()
+            ));
+        }
+        if plan.dry_run {
+            let mut out = io::stdout().lock();
+            writeln!(out, "{}", to_hex(&packet))
+                .and_then(|()| out.flush())
+                .context("cannot write to stdout")?;
+            if !plan.quiet {
+                eprintln!("dry run, not sent: {what}");
+            }
+        } else {
+            send(target, &packet).with_context(|| format!("cannot send to {target}"))?;
+            if !plan.quiet {
+                eprintln!("sent {what}");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs `open` / `close` with the key in `key_path`: one packet per target. Returns the
+/// sender, to send again or to wait for the port.
+pub fn execute(plan: SpaPlan, key_path: &Path) -> anyhow::Result<(Sender, Vec<SocketAddr>)> {
+    let sender = Sender::prepare(plan, key_path)?;
+    let sent = sender.send()?;
+    Ok((sender, sent))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::FamilyArgs;
     use crate::config::{self, ParseContext};
 
     fn args(service: &str) -> SpaArgs {
         SpaArgs {
-            first: service.into(),
+            first: Some(service.into()),
             second: Some("Gateway.Example".into()),
-            allow_ip: None,
-            use_source: false,
-            admit: None,
-            for_secs: None,
-            spa_port: None,
-            server_id: None,
-            family: FamilyArgs::default(),
+            opts: SpaOptions::default(),
             dry_run: false,
             quiet: false,
+            verbose: false,
         }
     }
 
@@ -348,20 +469,20 @@ mod tests {
     #[test]
     fn overrides() {
         let mut a = args("22,53/udp");
-        a.allow_ip = Some(ip("192.0.2.5"));
-        a.spa_port = Some(4000);
-        a.server_id = Some(" Fleet-1 ".into());
-        a.for_secs = Some(30);
+        a.opts.allow_ip = Some(ip("192.0.2.5"));
+        a.opts.spa_port = Some(4000);
+        a.opts.server_id = Some(" Fleet-1 ".into());
+        a.opts.for_secs = Some(30);
         a.second = Some("[2001:DB8::1]".into());
         let plan = resolve(Action::Close, &a, None, &db()).expect("valid");
         assert_eq!(plan.admit, AdmitChoice::Addr(ip("192.0.2.5")));
         assert_eq!((plan.spa_port, plan.duration), (4000, 30));
         assert_eq!(plan.server_name, "fleet-1");
-        a.server_id = None;
+        a.opts.server_id = None;
         let plan = resolve(Action::Close, &a, None, &db()).expect("valid");
         assert_eq!(plan.server_name, "2001:db8::1");
-        a.allow_ip = None;
-        a.use_source = true;
+        a.opts.allow_ip = None;
+        a.opts.use_source = true;
         let plan = resolve(Action::Close, &a, None, &db()).expect("valid");
         assert_eq!(plan.admit, AdmitChoice::Source);
     }
@@ -397,11 +518,11 @@ host = 192.0.2.2
         let mut a = args("ssh");
         match service {
             Some(service) => {
-                a.first = service.into();
+                a.first = Some(service.into());
                 a.second = Some(host.into());
             }
             None => {
-                a.first = host.into();
+                a.first = Some(host.into());
                 a.second = None;
             }
         }
@@ -441,10 +562,10 @@ host = 192.0.2.2
     fn flags_override_the_stanza() {
         let c = cfg(STANZA);
         let mut a = host_args(Some("ssh"), "myserver");
-        a.spa_port = Some(5000);
-        a.for_secs = Some(0);
-        a.server_id = Some("Other".into());
-        a.admit = Some(AdmitChoice::Route);
+        a.opts.spa_port = Some(5000);
+        a.opts.for_secs = Some(0);
+        a.opts.server_id = Some("Other".into());
+        a.opts.admit = Some(AdmitChoice::Route);
         let plan = resolve(Action::Open, &a, Some(&c), &db()).expect("valid");
         assert_eq!(
             (
@@ -459,16 +580,16 @@ host = 192.0.2.2
             plan.host, "192.0.2.1",
             "no flag for the host: HOST names the stanza"
         );
-        a.admit = None;
-        a.allow_ip = Some(ip("198.51.100.4"));
+        a.opts.admit = None;
+        a.opts.allow_ip = Some(ip("198.51.100.4"));
         let plan = resolve(Action::Open, &a, Some(&c), &db()).expect("valid");
         assert_eq!(plan.admit, AdmitChoice::Addr(ip("198.51.100.4")));
-        a.allow_ip = None;
-        a.use_source = true;
+        a.opts.allow_ip = None;
+        a.opts.use_source = true;
         let c2 = cfg("[myserver]\nadmit = 192.0.2.7\n");
         let plan = resolve(Action::Open, &a, Some(&c2), &db()).expect("valid");
         assert_eq!(plan.admit, AdmitChoice::Source);
-        a.use_source = false;
+        a.opts.use_source = false;
         let plan = resolve(Action::Open, &a, Some(&c2), &db()).expect("valid");
         assert_eq!(plan.admit, AdmitChoice::Addr(ip("192.0.2.7")));
     }
@@ -586,7 +707,7 @@ host = 192.0.2.2
             "::ffff:0.0.0.0",
         ] {
             let mut a = args("ssh");
-            a.allow_ip = Some(ip(bad));
+            a.opts.allow_ip = Some(ip(bad));
             assert_eq!(
                 resolve(Action::Open, &a, None, &db()).map(|p| p.admit),
                 Err(InputError::BadAdmit(ip(bad)))
@@ -628,7 +749,7 @@ host = 192.0.2.2
     #[test]
     fn request_fields() {
         let mut a = args("ssh");
-        a.for_secs = Some(45);
+        a.opts.for_secs = Some(45);
         let plan = resolve(Action::Close, &a, None, &db()).expect("valid");
         let req = build_request(&plan, Admit::Source, 1_700_000_000).expect("valid");
         assert_eq!(req.timestamp, 1_700_000_000);

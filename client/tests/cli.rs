@@ -37,7 +37,9 @@ impl Env {
         let mut c = Command::new(env!("CARGO_BIN_EXE_knock-spa"));
         c.env("HOME", self.home.path())
             .env("USER", "tester")
-            .env_remove("RUST_BACKTRACE");
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("KNOCK_SPA_CONFIG");
         c
     }
 
@@ -355,7 +357,7 @@ fn missing_key_and_missing_home() {
         .args(["open", "ssh", "127.0.0.1", "--dry-run"])
         .output()
         .expect("run");
-    assert_fails(&out, 1, "$HOME is not set");
+    assert_fails(&out, 1, "neither $HOME nor $XDG_CONFIG_HOME is set");
 }
 
 #[test]
@@ -626,9 +628,13 @@ fn dry_run_raw(env: &Env, args: &[&str]) -> (Vec<u8>, String) {
     let what = err
         .trim_end()
         .strip_prefix("dry run, not sent: ")
-        .unwrap_or_else(|| panic!("a dry-run line: {err}"))
-        .to_owned();
-    (unhex(&stdout(&out)), what)
+        .unwrap_or_else(|| panic!("a dry-run line: {err}"));
+    // The identity the packet is bound to ends the line; the tests that care check it.
+    let what = match what.find(" (server identity `") {
+        Some(i) => &what[..i],
+        None => panic!("the dry-run line names no server identity: {err}"),
+    };
+    (unhex(&stdout(&out)), what.to_owned())
 }
 
 /// A verifier for `key` answering to `server_id`, allowing 22/tcp and 53/udp, NAT allowed.
@@ -763,12 +769,10 @@ fn config_file_location_flag_then_env_then_home() {
     let port_of = |cmd: &mut Command| -> String {
         let out = cmd.output().expect("run");
         assert_ok(&out);
-        stderr(&out)
-            .trim_end()
-            .rsplit(':')
-            .next()
-            .expect("port")
-            .to_owned()
+        let err = stderr(&out);
+        let line = err.trim_end();
+        let line = &line[..line.find(" (server identity").unwrap_or(line.len())];
+        line.rsplit(':').next().expect("port").to_owned()
     };
     let base = ["open", "ssh", "s", "--dry-run"];
     assert_eq!(port_of(env.cmd().args(base)), "1001");
@@ -794,6 +798,123 @@ fn config_file_location_flag_then_env_then_home() {
     // --config /dev/null: no stanzas (a way round a broken file), `s` is then a host name.
     let out = env.run(&["open", "ssh", "s", "--config", "/dev/null", "--dry-run"]);
     assert_fails(&out, 1, "cannot resolve host `s`");
+}
+
+/// `$XDG_CONFIG_HOME/knock-spa/` (default `~/.config/knock-spa/`) comes before `~/.knock/`,
+/// for the configuration and the key, and `knock-spa config` says which files it read.
+#[test]
+fn xdg_directory_first_and_config_shows_which_files() {
+    let env = Env::with_key(); // ~/.knock/key, key `alice`
+    env.write_config("[s]\nhost = 127.0.0.1\nspa_port = 1001\n");
+    let home = env.home.path();
+    let show = |cmd: &mut Command| -> String {
+        let out = cmd.arg("config").output().expect("run");
+        assert_ok(&out);
+        stdout(&out)
+    };
+    let text = show(&mut env.cmd());
+    let legacy = home.join(".knock/config");
+    assert!(
+        text.contains(&format!(
+            "configuration: {}: 1 stanza(s): s",
+            legacy.display()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "{}: not found",
+            home.join(".config/knock-spa/config").display()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "key: {} (default): key `alice`, id ",
+            home.join(".knock/key").display()
+        )),
+        "{text}"
+    );
+
+    // A file in ~/.config/knock-spa wins, and a key there too.
+    write_private(
+        &home.join(".config/knock-spa/config"),
+        "[s]\nhost = 127.0.0.1\nspa_port = 1004\n[t]\n",
+    );
+    let out = env.run(&[
+        "keygen",
+        "--name",
+        "xdg",
+        "-o",
+        home.join(".config/knock-spa/key").to_str().expect("utf-8"),
+    ]);
+    assert_ok(&out);
+    let out = env.run(&["open", "ssh", "s", "--dry-run"]);
+    assert_ok(&out);
+    let err = stderr(&out);
+    assert!(
+        err.contains("127.0.0.1:1004 (server identity `127.0.0.1`, key `xdg`)"),
+        "{err}"
+    );
+    let text = show(&mut env.cmd());
+    assert!(text.contains("2 stanza(s): s, t"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{}: found, not used (an earlier file comes first)",
+            legacy.display()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("(default): key `xdg`"), "{text}");
+
+    // $XDG_CONFIG_HOME moves the directory; an empty one there means ~/.knock again.
+    let xdg = home.join("elsewhere");
+    fs::create_dir_all(&xdg).expect("mkdir");
+    let out = env
+        .cmd()
+        .env("XDG_CONFIG_HOME", &xdg)
+        .args(["open", "ssh", "s", "--dry-run"])
+        .output()
+        .expect("run");
+    assert_ok(&out);
+    let err = stderr(&out);
+    assert!(
+        err.contains("127.0.0.1:1001 (server identity `127.0.0.1`, key `alice`)"),
+        "{err}"
+    );
+
+    // A key that cannot be used: `config` says so and exits 1.
+    fs::set_permissions(
+        home.join(".config/knock-spa/key"),
+        fs::Permissions::from_mode(0o644),
+    )
+    .expect("chmod");
+    let out = env.cmd().arg("config").output().expect("run");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stdout(&out).contains("cannot be used"), "{}", stdout(&out));
+}
+
+/// A HOST that is nearly a stanza name: the hint comes before the name is looked up.
+#[test]
+fn near_stanza_name_gets_a_hint_before_dns() {
+    let env = Env::with_key();
+    env.write_config("[gw]\nhost = 127.0.0.1\n");
+    let out = env.run(&["open", "ssh", "gww", "--dry-run"]);
+    let err = stderr(&out);
+    let hint = err
+        .find("knock-spa: no stanza gww (did you mean gw?)")
+        .unwrap_or_else(|| panic!("{err}"));
+    // `gww` is no host name here: the lookup fails after the hint.
+    let lookup = err
+        .find("cannot resolve host `gww`")
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(hint < lookup, "{err}");
+    assert_eq!(out.status.code(), Some(1));
+    // A HOST that is nothing like a stanza gets no hint; an address never does.
+    for host in ["127.0.0.1", "elsewhere.invalid"] {
+        let out = env.run(&["open", "ssh", host, "--dry-run"]);
+        assert!(!stderr(&out).contains("did you mean"), "{}", stderr(&out));
+    }
 }
 
 #[test]
@@ -918,7 +1039,7 @@ fn open_then_exec_runs_the_command_after_the_packet_and_the_wait() {
             "myserver",
             "--spa-port",
             &port,
-            "--wait",
+            "--delay",
             "300",
             "--",
             "/bin/sh",
@@ -943,7 +1064,7 @@ fn open_then_exec_runs_the_command_after_the_packet_and_the_wait() {
     );
     assert!(
         done - arrived >= Duration::from_millis(250),
-        "the command ran {:?} after the packet, --wait is 300 ms",
+        "the command ran {:?} after the packet, --delay is 300 ms",
         done - arrived
     );
     verify(&verifier(&env.key(), false), LOOPBACK, &packet).expect("accepted");
@@ -961,7 +1082,7 @@ fn exec_exit_status_is_the_commands_and_failures_are_126_127() {
         "-q",
         "--spa-port",
         &port,
-        "--wait",
+        "--delay",
         "0",
         "--",
     ];

@@ -168,6 +168,26 @@ impl Netns {
         }
     }
 
+    /// Gives the processes this namespace runs (through `ip netns exec`) their own
+    /// `/etc/FILE`: `ip netns exec NAME` bind-mounts `/etc/netns/NAME/FILE` over `/etc/FILE`
+    /// in the command's private mount namespace, so `/etc/hosts` here is seen only by them.
+    /// The directory `/etc/netns/NAME` has this run's unique name and goes with the namespace.
+    ///
+    /// # Panics
+    /// When the file cannot be written.
+    pub fn etc_file(&self, file: &str, text: &str) {
+        let dir = self.etc_dir();
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        let path = dir.join(file);
+        std::fs::write(&path, text)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    }
+
+    fn etc_dir(&self) -> PathBuf {
+        Path::new("/etc/netns").join(&self.name)
+    }
+
     /// PIDs of the processes inside the namespace (`ip netns pids`).
     pub fn pids(&self) -> Vec<u32> {
         let out = run(Command::new("ip").args(["netns", "pids", &self.name]));
@@ -197,6 +217,12 @@ impl Drop for Netns {
             eprintln!("knock-e2e: killing leftover pid {pid} in {}", self.name);
             if let Err(e) = sys::kill(pid, libc::SIGKILL) {
                 eprintln!("knock-e2e: kill {pid}: {e}");
+            }
+        }
+        let etc = self.etc_dir();
+        if etc.exists() {
+            if let Err(e) = std::fs::remove_dir_all(&etc) {
+                eprintln!("knock-e2e: cannot remove {}: {e}", etc.display());
             }
         }
         let out = run(Command::new("ip").args(["netns", "del", &self.name]));

@@ -206,12 +206,25 @@ impl Topology {
     /// # Panics
     /// When `ks-listen` is missing or does not come up within 5 s.
     pub fn listen(&mut self, port: u16) {
-        let bin = workspace_bin("ks-listen");
+        self.listen_with(port, None);
+    }
+
+    /// As [`Topology::listen`], but each connection gets `banner` and a line ending first
+    /// (as sshd sends its version line), then an echo of what the client sends.
+    pub fn listen_banner(&mut self, port: u16, banner: &str) {
+        self.listen_with(port, Some(banner));
+    }
+
+    fn listen_with(&mut self, port: u16, banner: Option<&str>) {
+        let bin = workspace_bin("ks-listen").display().to_string();
         let v4 = SocketAddr::from((SERVER_V4, port)).to_string();
         let v6 = SocketAddr::from((SERVER_V6, port)).to_string();
-        let mut child = self
-            .server
-            .spawn([bin.as_os_str(), v4.as_ref(), v6.as_ref()]);
+        let mut args = vec![bin.as_str()];
+        if let Some(text) = banner {
+            args.extend(["--banner", text]);
+        }
+        args.extend([v4.as_str(), v6.as_str()]);
+        let mut child = self.server.spawn(args);
         let start = Instant::now();
         if child
             .wait_for_log("ks-listen: ready", LISTENER_READY)

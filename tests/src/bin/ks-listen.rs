@@ -1,6 +1,8 @@
-//! `ks-listen ADDR...`: a stand-in for sshd in end-to-end tests. Binds a TCP listener on each
-//! socket address given, prints `ks-listen: ready` once all are bound, then accepts every
-//! connection and closes it at once, until killed.
+//! `ks-listen [--banner TEXT] ADDR...`: a stand-in for sshd in end-to-end tests. Binds a TCP
+//! listener on each socket address given, prints `ks-listen: ready` once all are bound, then
+//! accepts every connection and closes it at once, until killed. With `--banner`, each
+//! connection is first sent `TEXT\r\n` (as sshd sends its version line), then what the client
+//! sends is echoed back until its end of stream, then the connection is closed.
 //!
 //! Exit codes: 0 never (runs until killed), 1 when an address is bad or cannot be bound.
 
@@ -19,8 +21,18 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<(), String> {
-    let addrs = std::env::args()
-        .skip(1)
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let banner = match args.first().map(String::as_str) {
+        Some("--banner") if args.len() >= 2 => {
+            let text = format!("{}\r\n", args[1]);
+            args.drain(..2);
+            Some(text)
+        }
+        _ => None,
+    };
+    let banner: &'static Option<String> = Box::leak(Box::new(banner));
+    let addrs = args
+        .iter()
         .map(|a| {
             a.parse::<SocketAddr>()
                 .map_err(|e| format!("bad address {a:?}: {e}"))
@@ -47,7 +59,12 @@ fn run() -> Result<(), String> {
         .map(|l| {
             std::thread::spawn(move || loop {
                 match l.accept() {
-                    Ok((stream, _peer)) => drop(stream),
+                    Ok((stream, _peer)) => match banner {
+                        Some(text) => {
+                            std::thread::spawn(move || talk(stream, text));
+                        }
+                        None => drop(stream),
+                    },
                     Err(e) => {
                         // e.g. EMFILE: do not spin.
                         eprintln!("ks-listen: accept: {e}");
@@ -61,4 +78,23 @@ fn run() -> Result<(), String> {
         let _ = t.join();
     }
     Ok(())
+}
+
+/// `--banner`: the banner, then an echo of what comes until the client's end of stream.
+fn talk(mut stream: std::net::TcpStream, banner: &str) {
+    use std::io::Read as _;
+    if stream.write_all(banner.as_bytes()).is_err() {
+        return;
+    }
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if stream.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+        }
+    }
 }
