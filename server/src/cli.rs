@@ -75,10 +75,16 @@ pub enum Command {
     ///
     /// Reads the status file the daemon keeps in its state directory (StateDir of the
     /// configuration, or --state-dir). Exit status: 0 running, 1 dead (its status file is
-    /// left), 3 not running, 4 stale or unreadable.
+    /// left), 3 not running, 4 stale or unreadable. With --format prometheus: 0 whenever the
+    /// metrics were printed (`knock_spad_up 0` when no live daemon), 4 when the status file
+    /// cannot be read (nothing on stdout).
     Status {
-        /// Print JSON instead of a table.
-        #[arg(long)]
+        /// Output format: a table, JSON, or Prometheus' text exposition format (for
+        /// node_exporter's textfile collector).
+        #[arg(long, value_enum, value_name = "FORMAT")]
+        format: Option<StatusFormat>,
+        /// Print JSON instead of a table (the same as --format json).
+        #[arg(long, conflicts_with = "format")]
         json: bool,
     },
     /// List, add or revoke SPA keys in the configuration, and reload a running daemon.
@@ -140,6 +146,17 @@ pub enum Command {
     },
     /// Print the manual page (roff, section 8).
     Man,
+}
+
+/// `status --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatusFormat {
+    /// A table.
+    Text,
+    /// JSON.
+    Json,
+    /// Prometheus text exposition format 0.0.4.
+    Prometheus,
 }
 
 #[derive(Debug, Subcommand)]

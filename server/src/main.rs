@@ -49,7 +49,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Some(Command::Check) => Ok(cmd::check::run(&cli)),
-        Some(Command::Status { json }) => cmd::status::run(&cli, *json),
+        Some(Command::Status { format, json }) => cmd::status::run(&cli, *format, *json),
         Some(Command::Keys { command }) => cmd::keys::run(&cli, command),
         Some(Command::FirewallSetup {
             ports,

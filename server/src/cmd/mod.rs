@@ -7,6 +7,7 @@ pub mod close;
 pub mod docs;
 pub mod firewall_setup;
 pub mod keys;
+pub mod prometheus;
 pub mod status;
 
 use std::path::{Path, PathBuf};

@@ -1,6 +1,7 @@
 //! `knock-spad status`: reads the status file a running daemon keeps in its state directory
-//! and prints it (a table, or JSON), with an exit status saying whether the daemon runs.
-//! For nftables grants it also asks the kernel how long each element has left.
+//! and prints it (a table, JSON, or Prometheus metrics: `cmd::prometheus`), with an exit
+//! status saying whether the daemon runs. For nftables grants the table and JSON also ask the
+//! kernel how long each element has left.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -10,22 +11,40 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::cli::Cli;
+use crate::cli::{Cli, StatusFormat};
 use crate::firewall::nft::{Element, Nft};
 use serde::Serialize;
 
 use crate::store::status::{self, liveness, Counters, GrantView, Liveness, Snapshot};
 
-use super::{print_bytes, state_dir_of};
+use super::{print_bytes, prometheus, state_dir_of};
 
-pub fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
+/// `status`, in `format` (`--json` is `--format json`).
+pub fn run(cli: &Cli, format: Option<StatusFormat>, json: bool) -> anyhow::Result<ExitCode> {
+    let format = match format {
+        Some(f) => f,
+        None if json => StatusFormat::Json,
+        None => StatusFormat::Text,
+    };
     let dir = match state_dir_of(cli) {
         Ok(d) => d,
         Err(code) => return Ok(code),
     };
     let path = dir.join(status::FILE);
     let now = status::unix_now();
+    let json = format == StatusFormat::Json;
     match status::read(&dir) {
+        // The metrics say whether the daemon runs (knock_spad_up): a textfile collector gets a
+        // file, and exit 0, either way.
+        Ok(snap) if format == StatusFormat::Prometheus => {
+            let running = liveness(&snap, now) == Liveness::Running;
+            print_bytes(prometheus::render(running.then_some(&snap)).as_bytes())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(status::ReadError::Missing(_)) if format == StatusFormat::Prometheus => {
+            print_bytes(prometheus::render(None).as_bytes())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Ok(snap) => {
             let kernel = Kernel::ask(&snap);
             let code = match status::liveness(&snap, now) {
@@ -373,6 +392,21 @@ pub fn render(path: &Path, snap: &Snapshot, now: u64, kernel: &Kernel) -> String
     for r in rows {
         out.push_str(&format!("  {:<20} {:>10}\n", r[0], r[1]));
     }
+    out.push_str(&format!(
+        "  commands failed: start {}, stop {}{}; reloads: {} done, {} refused{}\n",
+        c.start_failed,
+        c.stop_failed,
+        match c.timed_out {
+            0 => String::new(),
+            n => format!(" ({n} timed out)"),
+        },
+        snap.reloads,
+        c.reloads_refused,
+        match c.last_refused_reload {
+            Some(t) => format!(" (last {} ago)", human_duration(now.saturating_sub(t))),
+            None => String::new(),
+        }
+    ));
     out
 }
 
@@ -394,6 +428,23 @@ mod tests {
         assert!(text.contains("192.0.2.7"), "{text}");
         assert!(text.contains("25 s"), "{text}");
         assert!(text.contains("unknown key"), "{text}");
+        assert!(
+            text.contains("  commands failed: start 0, stop 0; reloads: 0 done, 0 refused\n"),
+            "{text}"
+        );
+        s.counters.start_failed = 2;
+        s.counters.timed_out = 1;
+        s.counters.reloads_refused = 1;
+        s.counters.last_refused_reload = Some(now - 300);
+        s.reloads = 3;
+        let t = render(Path::new("/s/status.json"), &s, now, &Kernel::NotAsked);
+        assert!(
+            t.contains(
+                "  commands failed: start 2, stop 0 (1 timed out); reloads: 3 done, 1 refused \
+                 (last 5m 0s ago)\n"
+            ),
+            "{t}"
+        );
         let json = serde_json::to_value(report(
             Path::new("/s/status.json"),
             &s,

@@ -20,7 +20,6 @@
 //! matching delete (`-D`) runs: knockd inserts duplicates (knock issue 70).
 
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -32,7 +31,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::daemon::actions::{Action, NextOneTime, OneTimeUse, Shutdown};
 use crate::daemon::lanes::{
-    show, Closed, Done, Lanes, NftSocket, OpenJob, Stop, StopJob, OPEN_LANE_LEN,
+    show, Closed, Counts, Done, Lanes, NftSocket, OpenJob, Stop, StopJob, OPEN_LANE_LEN,
 };
 use crate::daemon::reconcile::{self, element_of};
 use crate::daemon::supervise::{fault, Heartbeat, KEEPER_BEAT};
@@ -119,7 +118,6 @@ pub struct GrantKeeper {
     nft: NftSocket,
     /// Where `status` reads the open grants from (see [`crate::store::status`]).
     board: Option<Arc<StatusBoard>>,
-    stats: Option<Arc<Stats>>,
     /// Opens refused for the caps, and for a full open lane.
     full: Refusals,
     busy: Refusals,
@@ -155,7 +153,6 @@ impl GrantKeeper {
             published: Instant::now(),
             nft: NftSocket::default(),
             board: None,
-            stats: None,
             full: Refusals::default(),
             busy: Refusals::default(),
             one_time: None,
@@ -169,11 +166,11 @@ impl GrantKeeper {
     }
 
     /// Publishes the open grants on `board` for `knock-spad status`, now and at every change;
-    /// counts opens refused for a full open lane in `stats`.
+    /// counts refused opens and failed firewall actions in `stats` (see [`Counts`]).
     pub fn with_status(mut self, board: Arc<StatusBoard>, stats: Arc<Stats>) -> Self {
         board.set_grants(&self.grants());
         self.board = Some(board);
-        self.stats = Some(stats);
+        self.lanes.counts = Counts::new(stats);
         self
     }
 
@@ -494,6 +491,7 @@ impl GrantKeeper {
         if !self.record(GrantChange::Open(rec.clone())) {
             error!("{name}: not opening for {addr}: the grant could not be recorded");
             if let Err(e) = self.nft.call(|n| n.delete(elem)) {
+                self.lanes.counts.stop_failed();
                 error!("{name}: cannot delete the element {}: {e}", show(elem));
             }
             return;
@@ -507,6 +505,7 @@ impl GrantKeeper {
         self.nft
             .call(|n| n.put(elem, Duration::from_millis(left)))
             .inspect(|()| verbose!("element {} added, {left} ms", show(elem)))
+            .inspect_err(|_| self.lanes.counts.start_failed())
     }
 
     /// A second open of grant `i` (`rec` is what the new one would be).
@@ -560,9 +559,7 @@ impl GrantKeeper {
         if let TrySendError::Closed(_) = e {
             panic!("the grant keeper's open lane ended");
         }
-        if let Some(s) = &self.stats {
-            s.dropped.fetch_add(1, Ordering::Relaxed);
-        }
+        self.lanes.counts.dropped();
         if let Some(n) = self.busy.count() {
             error!(
                 "{addr}: {name}: not opened: {OPEN_LANE_LEN} start commands wait already (a \

@@ -14,13 +14,16 @@
 //! results waiting are bounded by the two queues and the two jobs running.
 
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use knock_shared::types::PortSpec;
 use tokio::sync::mpsc;
 
-use crate::firewall::commands::{self, check_argv, rule_op, rule_present, RuleOp};
+use crate::firewall::commands::{self, check_argv, rule_op, rule_present, ExecError, RuleOp};
 use crate::firewall::nft::{self, Element, Nft, NftError};
 use crate::log::{error, info, verbose};
+use crate::store::status::Stats;
 
 /// Start jobs that may wait at once.
 pub const OPEN_LANE_LEN: usize = 256;
@@ -117,6 +120,50 @@ pub enum Done {
     },
 }
 
+/// The counters the grant keeper and its lanes move in the daemon's [`Stats`] (which the
+/// status thread publishes): each where the outcome is known, the lanes for the commands and
+/// element deletes they run, the keeper for the elements it puts and the opens it refuses.
+/// Without stats (a keeper with no status board) nothing is counted.
+#[derive(Debug, Clone, Default)]
+pub struct Counts(Option<Arc<Stats>>);
+
+impl Counts {
+    /// Counts into `stats`.
+    pub fn new(stats: Arc<Stats>) -> Self {
+        Self(Some(stats))
+    }
+
+    fn bump(&self, field: impl Fn(&Stats) -> &std::sync::atomic::AtomicU64) {
+        if let Some(s) = &self.0 {
+            field(s).fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// An open refused (the open lane is full).
+    pub fn dropped(&self) {
+        self.bump(|s| &s.dropped);
+    }
+
+    /// A start command, or an element put, failed.
+    pub fn start_failed(&self) {
+        self.bump(|s| &s.start_failed);
+    }
+
+    /// A stop command, or an element delete, failed.
+    pub fn stop_failed(&self) {
+        self.bump(|s| &s.stop_failed);
+    }
+
+    /// Runs `argv` ([`commands::run`]), counting it if it is killed at its time limit.
+    async fn run(&self, argv: &[String]) -> Result<(), ExecError> {
+        let r = commands::run(argv).await;
+        if let Err(ExecError::Timeout(_)) = r {
+            self.bump(|s| &s.timed_out);
+        }
+        r
+    }
+}
+
 /// The keeper's ends of the lanes. The lanes' tasks start with [`Lanes::spawn`].
 #[derive(Debug)]
 pub struct Lanes {
@@ -124,6 +171,8 @@ pub struct Lanes {
     pub open: mpsc::Sender<OpenJob>,
     /// Stop jobs go here.
     pub close: mpsc::Sender<StopJob>,
+    /// What the lanes count (set before [`Lanes::spawn`]).
+    pub counts: Counts,
     tasks: Option<Tasks>,
 }
 
@@ -145,6 +194,7 @@ impl Lanes {
         Self {
             open,
             close,
+            counts: Counts::default(),
             tasks: Some(Tasks {
                 open: open_rx,
                 close: close_rx,
@@ -159,8 +209,8 @@ impl Lanes {
     /// queue's senders are dropped.
     pub fn spawn(&mut self) -> Option<mpsc::UnboundedReceiver<Done>> {
         let t = self.tasks.take()?;
-        tokio::spawn(open_lane(t.open, t.done_tx.clone()));
-        tokio::spawn(close_lane(t.close, t.done_tx));
+        tokio::spawn(open_lane(t.open, t.done_tx.clone(), self.counts.clone()));
+        tokio::spawn(close_lane(t.close, t.done_tx, self.counts.clone()));
         Some(t.done)
     }
 }
@@ -171,7 +221,11 @@ impl Default for Lanes {
     }
 }
 
-async fn open_lane(mut jobs: mpsc::Receiver<OpenJob>, done: mpsc::UnboundedSender<Done>) {
+async fn open_lane(
+    mut jobs: mpsc::Receiver<OpenJob>,
+    done: mpsc::UnboundedSender<Done>,
+    counts: Counts,
+) {
     // The inserts of `Once` jobs this daemon made and has not deleted since.
     let mut applied = HashSet::new();
     // This lane's netlink socket, opened at its first nftables job.
@@ -180,17 +234,18 @@ async fn open_lane(mut jobs: mpsc::Receiver<OpenJob>, done: mpsc::UnboundedSende
         match job {
             OpenJob::Start { id, door, argv } => {
                 info!("{door}: running command: {}", commands::display(&argv));
-                let ok = match commands::run(&argv).await {
+                let ok = match counts.run(&argv).await {
                     Ok(()) => true,
                     Err(e) => {
                         error!("{door}: command failed: {e}");
+                        counts.start_failed();
                         false
                     }
                 };
                 let _ = done.send(Done::Started { id, ok });
             }
-            OpenJob::Recheck { door, argv } => recheck(&door, &argv).await,
-            OpenJob::Once { door, argv } => run_once(&door, &argv, &mut applied).await,
+            OpenJob::Recheck { door, argv } => recheck(&door, &argv, &counts).await,
+            OpenJob::Once { door, argv } => run_once(&door, &argv, &mut applied, &counts).await,
             OpenJob::Guard { ports } => guard(&mut socket, ports).await,
         }
     }
@@ -252,11 +307,15 @@ impl NftSocket {
     }
 }
 
-async fn close_lane(mut jobs: mpsc::Receiver<StopJob>, done: mpsc::UnboundedSender<Done>) {
+async fn close_lane(
+    mut jobs: mpsc::Receiver<StopJob>,
+    done: mpsc::UnboundedSender<Done>,
+    counts: Counts,
+) {
     let mut socket = NftSocket::default();
     while let Some(job) = jobs.recv().await {
         let how = match &job.stop {
-            Stop::Command(argv) => stop_command(&job, argv).await,
+            Stop::Command(argv) => stop_command(&job, argv, &counts).await,
             &Stop::Element(elem) => match socket.call(|n| n.delete(elem)) {
                 Ok(true) => {
                     verbose!("{}: element {} deleted", job.door, show(elem));
@@ -273,13 +332,16 @@ async fn close_lane(mut jobs: mpsc::Receiver<StopJob>, done: mpsc::UnboundedSend
                 Err(e) => Closed::Failed(e.to_string()),
             },
         };
+        if let Closed::Failed(_) = how {
+            counts.stop_failed();
+        }
         let _ = done.send(Done::Stopped { id: job.id, how });
     }
 }
 
-async fn stop_command(job: &StopJob, argv: &[String]) -> Closed {
+async fn stop_command(job: &StopJob, argv: &[String], counts: &Counts) -> Closed {
     info!("{}: running command: {}", job.door, commands::display(argv));
-    match commands::run(argv).await {
+    match counts.run(argv).await {
         Ok(()) => Closed::Done,
         Err(_) if rule_already_gone(argv).await => {
             info!(
@@ -292,7 +354,7 @@ async fn stop_command(job: &StopJob, argv: &[String]) -> Closed {
     }
 }
 
-async fn recheck(door: &str, start: &[String]) {
+async fn recheck(door: &str, start: &[String], counts: &Counts) {
     let RuleOp::Insert(rule) = rule_op(start) else {
         return;
     };
@@ -302,13 +364,19 @@ async fn recheck(door: &str, start: &[String]) {
     if rule_present(&check).await == Some(false) {
         info!("{door}: the rule of this grant is not in the firewall; inserting it again");
         info!("{door}: running command: {}", commands::display(start));
-        if let Err(e) = commands::run(start).await {
+        if let Err(e) = counts.run(start).await {
             error!("{door}: command failed: {e}");
+            counts.start_failed();
         }
     }
 }
 
-async fn run_once(door: &str, argv: &[String], applied: &mut HashSet<Vec<String>>) {
+async fn run_once(
+    door: &str,
+    argv: &[String],
+    applied: &mut HashSet<Vec<String>>,
+    counts: &Counts,
+) {
     let op = rule_op(argv);
     if let RuleOp::Insert(rule) = &op {
         // One rule, not two. For iptables the firewall itself is asked (`-C`): it knows about
@@ -331,7 +399,7 @@ async fn run_once(door: &str, argv: &[String], applied: &mut HashSet<Vec<String>
         }
     }
     info!("{door}: running command: {}", commands::display(argv));
-    match commands::run(argv).await {
+    match counts.run(argv).await {
         Ok(()) => match op {
             RuleOp::Insert(rule) => {
                 applied.insert(rule);
@@ -347,7 +415,10 @@ async fn run_once(door: &str, argv: &[String], applied: &mut HashSet<Vec<String>
             }
             info!("{door}: the rule was already gone from the firewall; nothing to delete");
         }
-        Err(e) => error!("{door}: command failed: {e}"),
+        Err(e) => {
+            error!("{door}: command failed: {e}");
+            counts.start_failed();
+        }
     }
 }
 

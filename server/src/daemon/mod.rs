@@ -359,6 +359,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                                 error!("SIGHUP: {e}");
                             }
                             error!("SIGHUP: the new configuration is invalid; keeping the old one");
+                            stats.reload_refused();
                             notify::send(
                                 "READY=1\nSTATUS=the new configuration is invalid; running the old one",
                             );

@@ -317,6 +317,7 @@ impl PacketLoop {
                     let filter = capture::bpf_filter(&rt, self.only_v4);
                     if let Err(e) = cap.filter(&filter, true) {
                         error!("reload: cannot apply capture filter {filter:?}: {e}; keeping the old configuration");
+                        self.stats.reload_refused();
                         continue;
                     }
                 }

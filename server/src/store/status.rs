@@ -71,6 +71,26 @@ pub struct Stats {
     /// Actions the packet thread dropped because the grant keeper's queue was full, and opens
     /// the keeper refused because its open lane was full.
     pub dropped: AtomicU64,
+    /// Start commands, and nftables element puts, that failed (each retry counts).
+    pub start_failed: AtomicU64,
+    /// Stop commands, and nftables element deletes, that failed (each retry counts).
+    pub stop_failed: AtomicU64,
+    /// Commands killed at their time limit (start or stop).
+    pub timed_out: AtomicU64,
+    /// SIGHUP reloads refused: an invalid configuration, or a capture filter that would not
+    /// apply.
+    pub reloads_refused: AtomicU64,
+    /// Unix seconds of the last refused reload; 0 for none.
+    pub last_refused_reload: AtomicU64,
+}
+
+impl Stats {
+    /// A reload was refused (the old configuration stays in force): counted, with its time.
+    pub fn reload_refused(&self) {
+        self.reloads_refused.fetch_add(1, Ordering::Relaxed);
+        self.last_refused_reload
+            .store(unix_now(), Ordering::Relaxed);
+    }
 }
 
 /// The reasons for refusing a packet that the daemon itself gives, after the verifier
@@ -141,6 +161,21 @@ pub struct Counters {
     /// Opens and closes dropped because the grant keeper's queue was full.
     #[serde(default)]
     pub dropped: u64,
+    /// Start commands (and nftables element puts) that failed, each retry counted.
+    #[serde(default)]
+    pub start_failed: u64,
+    /// Stop commands (and nftables element deletes) that failed, each retry counted.
+    #[serde(default)]
+    pub stop_failed: u64,
+    /// Commands killed at their time limit.
+    #[serde(default)]
+    pub timed_out: u64,
+    /// SIGHUP reloads refused (the old configuration stayed in force).
+    #[serde(default)]
+    pub reloads_refused: u64,
+    /// Unix seconds of the last refused reload, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_refused_reload: Option<u64>,
     /// Rejected SPA packets, by reason (every reason, zeros included; see [`reason_key`] and
     /// [`DAEMON_REFUSALS`]).
     pub rejected: BTreeMap<String, u64>,
@@ -155,6 +190,12 @@ impl Counters {
             knocks: stats.knocks.load(Ordering::Relaxed),
             evicted: stats.evicted.load(Ordering::Relaxed),
             dropped: stats.dropped.load(Ordering::Relaxed),
+            start_failed: stats.start_failed.load(Ordering::Relaxed),
+            stop_failed: stats.stop_failed.load(Ordering::Relaxed),
+            timed_out: stats.timed_out.load(Ordering::Relaxed),
+            reloads_refused: stats.reloads_refused.load(Ordering::Relaxed),
+            last_refused_reload: Some(stats.last_refused_reload.load(Ordering::Relaxed))
+                .filter(|t| *t != 0),
             rejected: RejectKind::ALL
                 .iter()
                 .map(|k| {
@@ -576,6 +617,42 @@ pub(crate) mod tests {
         assert_eq!(liveness(&snap(i32::MAX as u32, now), now), Liveness::Gone);
         assert!(!pid_alive(0));
         assert!(!pid_alive(u32::MAX));
+    }
+
+    #[test]
+    fn a_status_file_without_the_newer_counters_still_reads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut v = serde_json::to_value(snap(1, 1_000)).expect("json");
+        let counters = v["counters"].as_object_mut().expect("counters");
+        for k in [
+            "dropped",
+            "start_failed",
+            "stop_failed",
+            "timed_out",
+            "reloads_refused",
+            "last_refused_reload",
+        ] {
+            counters.remove(k);
+        }
+        fs::write(dir.path().join(FILE), v.to_string()).expect("write");
+        let read = read(dir.path()).expect("an older daemon's file");
+        assert_eq!(read.counters, Counters::default());
+    }
+
+    #[test]
+    fn failures_and_refused_reloads_are_counted() {
+        let stats = Stats::default();
+        assert_eq!(Counters::read(&stats).last_refused_reload, None);
+        stats.reload_refused();
+        stats.reload_refused();
+        stats.start_failed.fetch_add(3, Ordering::Relaxed);
+        let c = Counters::read(&stats);
+        assert_eq!((c.reloads_refused, c.start_failed), (2, 3));
+        assert!(c.last_refused_reload.is_some_and(|t| t + 5 >= unix_now()));
+        let json = serde_json::to_value(&c).expect("json");
+        assert_eq!(json["reloads_refused"], 2);
+        assert_eq!(json["start_failed"], 3);
+        assert_eq!(json["stop_failed"], 0);
     }
 
     #[test]
