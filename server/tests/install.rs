@@ -134,6 +134,7 @@ fn systemd_unit_has_the_expected_settings() {
         .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('['))
         .collect();
     for want in [
+        "Conflicts=knockd.service",
         "Type=notify",
         "NotifyAccess=main",
         "ExecStart=/usr/sbin/knock-spad -c /etc/knockd.conf",
