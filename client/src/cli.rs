@@ -154,7 +154,8 @@ pub enum Command {
     /// Print a man page (roff) on stdout.
     #[command(
         long_about = "Print a man page in roff on stdout: knock-spa(1), or with \
-        COMMAND the page of that command, knock-spa-COMMAND(1).\n\n\
+        COMMAND the page of that command, knock-spa-COMMAND(1), or with --section 5 the \
+        page of the configuration file, knock-spa.conf(5).\n\n\
         Read it with `knock-spa man | man -l -`; install with \
         `knock-spa man > /usr/local/share/man/man1/knock-spa.1`."
     )]
@@ -480,6 +481,10 @@ pub struct ManArgs {
     /// Print the page of this command (knock-spa-COMMAND(1)) instead of knock-spa(1).
     #[arg(value_name = "COMMAND", value_parser = MAN_COMMANDS)]
     pub command: Option<String>,
+    /// Which page: 1, knock-spa(1) (or knock-spa-COMMAND(1)); 5, knock-spa.conf(5), the
+    /// configuration file.
+    #[arg(long, value_name = "SECTION", default_value = "1", value_parser = ["1", "5"], conflicts_with = "command")]
+    pub section: String,
 }
 
 /// The commands `man COMMAND` accepts: every subcommand (a test checks the list is complete).
@@ -794,7 +799,7 @@ mod tests {
         assert_eq!(names, MAN_COMMANDS, "MAN_COMMANDS lists every subcommand");
         let cli = parse(&["man", "open"]).expect("valid");
         assert!(
-            matches!(cli.command, Command::Man(ManArgs { command: Some(ref c) }) if c == "open")
+            matches!(cli.command, Command::Man(ManArgs { command: Some(ref c), .. }) if c == "open")
         );
     }
 

@@ -8,6 +8,7 @@
 
 use clap::CommandFactory as _;
 use clap_complete::Shell;
+use knock_shared::config::roff_prose;
 
 use crate::cli::{Cli, CompletionShell};
 
@@ -51,7 +52,7 @@ pub fn man_commands() -> Vec<String> {
 }
 
 /// knock-spa(1), or knock-spa-COMMAND(1) for `command`; `None` for a command that does not
-/// exist.
+/// exist. (knock-spa.conf(5), `man --section 5`, is `conf_page::man_page`.)
 pub fn man_page(command: Option<&str>) -> Option<std::io::Result<Vec<u8>>> {
     let mut cmd = Cli::command().disable_help_subcommand(true);
     // Sets the subcommands' display names (`knock-spa-open`), which become their page titles.
@@ -67,8 +68,19 @@ pub fn man_page(command: Option<&str>) -> Option<std::io::Result<Vec<u8>>> {
     let man = clap_mangen::Man::new(page)
         .source(format!("knock-spa {}", env!("CARGO_PKG_VERSION")))
         .manual("knock-spa manual");
-    Some(man.render(&mut out).map(|()| out))
+    Some(man.render(&mut out).map(|()| {
+        if command.is_none() {
+            out.extend_from_slice(roff_prose(SEE_ALSO).as_bytes());
+        }
+        out
+    }))
 }
+
+/// The last section of knock-spa(1).
+const SEE_ALSO: &str = "\
+# SEE ALSO
+**knock-spa.conf**(5), **knock-spad**(8), **knock-spad.conf**(5)
+";
 
 #[cfg(test)]
 mod tests {
@@ -107,8 +119,47 @@ mod tests {
             assert!(page.contains(".SH SYNOPSIS"), "{page}");
             assert!(page.contains(env!("CARGO_PKG_VERSION")), "{page}");
         }
+        let see_also = &top[top.find(".SH \"SEE ALSO\"").expect("SEE ALSO")..];
+        for name in ["knock-spa.conf\\fR(5)", "knock-spad\\fR(8)"] {
+            assert!(see_also.contains(name), "SEE ALSO lacks {name}");
+        }
         assert!(man_page(Some("frobnicate")).is_none());
         assert!(man_page(Some("help")).is_none());
+    }
+
+    /// `man --section`: 1 (the default) or 5, and not with COMMAND (whose page is in 1).
+    #[test]
+    fn man_sections() {
+        use clap::Parser as _;
+        let section = |args: &[&str]| {
+            crate::cli::Cli::try_parse_from(
+                std::iter::once("knock-spa").chain(args.iter().copied()),
+            )
+            .map(|cli| match cli.command {
+                crate::cli::Command::Man(m) => (m.section, m.command),
+                other => panic!("not man: {other:?}"),
+            })
+        };
+        assert_eq!(section(&["man"]).expect("valid"), ("1".to_owned(), None));
+        assert_eq!(
+            section(&["man", "--section", "5"]).expect("valid"),
+            ("5".to_owned(), None)
+        );
+        assert_eq!(
+            section(&["man", "--section", "1"]).expect("valid"),
+            ("1".to_owned(), None)
+        );
+        assert_eq!(
+            section(&["man", "open"]).expect("valid"),
+            ("1".to_owned(), Some("open".to_owned()))
+        );
+        for bad in [
+            &["man", "--section", "8"][..],
+            &["man", "--section", "3"],
+            &["man", "--section", "5", "open"],
+        ] {
+            assert!(section(bad).is_err(), "{bad:?}");
+        }
     }
 
     /// dist/install.sh (and so the Debian package) installs knock-spa-COMMAND(1) for the

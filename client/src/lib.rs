@@ -11,6 +11,7 @@
 //! `Keys = ...` line `keygen` exists to print.
 
 pub mod cli;
+pub mod conf_page;
 pub mod config;
 pub mod error;
 pub mod exec;
@@ -191,6 +192,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Knock(args) => knock::execute(args),
         Command::Completions(args) => print_bytes(&generate::completion_script(args.shell)),
+        Command::Man(args) if args.section == "5" => print_bytes(&conf_page::man_page()),
         Command::Man(args) => match generate::man_page(args.command.as_deref()) {
             Some(page) => print_bytes(&page.context("cannot render the man page")?),
             // clap accepts only the names in `cli::MAN_COMMANDS`, each a subcommand.

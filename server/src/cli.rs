@@ -144,8 +144,15 @@ pub enum Command {
         #[arg(long, conflicts_with_all = ["key", "door", "address"])]
         all: bool,
     },
-    /// Print the manual page (roff, section 8).
-    Man,
+    /// Print a manual page (roff): knock-spad(8), or with --section 5 knock-spad.conf(5).
+    ///
+    /// Read it with `knock-spad man | man -l -` (or `knock-spad man --section 5 | man -l -`).
+    Man {
+        /// Which page: 8, knock-spad(8), the program; 5, knock-spad.conf(5), its
+        /// configuration file (every directive).
+        #[arg(long, value_name = "SECTION", default_value = "8", value_parser = ["8", "5"])]
+        section: String,
+    },
 }
 
 /// `status --format`.

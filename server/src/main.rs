@@ -71,7 +71,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             address,
             all: _,
         }) => cmd::close::run(&cli, key.clone(), door.clone(), *address),
-        Some(Command::Man) => cmd::print_bytes(&cmd::docs::man(Cli::command())?),
+        Some(Command::Man { section }) => {
+            cmd::print_bytes(&cmd::docs::page(section, Cli::command())?)
+        }
         None => daemon::run(cli),
     }
 }

@@ -61,7 +61,7 @@ pub(super) enum Scope {
 }
 
 /// Upper-case spelling → directive. Aliases are knockd's (`Command`, `Command_6`, `Timeout`).
-const DIRECTIVES: &[(&str, Directive)] = &[
+pub(super) const DIRECTIVES: &[(&str, Directive)] = &[
     ("USESYSLOG", Directive::UseSyslog),
     ("LOGFILE", Directive::LogFile),
     ("PIDFILE", Directive::PidFile),

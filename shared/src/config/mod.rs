@@ -22,6 +22,8 @@
 //! - `model`: the resolved types ([`Config`], [`Options`], [`Door`], ...), defaults and limits;
 //! - `sequence`: knockd's sequence syntax ([`parse_sequence`], [`format_sequence`], warnings);
 //! - `directives`: the directive table and the parsers of simple values;
+//! - `reference`: the documentation of every directive ([`DIRECTIVE_DOCS`]), the one source
+//!   of docs/CONFIG.md's tables and knock-spad.conf(5);
 //! - `key_files`: `NAME:BASE64` keys, inline and in a keys file ([`parse_keys_file`]);
 //! - `one_time`: one-time sequences files ([`parse_one_time_sequences`], [`mark_used`]);
 //! - `raw`: parser phase 1, the line reader (the file's syntax is described there);
@@ -34,6 +36,7 @@ mod key_files;
 mod model;
 mod one_time;
 mod raw;
+mod reference;
 mod sequence;
 mod template;
 
@@ -48,6 +51,10 @@ pub use model::{
     MAX_SPA_WINDOW, MAX_TIMEOUT, MAX_USER_NAME_LEN, MIN_REPLAY_CACHE_SIZE,
 };
 pub use one_time::{mark_used, parse_one_time_sequences, OneTimeSeq};
+pub use reference::{
+    markdown as directives_markdown, roff_directives, roff_entry, roff_escape, roff_inline,
+    roff_prose, DirectiveDoc, Place, DIRECTIVE_DOCS,
+};
 pub use sequence::{
     format_sequence, is_scan_order, parse_sequence, sequence_warnings, SequenceError,
 };
