@@ -26,10 +26,6 @@ pub struct KeyDoc {
     pub text: &'static str,
 }
 
-/// Documented keys the parser in `config` does not read yet; each is documented for a change
-/// being made alongside, and the tests fail once the parser reads it (then remove it here).
-pub const PENDING: &[&str] = &["family"];
-
 /// Every key, in the order the page lists them.
 pub const KEY_DOCS: &[KeyDoc] = &[
     KeyDoc {
@@ -113,19 +109,19 @@ knock-spa.conf - configuration file of the knock-spa client: named server stanza
 `~/.config/knock-spa/config`, `~/.knock/config`
 # DESCRIPTION
 The configuration file holds named server stanzas. When HOST, on the command line of \
-`knock-spa open` or `knock-spa close`, is the name of a stanza, the stanza supplies the \
+`knock-spa open`, `close` or `proxy`, is the name of a stanza, the stanza supplies the \
 host, SPA port, key, address to admit, open time, services, server identity and address \
 families; flags given on the command line override it. So `knock-spa open myserver` can \
 stand for `knock-spa open --spa-port 4000 --key ~/.knock/work.key --for 300 --use-source \
 --server-id gw.example.org ssh gw.example.org`. A HOST that names no stanza is a host name, \
-and the file plays no part. Only `open` and `close` read the file; `knock-spa config` prints \
-which files were read.
+and the file plays no part. Only `open`, `close`, `proxy` and `config` read the file; \
+`knock-spa config` prints which files were read.
 ## Which file
 - `--config FILE`; the file must exist. `--config /dev/null` reads no stanzas.
 - Else `$KNOCK_SPA_CONFIG`, when set and not empty; the file must exist.
-- Else `$XDG_CONFIG_HOME/knock-spa/config` (`~/.config/knock-spa/config` when \
-`XDG_CONFIG_HOME` is unset), else `~/.knock/config`. A file found this way may be absent: \
-there are then no stanzas.
+- Else the first of these that exists: `$XDG_CONFIG_HOME/knock-spa/config` \
+(`~/.config/knock-spa/config` when `XDG_CONFIG_HOME` is unset, empty or relative), then \
+`~/.knock/config`. When neither exists there are no stanzas.
 ## Format
 - Each line is trimmed. Blank lines and lines whose first non-blank character is `#` are \
 skipped. There are no trailing comments: in `spa_port = 62201 # default` the value is \
@@ -146,9 +142,11 @@ built-in default.
 /// knock-spa.conf(5) after its KEYS.
 const TAIL: &str = "\
 # KEY FILE
-The key file `open` and `close` use: `--key FILE`, else the stanza's `key`, else \
-`$XDG_CONFIG_HOME/knock-spa/key` (`~/.config/knock-spa/key` when `XDG_CONFIG_HOME` is \
-unset), else `~/.knock/key`. It must be a regular file that neither group nor others can \
+The key file `open`, `close` and `proxy` use: `--key FILE`, else the stanza's `key`, else \
+the first of `$XDG_CONFIG_HOME/knock-spa/key` (`~/.config/knock-spa/key` when \
+`XDG_CONFIG_HOME` is unset, empty or relative) and `~/.knock/key` that exists. `keygen` \
+writes a new key into `$XDG_CONFIG_HOME/knock-spa/` when that directory exists, else into \
+`~/.knock/`. It must be a regular file that neither group nor others can \
 access (mode 0600). The secret never goes in the configuration file.
 # PERMISSIONS
 The configuration holds no secret, so group and others may read it. It must not be \
@@ -157,7 +155,7 @@ them admit an address of their choosing. Such a file is refused (exit status 1, 
 hint `chmod go-w FILE`), as is a path that is not a regular file (except `/dev/null`) and a \
 file larger than 1 MiB.
 # ERRORS
-The whole file is checked whenever `open` or `close` runs, not only the stanza in use. \
+The whole file is checked whenever `open`, `close`, `proxy` or `config` runs, not only the stanza in use. \
 Every problem is printed on its own line as `FILE:LINE: message` (unknown keys, keys given \
 twice, empty values, bad numbers, addresses and service lists, bad or duplicate stanza \
 names, settings outside a stanza, lines that are neither `[name]` nor `key = value`), and \
@@ -224,8 +222,8 @@ mod tests {
         )
     }
 
-    /// Every key the parser reads has a row; every row is a key the parser reads (or one of
-    /// [`PENDING`]), whose example it accepts and stores; a key without a row is refused.
+    /// Every key the parser reads has a row; every row is a key the parser reads, whose
+    /// example it accepts and stores; a key without a row is refused.
     #[test]
     fn the_table_is_the_parsers_keys() {
         let documented: Vec<&str> = KEY_DOCS.iter().map(|d| d.key).collect();
@@ -234,14 +232,6 @@ mod tests {
         }
         let empty = parse("[s]\n").expect("valid");
         for doc in KEY_DOCS {
-            if PENDING.contains(&doc.key) {
-                assert!(
-                    !KEYS.contains(&doc.key),
-                    "the parser reads `{}` now: remove it from conf_page::PENDING",
-                    doc.key
-                );
-                continue;
-            }
             assert!(
                 KEYS.contains(&doc.key),
                 "`{}` is no key of config::KEYS",
