@@ -2,7 +2,9 @@
 //! namespace behind the classic iptables firewall (port 22 refused with a reset), a listener
 //! on port 22 that sends a banner, and the real `knock-spa` in the client namespace:
 //!
-//! - `proxy HOST PORT` (ssh's ProxyCommand) relays the service's banner and the client's bytes;
+//! - `proxy HOST PORT` (ssh's ProxyCommand) relays the service's banner and the client's bytes,
+//!   and the real `ssh` (openssh-client) reads the banner through it, from `ProxyCommand
+//!   knock-spa proxy %h %p`;
 //! - `open --wait` exits 0 once the port is open, 1 when the server refuses the packet (bound
 //!   to another identity, which the server's log line names);
 //! - a HOST with an IPv4 and an IPv6 address (the client namespace's own /etc/hosts) is opened
@@ -112,6 +114,50 @@ fn proxy_relays_the_services_banner_for_the_client_only() {
     assert_eq!(
         tcp_connect(&topo.attacker, ssh(SERVER_V4.into()), PROBE),
         ConnectResult::Refused
+    );
+    assert!(d.stop());
+}
+
+/// The README's recipe with the real ssh client: `ProxyCommand knock-spa proxy %h %p`. The
+/// stand-in server is no sshd, so the handshake fails after the version exchange; what counts
+/// is that ssh read the server's version line through the proxy.
+#[test]
+fn real_ssh_reads_the_banner_through_proxycommand() {
+    let (topo, key, mut d) = setup();
+    let proxy = format!(
+        "ProxyCommand={} --key {} proxy %h %p",
+        workspace_bin("knock-spa").display(),
+        key.path.display()
+    );
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            topo.client.name(),
+            "ssh",
+            "-v",
+            "-F",
+            "/dev/null",
+        ])
+        .args(["-o", &proxy])
+        .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=10"])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
+        .args(["-p", "22", &SERVER_V4.to_string(), "true"])
+        .env("HOME", topo.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run ssh (openssh-client): {e}"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = "Remote protocol version 2.0, remote software version knock-e2e";
+    assert!(
+        err.contains(line),
+        "ssh did not read the banner through the proxy:\n{err}\ndaemon log:\n{}",
+        d.log()
     );
     assert!(d.stop());
 }
