@@ -3,8 +3,9 @@
 //! on port 22 that sends a banner, and the real `knock-spa` in the client namespace:
 //!
 //! - `proxy HOST PORT` (ssh's ProxyCommand) relays the service's banner and the client's bytes,
-//!   and the real `ssh` (openssh-client) reads the banner through it, from `ProxyCommand
-//!   knock-spa proxy %h %p`;
+//!   and the real `ssh` (openssh-client) gets the banner with both ssh_config recipes of
+//!   docs/CLIENT.md (`ProxyCommand knock-spa proxy %h %p`, `Match exec "knock-spa open ...
+//!   --wait"`);
 //! - `open --wait` exits 0 once the port is open, 1 when the server refuses the packet (bound
 //!   to another identity, which the server's log line names);
 //! - a HOST with an IPv4 and an IPv6 address (the client namespace's own /etc/hosts) is opened
@@ -118,45 +119,76 @@ fn proxy_relays_the_services_banner_for_the_client_only() {
     assert!(d.stop());
 }
 
-/// The README's recipe with the real ssh client: `ProxyCommand knock-spa proxy %h %p`. The
-/// stand-in server is no sshd, so the handshake fails after the version exchange; what counts
-/// is that ssh read the server's version line through the proxy.
-#[test]
-fn real_ssh_reads_the_banner_through_proxycommand() {
-    let (topo, key, mut d) = setup();
-    let proxy = format!(
-        "ProxyCommand={} --key {} proxy %h %p",
-        workspace_bin("knock-spa").display(),
-        key.path.display()
-    );
+/// Runs the real `ssh -v` (openssh-client) in the client namespace with the ssh_config text
+/// `config` to the server's port 22, and returns what it printed on stderr. The stand-in server
+/// is no sshd, so the handshake fails after the version exchange; what counts is whether ssh
+/// read the server's version line.
+fn real_ssh(topo: &Topology, config: &str) -> String {
+    let file = topo.dir().write("ssh_config", config);
     let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            topo.client.name(),
-            "ssh",
-            "-v",
-            "-F",
-            "/dev/null",
-        ])
-        .args(["-o", &proxy])
-        .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=10"])
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-        ])
+        .args(["netns", "exec", topo.client.name(), "ssh", "-v", "-F"])
+        .arg(&file)
         .args(["-p", "22", &SERVER_V4.to_string(), "true"])
         .env("HOME", topo.path())
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("cannot run ssh (openssh-client): {e}"));
-    let err = String::from_utf8_lossy(&out.stderr);
-    let line = "Remote protocol version 2.0, remote software version knock-e2e";
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// What `ssh -v` prints once it has read the stand-in's banner.
+const SSH_READ_BANNER: &str = "Remote protocol version 2.0, remote software version knock-e2e";
+
+/// The two ssh_config recipes of docs/CLIENT.md with the real ssh client: `ProxyCommand
+/// knock-spa proxy %h %p`, and `Match exec "knock-spa open ... --wait"` before a direct
+/// connection. Without a knock, ssh does not get the banner (the port refuses).
+#[test]
+fn real_ssh_gets_through_with_proxycommand_and_with_match_exec() {
+    let (topo, key, mut d) = setup();
+    let bin = workspace_bin("knock-spa").display().to_string();
+    let key_path = key.path.display().to_string();
+    let common = "    BatchMode yes\n    ConnectTimeout 10\n    StrictHostKeyChecking no\n    \
+                  UserKnownHostsFile /dev/null\n";
+    let err = real_ssh(&topo, &format!("Host *\n{common}"));
     assert!(
-        err.contains(line),
-        "ssh did not read the banner through the proxy:\n{err}\ndaemon log:\n{}",
+        !err.contains(SSH_READ_BANNER),
+        "the port must refuse before any knock:\n{err}"
+    );
+
+    let err = real_ssh(
+        &topo,
+        &format!("Host *\n    ProxyCommand {bin} --key {key_path} proxy %h %p\n{common}"),
+    );
+    assert!(
+        err.contains(SSH_READ_BANNER),
+        "ProxyCommand:\n{err}\nlog:\n{}",
+        d.log()
+    );
+
+    // The grant from the proxy is still open: close it, so that Match exec must open again.
+    let server = SERVER_V4.to_string();
+    let (code, _, e) = client(&topo, &key, &["close", "ssh", &server], b"");
+    assert_eq!(code, 0, "{e}");
+    if wait_for(
+        &topo.client,
+        ssh(SERVER_V4.into()),
+        ConnectResult::Refused,
+        LOG_WAIT,
+    )
+    .is_none()
+    {
+        panic!("the close did not close:\n{}", d.log());
+    }
+    let err = real_ssh(
+        &topo,
+        &format!(
+            "Match host {server} exec \"{bin} --key {key_path} open ssh {server} --wait -q\"\n\
+             Host *\n{common}"
+        ),
+    );
+    assert!(
+        err.contains(SSH_READ_BANNER),
+        "Match exec:\n{err}\nlog:\n{}",
         d.log()
     );
     assert!(d.stop());
