@@ -30,10 +30,14 @@ macro_rules! spa_help {
          sent by it). Behind NAT that is a private address the server never sees: use \
          --allow-ip with your public address, or --use-source; both need the server to allow \
          NAT for your key.\n\n\
+         Address families: when HOST has an IPv4 and an IPv6 address, one packet goes over \
+         each, each admitting its own source, so a connection over either family finds the \
+         port open; -4 or -6 (or the stanza's `family`) sends only one.\n\n\
          Configuration: when HOST is the name of a stanza in the configuration file \
-         (~/.knock/config, or --config FILE, or $KNOCK_SPA_CONFIG), the stanza supplies the \
-         host, SPA port, key, address to admit, open time, services and server identity; \
-         flags given on the command line override it. With a stanza that has `services`, \
+         (--config FILE, $KNOCK_SPA_CONFIG, $XDG_CONFIG_HOME/knock-spa/config or \
+         ~/.knock/config; `knock-spa config` shows which), the stanza supplies the host, SPA \
+         port, key, address to admit, open time, services, server identity and address \
+         families; flags given on the command line override it. With a stanza that has `services`, \
          SERVICE may be left out: `knock-spa open myserver`."
     };
 }
@@ -222,9 +226,6 @@ pub struct SpaOptions {
     #[arg(long, value_name = "NAME")]
     pub server_id: Option<String>,
 
-    /// With neither -4 nor -6 (nor the stanza's `family`), one packet goes to each address
-    /// family HOST has, each admitting its own source, so that a connection over either
-    /// family finds the port open.
     #[command(flatten)]
     pub family: FamilyArgs,
 }
