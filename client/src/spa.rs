@@ -420,14 +420,6 @@ impl Sender {
     }
 }
 
-/// Runs `open` / `close` with the key in `key_path`: one packet per target. Returns the
-/// sender, to send again or to wait for the port.
-pub fn execute(plan: SpaPlan, key_path: &Path) -> anyhow::Result<(Sender, Vec<SocketAddr>)> {
-    let sender = Sender::prepare(plan, key_path)?;
-    let sent = sender.send()?;
-    Ok((sender, sent))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -763,6 +755,41 @@ host = 192.0.2.2
             describe(&req, target),
             "close 22/tcp for the packet's source address to 10.99.0.1:62201"
         );
+    }
+
+    #[test]
+    fn host_errors_and_the_stanza_hint() {
+        let c = cfg(STANZA);
+        let plan = |host: &str, config: Option<&Config>| {
+            resolve(Action::Open, &host_args(Some("ssh"), host), config, &db())
+        };
+        assert_eq!(plan("", None).map(|_| ()), Err(InputError::NoHost));
+        assert_eq!(plan("[]", None).map(|_| ()), Err(InputError::NoHost));
+        // `open gw --wait 500` puts 500 in HOST; getaddrinfo would take it for 0.0.0.500.
+        assert_eq!(
+            plan("500", None).map(|_| ()),
+            Err(InputError::NumericHost("500".into()))
+        );
+        let err = InputError::NumericHost("500".into()).to_string();
+        assert!(err.contains("--delay MS"), "{err}");
+        assert_eq!(
+            plan("myservr", Some(&c)).expect("valid").hint.as_deref(),
+            Some("no stanza myservr (did you mean myserver?)")
+        );
+        assert_eq!(plan("myserver", Some(&c)).expect("valid").hint, None);
+        assert_eq!(plan("192.0.2.1", Some(&c)).expect("valid").hint, None);
+        assert_eq!(plan("myservr", None).expect("valid").hint, None);
+    }
+
+    #[test]
+    fn the_stanza_family_unless_a_flag() {
+        let c = cfg("[both]\nfamily = both\n[plain]\n");
+        let mut a = host_args(Some("ssh"), "both");
+        let family = |a: &SpaArgs| resolve(Action::Open, a, Some(&c), &db()).map(|p| p.family);
+        assert_eq!(family(&a), Ok(Family::Both));
+        a.opts.family.ipv6 = true;
+        assert_eq!(family(&a), Ok(Family::V6), "-6 overrides the stanza");
+        assert_eq!(family(&host_args(Some("ssh"), "plain")), Ok(Family::Any));
     }
 
     #[test]
