@@ -11,9 +11,11 @@
 //!   (`syslog` is 514/udp); `domain/udp` asks for the udp entry explicitly.
 //!
 //! Duplicates are dropped (first one kept); at most [`MAX_PORTS`] distinct ports.
-//! It must not do any I/O except the one read in [`Services::system`].
+//! It must not do any I/O except the one read of [`Services::system`], made at the first name
+//! looked up (a command line of port numbers never reads the file: `open 22/tcp HOST` starts
+//! faster).
 
-use std::collections::HashMap;
+use std::cell::OnceCell;
 use std::num::NonZeroU16;
 
 use knock_shared::types::{parse_port, PortSpec, Proto};
@@ -34,70 +36,128 @@ struct Entry {
 /// A service-name lookup table, or the reason there is none.
 #[derive(Clone, Debug)]
 pub struct Services {
-    /// Lower-cased names and aliases.
-    names: HashMap<String, Entry>,
+    /// The table, once read (or given).
+    table: OnceCell<Table>,
+    /// The file to read at the first lookup, when the table is not given.
+    file: Option<&'static str>,
+}
+
+/// The database: the file's text, searched for each name looked up (a command line holds a
+/// few names, the file hundreds: one scan per name costs less than indexing every line).
+#[derive(Clone, Debug)]
+struct Table {
+    /// The text of the file.
+    text: String,
     /// Shown in error messages (`/etc/services`).
     source_name: String,
     /// Why the database could not be read; names then fail, numbers still work.
     unavailable: Option<String>,
 }
 
-/// Parses the text of a services file (`name port/proto [aliases...] [# comment]`).
+/// Takes the text of a services file (`name port/proto [aliases...] [# comment]`).
 ///
 /// Lines that do not parse, and protocols other than tcp and udp, are skipped, as the C
 /// library does. When a name (or alias) appears twice for one protocol the first line wins,
-/// as `getservbyname` does.
+/// as `getservbyname` does. Names are matched without regard to ASCII case.
 pub fn parse(text: &str) -> Services {
-    let mut names: HashMap<String, Entry> = HashMap::new();
+    Services::given(Table {
+        text: text.to_owned(),
+        source_name: SYSTEM_SERVICES.to_owned(),
+        unavailable: None,
+    })
+}
+
+/// The tcp and udp ports of `name` in `text`: the first line of each protocol that names it.
+fn find(text: &str, name: &str) -> Option<Entry> {
+    let mut entry = Entry::default();
     for line in text.lines() {
         let line = line.split('#').next().unwrap_or_default();
         let mut words = line.split_whitespace();
-        let (Some(name), Some(port_proto)) = (words.next(), words.next()) else {
+        let (Some(first), Some(port_proto)) = (words.next(), words.next()) else {
             continue;
         };
+        if !std::iter::once(first)
+            .chain(words)
+            .any(|n| n.eq_ignore_ascii_case(name))
+        {
+            continue;
+        }
         let Some((port, proto)) = port_proto.split_once('/') else {
             continue;
         };
         let (Ok(port), Ok(proto)) = (parse_port(port), proto.parse::<Proto>()) else {
             continue;
         };
-        for n in std::iter::once(name).chain(words) {
-            let entry = names.entry(n.to_ascii_lowercase()).or_default();
-            let slot = match proto {
-                Proto::Tcp => &mut entry.tcp,
-                Proto::Udp => &mut entry.udp,
-            };
-            slot.get_or_insert(port);
+        let slot = match proto {
+            Proto::Tcp => &mut entry.tcp,
+            Proto::Udp => &mut entry.udp,
+        };
+        slot.get_or_insert(port);
+        if entry.tcp.is_some() && entry.udp.is_some() {
+            break;
         }
     }
-    Services {
-        names,
-        source_name: SYSTEM_SERVICES.to_owned(),
-        unavailable: None,
-    }
+    (entry != Entry::default()).then_some(entry)
 }
 
 impl Services {
-    /// Reads [`SYSTEM_SERVICES`]. Never fails: if the file cannot be read, the error is kept
-    /// and reported when a name has to be looked up (numeric ports keep working).
+    /// [`SYSTEM_SERVICES`], read when the first name is looked up. Never fails: if the file
+    /// cannot be read, the error is kept and reported for each name looked up (numeric ports
+    /// keep working).
     pub fn system() -> Self {
-        match std::fs::read_to_string(SYSTEM_SERVICES) {
-            Ok(text) => parse(&text),
-            Err(e) => Self::unavailable(SYSTEM_SERVICES, &e.to_string()),
+        Self {
+            table: OnceCell::new(),
+            file: Some(SYSTEM_SERVICES),
+        }
+    }
+
+    fn given(table: Table) -> Self {
+        Self {
+            table: OnceCell::from(table),
+            file: None,
         }
     }
 
     /// A table with no names, as when the database cannot be read.
     pub fn unavailable(source_name: &str, why: &str) -> Self {
+        Self::given(Table::unavailable(source_name, why))
+    }
+
+    /// Whether the file has been read (or the table was given).
+    pub fn is_loaded(&self) -> bool {
+        self.table.get().is_some()
+    }
+
+    fn table(&self) -> &Table {
+        self.table.get_or_init(|| match self.file {
+            Some(file) => match std::fs::read_to_string(file) {
+                Ok(text) => Table {
+                    text,
+                    source_name: file.to_owned(),
+                    unavailable: None,
+                },
+                Err(e) => Table::unavailable(file, &e.to_string()),
+            },
+            None => Table::unavailable(SYSTEM_SERVICES, "no services database"),
+        })
+    }
+
+    /// Looks a name up. `proto` is the protocol the user wrote (`domain/udp`), if any.
+    pub fn lookup(&self, name: &str, proto: Option<Proto>) -> Result<PortSpec, InputError> {
+        self.table().lookup(name, proto)
+    }
+}
+
+impl Table {
+    fn unavailable(source_name: &str, why: &str) -> Self {
         Self {
-            names: HashMap::new(),
+            text: String::new(),
             source_name: source_name.to_owned(),
             unavailable: Some(why.to_owned()),
         }
     }
 
-    /// Looks a name up. `proto` is the protocol the user wrote (`domain/udp`), if any.
-    pub fn lookup(&self, name: &str, proto: Option<Proto>) -> Result<PortSpec, InputError> {
+    fn lookup(&self, name: &str, proto: Option<Proto>) -> Result<PortSpec, InputError> {
         if let Some(why) = &self.unavailable {
             return Err(InputError::NoServiceDb {
                 name: name.to_owned(),
@@ -105,7 +165,7 @@ impl Services {
                 why: why.clone(),
             });
         }
-        let Some(entry) = self.names.get(&name.to_ascii_lowercase()) else {
+        let Some(entry) = find(&self.text, name) else {
             return Err(InputError::UnknownService {
                 name: name.to_owned(),
                 source_name: self.source_name.clone(),
@@ -394,5 +454,18 @@ www		81/tcp		# a later line for an existing alias: ignored
         let err = parse_list("ssh", &db).expect_err("no names without a database");
         assert!(matches!(err, InputError::NoServiceDb { .. }));
         assert!(err.to_string().contains("No such file"), "{err}");
+    }
+
+    #[test]
+    fn the_system_file_is_read_only_for_a_name() {
+        let db = Services::system();
+        assert_eq!(
+            parse_list("22,53/udp,443:tcp", &db),
+            Ok(vec![spec("22/tcp"), spec("53/udp"), spec("443/tcp")])
+        );
+        assert!(!db.is_loaded(), "numbers alone never read /etc/services");
+        // A name reads it (whatever it holds on this machine: found, unknown or unreadable).
+        let _ = parse_list("no-such-service-name", &db);
+        assert!(db.is_loaded());
     }
 }
