@@ -155,8 +155,8 @@ them admit an address of their choosing. Such a file is refused (exit status 1, 
 hint `chmod go-w FILE`), as is a path that is not a regular file (except `/dev/null`) and a \
 file larger than 1 MiB.
 # ERRORS
-The whole file is checked whenever `open`, `close`, `proxy` or `config` runs, not only the stanza in use. \
-Every problem is printed on its own line as `FILE:LINE: message` (unknown keys, keys given \
+The whole file is checked whenever `open`, `close`, `proxy` or `config` runs, not only \
+the stanza in use. Every problem is printed on its own line as `FILE:LINE: message` (unknown keys, keys given \
 twice, empty values, bad numbers, addresses and service lists, bad or duplicate stanza \
 names, settings outside a stanza, lines that are neither `[name]` nor `key = value`), and \
 the command exits with status 2 without sending anything.
@@ -220,6 +220,17 @@ mod tests {
                 services: &services,
             },
         )
+    }
+
+    /// The page's EXAMPLE is a file the client accepts.
+    #[test]
+    fn the_example_parses() {
+        let example = TAIL
+            .split("```\n")
+            .nth(1)
+            .expect("TAIL has a fenced example");
+        let cfg = parse(example).unwrap_or_else(|e| panic!("the example: {e}"));
+        assert_eq!(cfg.stanzas.len(), 3);
     }
 
     /// Every key the parser reads has a row; every row is a key the parser reads, whose

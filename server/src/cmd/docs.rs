@@ -314,6 +314,19 @@ mod tests {
         }
     }
 
+    /// The page's EXAMPLE is a configuration the daemon accepts (the parser only: its key
+    /// file is named, not read).
+    #[test]
+    fn the_config_pages_example_parses() {
+        let example = CONF_TAIL
+            .split("```\n")
+            .nth(1)
+            .expect("CONF_TAIL has a fenced example");
+        let cfg = knock_shared::config::parse_str(example)
+            .unwrap_or_else(|e| panic!("the example: {e:?}"));
+        assert_eq!(cfg.doors.len(), 2);
+    }
+
     #[test]
     fn section_is_8_or_5() {
         assert_eq!(section(&["man"]).expect("valid"), "8");
