@@ -108,7 +108,7 @@ pub struct Cli {
 
     /// Client configuration file with server stanzas [default: $KNOCK_SPA_CONFIG, else
     /// $XDG_CONFIG_HOME/knock-spa/config, else ~/.knock/config; no such file means no
-    /// stanzas]. Used by open, close and proxy.
+    /// stanzas]. Used by open, close, proxy and config.
     #[arg(long, global = true, value_name = "FILE", value_hint = ValueHint::FilePath)]
     pub config: Option<PathBuf>,
 

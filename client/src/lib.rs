@@ -85,17 +85,9 @@ fn open(args: &OpenArgs, cli: &Cli) -> anyhow::Result<()> {
     let sender = prepare(Action::Open, &args.spa, cli)?;
     if args.wait {
         let port = first_tcp_port(sender.plan())?;
-        let sent = sender.send()?;
-        let addrs: Vec<_> = sent
-            .iter()
-            .map(|a| std::net::SocketAddr::new(a.ip(), port))
-            .collect();
-        let (_, took) = wait::connect_when_open(&addrs, Duration::from_secs(args.timeout), || {
-            if let Err(e) = sender.send() {
-                eprintln!("knock-spa: warning: {}", error::render(&e));
-            }
-        })
-        .map_err(|e| anyhow!("port {port}/tcp on {}: {e}", sender.plan().host))?;
+        let (_, took) = sender
+            .send_and_connect(port, Duration::from_secs(args.timeout))?
+            .map_err(|e| anyhow!("port {port}/tcp on {}: {e}", sender.plan().host))?;
         if !args.spa.quiet {
             eprintln!(
                 "port {port}/tcp on {} accepts connections ({:.3} s)",

@@ -2,8 +2,8 @@
 //! connect as soon as the port accepts, then relay standard input and output to the
 //! connection.
 //!
-//! Role: [`run`] sends the packets (`spa::Sender`, one per address family), waits with
-//! `wait::connect_when_open` (the packets sent again, once, halfway), and [`relay`]s. The relay
+//! Role: [`run`] sends the packets and connects (`spa::Sender::send_and_connect`: one packet
+//! per address family, sent again once halfway), and [`relay`]s. The relay
 //! copies stdin to the connection on a thread (at end of input it shuts the connection's
 //! sending side, as `ssh -W` does, and keeps reading); the connection to stdout on this
 //! thread, flushing every chunk (ssh's packets must not wait in a buffer), until the server
@@ -12,31 +12,22 @@
 //! It must not print on stdout anything but the relayed bytes: stdout is ssh's connection.
 
 use std::io::{self, Read as _, Write as _};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
 use anyhow::anyhow;
 
 use crate::spa::Sender;
-use crate::wait::connect_when_open;
 
 /// The relay's read size.
 const CHUNK: usize = 32 * 1024;
 
 /// Opens the port, connects and relays until the server closes the connection.
 pub fn run(sender: &Sender, host: &str, port: u16, timeout: Duration) -> anyhow::Result<()> {
-    let sent = sender.send()?;
-    let addrs: Vec<SocketAddr> = sent.iter().map(|a| SocketAddr::new(a.ip(), port)).collect();
     let verbose = sender.plan().verbose;
-    let (stream, took) = connect_when_open(&addrs, timeout, || {
-        if let Err(e) = sender.send() {
-            eprintln!(
-                "knock-spa: warning: cannot send the packet again: {}",
-                crate::error::render(&e)
-            );
-        }
-    })
-    .map_err(|e| anyhow!("connect to host {host} port {port}: {e}"))?;
+    let (stream, took) = sender
+        .send_and_connect(port, timeout)?
+        .map_err(|e| anyhow!("connect to host {host} port {port}: {e}"))?;
     if verbose {
         let peer = stream
             .peer_addr()

@@ -31,6 +31,7 @@ use crate::config::{Config, Stanza};
 use crate::model::{AdmitChoice, Family, InputError};
 use crate::net;
 use crate::services::{self, Services};
+use crate::wait::{connect_when_open, WaitError};
 
 /// The UDP port SPA packets go to unless told otherwise (the server's `SpaPort` default).
 pub const DEFAULT_SPA_PORT: u16 = 62201;
@@ -386,6 +387,30 @@ impl Sender {
             Some(e) if sent.is_empty() => Err(e),
             _ => Ok(sent),
         }
+    }
+
+    /// `open --wait` and `proxy`: sends the packets, then connects to `port` on the addresses
+    /// they went to as soon as one accepts (`wait::connect_when_open`), sending new packets
+    /// once halfway through `timeout`. The outer error is a failed first send; the inner one,
+    /// no connection in time.
+    pub fn send_and_connect(
+        &self,
+        port: u16,
+        timeout: std::time::Duration,
+    ) -> anyhow::Result<Result<(std::net::TcpStream, std::time::Duration), WaitError>> {
+        let addrs: Vec<SocketAddr> = self
+            .send()?
+            .iter()
+            .map(|a| SocketAddr::new(a.ip(), port))
+            .collect();
+        Ok(connect_when_open(&addrs, timeout, || {
+            if let Err(e) = self.send() {
+                eprintln!(
+                    "knock-spa: warning: cannot send the packets again: {}",
+                    crate::error::render(&e)
+                );
+            }
+        }))
     }
 
     fn send_one(&self, target: SocketAddr) -> anyhow::Result<()> {
