@@ -60,7 +60,8 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 /// Whether an address may be admitted (PROTOCOL.md §7, step 8b), from its octets: not
-/// unspecified, multicast or the IPv4 limited broadcast, judged after [`canonical`].
+/// unspecified, multicast, the IPv4 limited broadcast or IPv6 link-local (`fe80::/10`), judged
+/// after [`canonical`].
 pub fn admissible(ip: IpAddr) -> bool {
     match canonical(ip) {
         IpAddr::V4(a) => {
@@ -69,7 +70,7 @@ pub fn admissible(ip: IpAddr) -> bool {
         }
         IpAddr::V6(a) => {
             let o = a.octets();
-            o != [0; 16] && o[0] != 0xff
+            o != [0; 16] && o[0] != 0xff && !(o[0] == 0xfe && o[1] & 0xc0 == 0x80)
         }
     }
 }
