@@ -19,6 +19,7 @@
 
 pub mod atomic;
 pub mod private;
+pub mod public;
 
 use std::fmt;
 use std::fs;
@@ -117,8 +118,8 @@ pub enum ParseProblem {
     /// A line is neither a comment nor `key = value`.
     #[error("expected `name = value`")]
     Syntax,
-    /// A key other than `name` or `secret`.
-    #[error("unknown setting `{0}` (expected `name` or `secret`)")]
+    /// A key other than `name`, `kind` or `secret`.
+    #[error("unknown setting `{0}` (expected `name`, `kind` or `secret`)")]
     UnknownSetting(String),
     /// A setting given twice.
     #[error("`{0}` given twice")]
@@ -138,7 +139,19 @@ pub enum ParseProblem {
     /// An inline key is not `NAME:BASE64`.
     #[error("expected NAME:BASE64")]
     InlineSyntax,
+    /// A door's public key line decodes to the wrong number of bytes.
+    #[error("the public key is {0} bytes, expected 64 (`knock-spa keygen --public-key` prints the line)")]
+    BadPublicLength(usize),
+    /// The file is a key of another kind than the reader expects (`kind = ...`).
+    #[error("`kind = {0}` is not the kind of key expected here")]
+    WrongKind(String),
+    /// A public key or a secret is not a valid key (a low-order X25519 point).
+    #[error("not a usable key")]
+    BadKey,
 }
+
+/// `kind` of a shared-secret (version 1) keyfile; the line is optional there.
+pub const KIND_SHARED: &str = "shared-secret";
 
 /// A 32-byte master secret. Zeroized on drop; `Debug` never shows it.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
@@ -359,138 +372,131 @@ impl NamedKey {
 
     /// Parses keyfile text. Errors carry 1-based line numbers.
     pub fn parse_str(text: &str) -> Result<Self, KeyError> {
-        let mut name: Option<(usize, String)> = None;
-        let mut secret: Option<MasterKey> = None;
-        let mut last_line = 0;
-        for (idx, raw) in text.lines().enumerate() {
-            let line = idx + 1;
-            last_line = line;
-            let err = |what| KeyError::Parse { line, what };
-            let trimmed = raw.trim();
-            if trimmed.is_empty() || trimmed.starts_with('#') {
-                continue;
-            }
-            let (k, v) = trimmed.split_once('=').ok_or(err(ParseProblem::Syntax))?;
-            let (k, v) = (k.trim(), v.trim());
-            match k.to_ascii_lowercase().as_str() {
-                "name" => {
-                    if name.is_some() {
-                        return Err(err(ParseProblem::Duplicate("name")));
-                    }
-                    if !valid_name(v) {
-                        return Err(err(ParseProblem::BadName(v.to_owned())));
-                    }
-                    name = Some((line, v.to_owned()));
-                }
-                "secret" => {
-                    if secret.is_some() {
-                        return Err(err(ParseProblem::Duplicate("secret")));
-                    }
-                    secret = Some(MasterKey::from_base64(v).map_err(err)?);
-                }
-                _ => return Err(err(ParseProblem::UnknownSetting(k.to_owned()))),
-            }
+        let s = public::Settings::parse(text, &["name", "kind", "secret"])?;
+        // A shared-secret keyfile may say what it is; any other kind is another reader's.
+        if s.has("kind") {
+            s.kind(KIND_SHARED)?;
         }
-        let line = last_line.max(1);
-        let (_, name) = name.ok_or(KeyError::Parse {
-            line,
-            what: ParseProblem::Missing("name"),
-        })?;
-        let master = secret.ok_or(KeyError::Parse {
-            line,
-            what: ParseProblem::Missing("secret"),
-        })?;
-        Ok(Self { name, master })
+        let (line, name) = s.get("name")?;
+        if !valid_name(name) {
+            return Err(KeyError::Parse {
+                line,
+                what: ParseProblem::BadName(name.to_owned()),
+            });
+        }
+        let (line, secret) = s.get("secret")?;
+        let master =
+            MasterKey::from_base64(secret).map_err(|what| KeyError::Parse { line, what })?;
+        Ok(Self {
+            name: name.to_owned(),
+            master,
+        })
     }
 
     /// Loads a keyfile, refusing one that group or others can access. The file is opened
     /// once; its mode is checked on that descriptor and read from it ([`private`]).
     pub fn load(path: &Path) -> Result<Self, KeyError> {
-        let opened = private::open(path).map_err(|e| match e {
-            private::ReadError::NotRegular => KeyError::NotAFile {
-                path: path.to_owned(),
-            },
-            private::ReadError::Io(source) => KeyError::Io {
-                path: path.to_owned(),
-                source,
-            },
-        })?;
-        if let Some(private::Exposure::TooOpen { mode }) = opened.too_open() {
-            return Err(KeyError::TooOpen {
-                path: path.to_owned(),
-                mode,
-            });
-        }
-        let bytes = opened.read().map_err(|source| KeyError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        let text = std::str::from_utf8(&bytes).map_err(|_| KeyError::ParseIn {
-            path: path.to_owned(),
-            line: 1,
-            what: ParseProblem::Syntax,
-        })?;
-        Self::parse_str(text).map_err(|e| match e {
-            KeyError::Parse { line, what } => KeyError::ParseIn {
-                path: path.to_owned(),
-                line,
-                what,
-            },
-            other => other,
-        })
+        load_with(path, Self::parse_str)
     }
 
     /// Writes the keyfile with mode 0600, creating the parent directory (mode 0700) if
     /// needed. Without `force`, refuses to replace an existing file; with it, replaces it
     /// atomically (write to a temporary file in the same directory, fsync, rename).
     pub fn save(&self, path: &Path, force: bool) -> Result<(), KeyError> {
-        let io = |source| KeyError::Io {
+        save_text(path, &self.to_keyfile_text(), force)
+    }
+}
+
+/// Reads a file that holds a secret ([`private`]: opened once, mode checked on that
+/// descriptor, refused when group or others may access it) and parses its text with
+/// `parse`, whose line-numbered errors are given the path.
+pub(crate) fn load_with<T>(
+    path: &Path,
+    parse: impl FnOnce(&str) -> Result<T, KeyError>,
+) -> Result<T, KeyError> {
+    let opened = private::open(path).map_err(|e| match e {
+        private::ReadError::NotRegular => KeyError::NotAFile {
+            path: path.to_owned(),
+        },
+        private::ReadError::Io(source) => KeyError::Io {
             path: path.to_owned(),
             source,
-        };
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if !parent.exists() {
-                fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(parent)
-                    .map_err(io)?;
-            }
-        }
-        match fs::symlink_metadata(path) {
-            Ok(_) if !force => {
-                return Err(KeyError::Exists {
-                    path: path.to_owned(),
-                });
-            }
-            Ok(meta) if meta.is_dir() => {
-                return Err(KeyError::NotAFile {
-                    path: path.to_owned(),
-                })
-            }
-            _ => {}
-        }
-        let text = self.to_keyfile_text();
-        let opts = atomic::Options {
-            // Never overwrite without force: a hard link fails if the target appeared
-            // meanwhile.
-            replace: if force {
-                atomic::Replace::Always
-            } else {
-                atomic::Replace::Never
-            },
-            ..atomic::Options::PRIVATE
-        };
-        atomic::write(path, text.as_bytes(), &opts).map_err(|e| {
-            if e.kind() == io::ErrorKind::AlreadyExists {
-                KeyError::Exists {
-                    path: path.to_owned(),
-                }
-            } else {
-                io(e)
-            }
-        })
+        },
+    })?;
+    if let Some(private::Exposure::TooOpen { mode }) = opened.too_open() {
+        return Err(KeyError::TooOpen {
+            path: path.to_owned(),
+            mode,
+        });
     }
+    let bytes = opened.read().map_err(|source| KeyError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| KeyError::ParseIn {
+        path: path.to_owned(),
+        line: 1,
+        what: ParseProblem::Syntax,
+    })?;
+    parse(text).map_err(|e| match e {
+        KeyError::Parse { line, what } => KeyError::ParseIn {
+            path: path.to_owned(),
+            line,
+            what,
+        },
+        other => other,
+    })
+}
+
+/// Writes `text` as a file that holds a secret: mode 0600, the parent directory created
+/// with mode 0700 if missing; without `force` an existing file is never replaced, with it
+/// the replacement is atomic.
+pub(crate) fn save_text(path: &Path, text: &str, force: bool) -> Result<(), KeyError> {
+    let io = |source| KeyError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(io)?;
+        }
+    }
+    match fs::symlink_metadata(path) {
+        Ok(_) if !force => {
+            return Err(KeyError::Exists {
+                path: path.to_owned(),
+            });
+        }
+        Ok(meta) if meta.is_dir() => {
+            return Err(KeyError::NotAFile {
+                path: path.to_owned(),
+            })
+        }
+        _ => {}
+    }
+    let opts = atomic::Options {
+        // Never overwrite without force: a hard link fails if the target appeared
+        // meanwhile.
+        replace: if force {
+            atomic::Replace::Always
+        } else {
+            atomic::Replace::Never
+        },
+        ..atomic::Options::PRIVATE
+    };
+    atomic::write(path, text.as_bytes(), &opts).map_err(|e| {
+        if e.kind() == io::ErrorKind::AlreadyExists {
+            KeyError::Exists {
+                path: path.to_owned(),
+            }
+        } else {
+            io(e)
+        }
+    })
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //!
 //! - [`types`]: protocols and ports, shared by every other module.
 //! - [`wire`]: the SPA packet layout, sealing (client side) and the body codec.
+//! - [`wire2`]: the version-2 (public-key) packet layout and sealing.
 //! - [`verify`]: the server-side verifier: length, key id, HMAC, AEAD, body, clock, replay,
 //!   policy, in that order.
 //! - [`replay`]: the bounded replay cache and its on-disk serialisation.
@@ -23,3 +24,4 @@ pub mod sequence;
 pub mod types;
 pub mod verify;
 pub mod wire;
+pub mod wire2;

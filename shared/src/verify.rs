@@ -18,6 +18,12 @@
 //!    admitted ([`Reject::Unadmissible`]), ports ([`Reject::PortNotAllowed`]);
 //! 9. the digest is remembered ([`Reject::ReplayCacheFull`] if it cannot be).
 //!
+//! A version-2 packet (public-key mode, [`crate::wire2`]) has its own steps 1 to 6: exact
+//! length, key id for the epoch (one lookup in a map of every key's ids for the epochs around
+//! now), the pre-check HMAC ([`Reject::BadPrecheck`]), the replay cache, the client's Ed25519
+//! signature ([`Reject::BadSignature`]), the X25519 exchange and the AEAD; then the same
+//! checks from step 6 on. A packet without the pre-check key costs one lookup and one HMAC.
+//!
 //! Nothing is written to the replay cache before step 9, so an attacker without a key cannot
 //! fill it. No I/O, no clock, no allocation on the reject path.
 
@@ -25,15 +31,21 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use chacha20poly1305::aead::AeadInPlace;
-use chacha20poly1305::{Tag, XNonce};
+use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use hmac::Mac;
+use knock_keys::public::{epoch, ClientPublic, ServerPublic, ServerSecret, KEY_LEN};
 use knock_keys::{KeyId, NamedKey, KEY_ID_LEN};
+use std::sync::Mutex;
 
 use crate::replay::{Digest, InsertError, ReplayCache};
 use crate::types::{admissible, canonical, PortSpec};
 use crate::wire::{
     packet_digest, Action, Admit, BodyError, KeyState, Request, ServerId, BODY_LEN, HEADER_LEN,
     KEY_ID_OFFSET, MACED_LEN, NONCE_OFFSET, PACKET_LEN, VERSION,
+};
+use crate::wire2::{
+    body_aead, precheck_mac, signed_message, EPHEMERAL_OFFSET, HEADER2_LEN, KEY_ID2_OFFSET,
+    PACKET2_LEN, PRECHECK_OFFSET, SIGNATURE_OFFSET, VERSION_2,
 };
 
 /// Default timestamp window, seconds either side of the server's clock.
@@ -55,6 +67,14 @@ pub enum Reject {
     /// The HMAC does not match (corrupt, forged, or a different key with a colliding id).
     #[error("bad hmac")]
     BadHmac,
+    /// A version-2 packet's pre-check does not match (corrupt or forged: it takes the
+    /// client's pre-check key, which only the client and the server's door hold).
+    #[error("bad precheck")]
+    BadPrecheck,
+    /// A version-2 packet passed the pre-check but its signature is not the client's (a
+    /// forgery by someone holding the pre-check key: a copy of the server's configuration).
+    #[error("bad signature")]
+    BadSignature,
     /// The HMAC matched but the AEAD tag did not (only a key holder can cause this).
     #[error("bad aead")]
     BadAead,
@@ -111,6 +131,10 @@ pub enum RejectKind {
     UnknownKey,
     /// [`Reject::BadHmac`].
     BadHmac,
+    /// [`Reject::BadPrecheck`].
+    BadPrecheck,
+    /// [`Reject::BadSignature`].
+    BadSignature,
     /// [`Reject::BadAead`] and [`Reject::Malformed`].
     BadBody,
     /// [`Reject::WrongServer`].
@@ -131,10 +155,12 @@ pub enum RejectKind {
 
 impl RejectKind {
     /// Every kind, in summary order.
-    pub const ALL: [RejectKind; 11] = [
+    pub const ALL: [RejectKind; 13] = [
         RejectKind::Malformed,
         RejectKind::UnknownKey,
         RejectKind::BadHmac,
+        RejectKind::BadPrecheck,
+        RejectKind::BadSignature,
         RejectKind::BadBody,
         RejectKind::WrongServer,
         RejectKind::Clock,
@@ -151,6 +177,8 @@ impl RejectKind {
             RejectKind::Malformed => "malformed",
             RejectKind::UnknownKey => "unknown key",
             RejectKind::BadHmac => "bad hmac",
+            RejectKind::BadPrecheck => "bad precheck",
+            RejectKind::BadSignature => "bad signature",
             RejectKind::BadBody => "bad body",
             RejectKind::WrongServer => "wrong server",
             RejectKind::Clock => "clock",
@@ -175,6 +203,8 @@ impl Reject {
             Reject::BadVersion | Reject::BadLength => RejectKind::Malformed,
             Reject::UnknownKey => RejectKind::UnknownKey,
             Reject::BadHmac => RejectKind::BadHmac,
+            Reject::BadPrecheck => RejectKind::BadPrecheck,
+            Reject::BadSignature => RejectKind::BadSignature,
             Reject::BadAead | Reject::Malformed(_) => RejectKind::BadBody,
             Reject::WrongServer => RejectKind::WrongServer,
             Reject::Stale { .. } | Reject::Future { .. } => RejectKind::Clock,
@@ -216,13 +246,40 @@ pub enum AddKeyError {
     },
 }
 
-/// One key the verifier accepts: its name, derived keys, policy and door.
+/// One key the verifier accepts: its name, what checks its packets, policy and door.
 #[derive(Debug)]
 struct KeyEntry {
     name: String,
-    state: KeyState,
+    cred: Credential,
     policy: KeyPolicy,
     door: usize,
+}
+
+/// How a key's packets are checked.
+#[derive(Debug)]
+enum Credential {
+    /// A shared secret: version-1 packets.
+    Shared(KeyState),
+    /// A client's public key: version-2 packets.
+    Public(ClientPublic),
+}
+
+impl Credential {
+    fn id(&self) -> KeyId {
+        match self {
+            Credential::Shared(s) => s.id(),
+            Credential::Public(p) => p.id(),
+        }
+    }
+}
+
+/// The key ids version-2 packets carry in the epochs around the server's clock: one map from
+/// the id of every public key in epochs E-1, E and E+1 to the key, so that a packet costs one
+/// lookup whichever of them its client's clock was in. Rebuilt when the epoch moves.
+#[derive(Debug, Default)]
+struct EpochIds {
+    epoch: Option<u64>,
+    ids: HashMap<KeyId, usize>,
 }
 
 /// A verified request: exists only as the result of [`Verifier::verify`].
@@ -274,6 +331,10 @@ pub struct Verifier {
     by_id: HashMap<KeyId, usize>,
     servers: Vec<ServerId>,
     window: u64,
+    server_key: Option<ServerSecret>,
+    /// Behind a lock so that `verify` can take `&self` (the daemon shares one verifier per
+    /// configuration); only the packet thread ever takes it, so it is never contended.
+    epoch_ids: Mutex<EpochIds>,
 }
 
 impl Verifier {
@@ -285,7 +346,55 @@ impl Verifier {
             by_id: HashMap::new(),
             servers,
             window,
+            server_key: None,
+            epoch_ids: Mutex::new(EpochIds::default()),
         }
+    }
+
+    /// Sets the server's X25519 key, which version-2 packets are sealed to.
+    pub fn set_server_key(&mut self, key: ServerSecret) {
+        self.server_key = Some(key);
+    }
+
+    /// The server's public key, when it has one.
+    pub fn server_public(&self) -> Option<ServerPublic> {
+        self.server_key.as_ref().map(|k| k.public())
+    }
+
+    /// Whether any key is a public key (version-2 packets).
+    pub fn has_public_keys(&self) -> bool {
+        self.entries
+            .iter()
+            .any(|e| matches!(e.cred, Credential::Public(_)))
+    }
+
+    /// Adds a client's public key with its policy and door tag. Its id for display is
+    /// [`ClientPublic::id`]; two keys with the same Ed25519 key are refused.
+    pub fn add_public_key(
+        &mut self,
+        key: &ClientPublic,
+        policy: KeyPolicy,
+        door: usize,
+    ) -> Result<KeyIndex, AddKeyError> {
+        if let Some(other) = self.entries.iter().find(|e| match &e.cred {
+            Credential::Public(p) => p.verify_key() == key.verify_key(),
+            Credential::Shared(_) => false,
+        }) {
+            return Err(AddKeyError::DuplicateId {
+                name: key.name().to_owned(),
+                other: other.name.clone(),
+            });
+        }
+        let idx = self.entries.len();
+        self.entries.push(KeyEntry {
+            name: key.name().to_owned(),
+            cred: Credential::Public(key.clone()),
+            policy,
+            door,
+        });
+        // The epoch map no longer covers every key.
+        self.epoch_ids = Mutex::new(EpochIds::default());
+        Ok(KeyIndex(idx))
     }
 
     /// The timestamp window in seconds.
@@ -311,7 +420,7 @@ impl Verifier {
         self.by_id.insert(state.id(), idx);
         self.entries.push(KeyEntry {
             name: key.name().to_owned(),
-            state,
+            cred: Credential::Shared(state),
             policy,
             door,
         });
@@ -338,9 +447,16 @@ impl Verifier {
         self.entries.get(key.0).map_or("?", |s| s.name.as_str())
     }
 
-    /// The public id of a key.
+    /// Whether a key is a public key (version 2) rather than a shared secret.
+    pub fn is_public_key(&self, key: KeyIndex) -> bool {
+        self.entries
+            .get(key.0)
+            .is_some_and(|e| matches!(e.cred, Credential::Public(_)))
+    }
+
+    /// The public id of a key (for a public key, its display id, never sent).
     pub fn key_id(&self, key: KeyIndex) -> Option<KeyId> {
-        self.entries.get(key.0).map(|s| s.state.id())
+        self.entries.get(key.0).map(|s| s.cred.id())
     }
 
     /// The policy of a key.
@@ -359,6 +475,7 @@ impl Verifier {
         // 1. Version and exact length together.
         match packet.first() {
             Some(&VERSION) => {}
+            Some(&VERSION_2) => return self.verify_v2(now, source, packet, cache),
             _ => return Err(Reject::BadVersion),
         }
         if packet.len() != PACKET_LEN {
@@ -369,9 +486,12 @@ impl Verifier {
         id.copy_from_slice(&packet[KEY_ID_OFFSET..NONCE_OFFSET]);
         let idx = *self.by_id.get(&KeyId(id)).ok_or(Reject::UnknownKey)?;
         let entry = &self.entries[idx];
+        let Credential::Shared(state) = &entry.cred else {
+            return Err(Reject::UnknownKey);
+        };
         // 3. HMAC over bytes 0..177; `verify_slice` compares in constant time.
         let (maced, tag) = packet.split_at(MACED_LEN);
-        let mut mac = entry.state.mac();
+        let mut mac = state.mac();
         mac.update(maced);
         mac.verify_slice(tag).map_err(|_| Reject::BadHmac)?;
         // 4. Replay.
@@ -381,18 +501,93 @@ impl Verifier {
         }
         // 5. AEAD, header as associated data.
         let (header, sealed) = maced.split_at(HEADER_LEN);
-        let (ciphertext, aead_tag) = sealed.split_at(BODY_LEN);
-        let mut body = [0u8; BODY_LEN];
-        body.copy_from_slice(ciphertext);
-        let opened = entry.state.aead.decrypt_in_place_detached(
-            XNonce::from_slice(&header[NONCE_OFFSET..]),
-            header,
-            &mut body,
-            Tag::from_slice(aead_tag),
-        );
-        if opened.is_err() {
-            return Err(Reject::BadAead);
+        let body = open_body(&state.aead, &header[NONCE_OFFSET..], header, sealed)?;
+        self.finish(now, source, body, idx, digest, cache)
+    }
+
+    /// Steps 2 to 6 of a version-2 packet (docs/PROTOCOL.md part II), then the checks both
+    /// versions share.
+    fn verify_v2(
+        &self,
+        now: u64,
+        source: IpAddr,
+        packet: &[u8],
+        cache: &mut ReplayCache,
+    ) -> Result<Accepted, Reject> {
+        if packet.len() != PACKET2_LEN {
+            return Err(Reject::BadLength);
         }
+        // 2. Key lookup: one map holds every key's ids for the epochs around now.
+        let mut id = [0u8; KEY_ID_LEN];
+        id.copy_from_slice(&packet[KEY_ID2_OFFSET..EPHEMERAL_OFFSET]);
+        let idx = self
+            .epoch_lookup(now, KeyId(id))
+            .ok_or(Reject::UnknownKey)?;
+        let Credential::Public(client) = &self.entries[idx].cred else {
+            return Err(Reject::UnknownKey);
+        };
+        let server = self.server_key.as_ref().ok_or(Reject::UnknownKey)?;
+        // 3. Pre-check: one HMAC, constant-time compare of its first 16 bytes.
+        let (covered, pre) = packet.split_at(PRECHECK_OFFSET);
+        precheck_mac(client.precheck_key(), covered)
+            .verify_truncated_left(pre)
+            .map_err(|_| Reject::BadPrecheck)?;
+        // 4. Replay, before the expensive checks: a flood of copies costs what one costs.
+        let digest = packet_digest(packet);
+        if cache.contains(&digest) {
+            return Err(Reject::Replay);
+        }
+        // 5. The client's signature over the header, the ciphertext and the server's key.
+        let signed = signed_message(&server.public(), packet);
+        if !client.verify(&signed, &packet[SIGNATURE_OFFSET..PRECHECK_OFFSET]) {
+            return Err(Reject::BadSignature);
+        }
+        // 6. The exchange with the ephemeral key, then the AEAD with the header as AAD.
+        let mut ephemeral = [0u8; KEY_LEN];
+        ephemeral.copy_from_slice(&packet[EPHEMERAL_OFFSET..HEADER2_LEN]);
+        let body_key = server
+            .open_key(&ephemeral, client.verify_key())
+            .ok_or(Reject::BadAead)?;
+        let (header, sealed) = packet[..SIGNATURE_OFFSET].split_at(HEADER2_LEN);
+        let body = open_body(&body_aead(&body_key), body_key.nonce(), header, sealed)?;
+        self.finish(now, source, body, idx, digest, cache)
+    }
+
+    /// The key a version-2 key id names, in the epochs E-1, E, E+1 around `now`.
+    fn epoch_lookup(&self, now: u64, id: KeyId) -> Option<usize> {
+        let e = epoch(now);
+        let mut map = match self.epoch_ids.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if map.epoch != Some(e) {
+            map.ids.clear();
+            for (idx, entry) in self.entries.iter().enumerate() {
+                if let Credential::Public(p) = &entry.cred {
+                    for k in [e.saturating_sub(1), e, e.saturating_add(1)] {
+                        // An 8-byte collision (about 2^-64 per pair and epoch) keeps the
+                        // first key; the other's packets are refused for that epoch.
+                        map.ids.entry(p.epoch_id(k)).or_insert(idx);
+                    }
+                }
+            }
+            map.epoch = Some(e);
+        }
+        map.ids.get(&id).copied()
+    }
+
+    /// The checks after decryption, the same for both versions: body, server identity,
+    /// clock, policy, and the replay cache insert.
+    fn finish(
+        &self,
+        now: u64,
+        source: IpAddr,
+        mut body: [u8; BODY_LEN],
+        idx: usize,
+        digest: Digest,
+        cache: &mut ReplayCache,
+    ) -> Result<Accepted, Reject> {
+        let entry = &self.entries[idx];
         // 6. Body and server identity.
         let decoded = Request::decode_body(&body);
         zeroize::Zeroize::zeroize(&mut body);
@@ -450,6 +645,26 @@ impl Verifier {
             expiry,
         })
     }
+}
+
+/// Decrypts a body (ciphertext ‖ tag) with the header as associated data.
+fn open_body(
+    aead: &XChaCha20Poly1305,
+    nonce: &[u8],
+    header: &[u8],
+    sealed: &[u8],
+) -> Result<[u8; BODY_LEN], Reject> {
+    let (ciphertext, aead_tag) = sealed.split_at(BODY_LEN);
+    let mut body = [0u8; BODY_LEN];
+    body.copy_from_slice(ciphertext);
+    aead.decrypt_in_place_detached(
+        XNonce::from_slice(nonce),
+        header,
+        &mut body,
+        Tag::from_slice(aead_tag),
+    )
+    .map_err(|_| Reject::BadAead)?;
+    Ok(body)
 }
 
 #[cfg(test)]
@@ -578,8 +793,11 @@ mod tests {
 
         assert_eq!(check(&[], src(), &mut cache), Err(Reject::BadVersion));
         let mut p = packet(&alice, &good, 1);
-        p[0] = 2;
+        p[0] = 3;
         assert_eq!(check(&p, src(), &mut cache), Err(Reject::BadVersion));
+        // A version-1 packet relabelled as version 2 has the wrong length for it.
+        p[0] = 2;
+        assert_eq!(check(&p, src(), &mut cache), Err(Reject::BadLength));
         let p = packet(&alice, &good, 1);
         assert_eq!(check(&p[..208], src(), &mut cache), Err(Reject::BadLength));
         let mut long = p.to_vec();
@@ -812,5 +1030,174 @@ mod tests {
         }
         let mut cache = ReplayCache::new(4);
         assert!(v.verify(NOW, src(), &p, &mut cache).is_ok());
+    }
+
+    mod v2 {
+        use super::*;
+        use crate::wire2::{seal2, PACKET2_LEN, PRECHECK_OFFSET, SIGNATURE_OFFSET};
+        use knock_keys::public::{ServerSecret, SigningKey, EPOCH_SECS};
+
+        fn signing(n: u8) -> SigningKey {
+            SigningKey::from_seed("carol", [n; 32]).expect("key")
+        }
+
+        fn server() -> ServerSecret {
+            ServerSecret::from_bytes([0x20; 32])
+        }
+
+        /// A verifier with shared-secret alice and public-key carol, 22/tcp each.
+        fn verifier2() -> Verifier {
+            let mut v = verifier();
+            v.set_server_key(server());
+            let policy = KeyPolicy {
+                ports: vec!["22/tcp".parse().expect("port")],
+                allow_nat: false,
+            };
+            v.add_public_key(signing(3).public(), policy, 2)
+                .expect("add");
+            v
+        }
+
+        fn packet2(k: &SigningKey, r: &Request, eph: u8) -> [u8; PACKET2_LEN] {
+            seal2(k, &server().public(), r, [eph; 32], &[0x5a; PADDING_LEN]).expect("seal")
+        }
+
+        #[test]
+        fn accepts_a_public_key_packet_once() {
+            let v = verifier2();
+            let mut cache = ReplayCache::new(16);
+            let r = request(Admit::Addr(src()), &["22/tcp"], NOW);
+            let p = packet2(&signing(3), &r, 1);
+            let a = v.verify(NOW, src(), &p, &mut cache).expect("accepted");
+            assert_eq!(v.key_name(a.key()), "carol");
+            assert!(v.is_public_key(a.key()));
+            assert_eq!(a.door(), 2);
+            assert_eq!(*a.request(), r);
+            assert_eq!(v.verify(NOW, src(), &p, &mut cache), Err(Reject::Replay));
+            // Version 1 still works beside it.
+            let p1 = packet(&key(1, "alice"), &r, 1);
+            assert!(v.verify(NOW, src(), &p1, &mut cache).is_ok());
+        }
+
+        #[test]
+        fn the_key_id_follows_the_clients_epoch_within_one_either_side() {
+            let v = verifier2();
+            let mut cache = ReplayCache::new(16);
+            // A client just over the hour boundary, a server just before it.
+            let boundary = (NOW / EPOCH_SECS + 1) * EPOCH_SECS;
+            let r = request(Admit::Addr(src()), &["22/tcp"], boundary + 5);
+            let p = packet2(&signing(3), &r, 1);
+            assert!(v.verify(boundary - 5, src(), &p, &mut cache).is_ok());
+            // Two epochs away the id is unknown (the clock check would refuse it anyway).
+            let r = request(Admit::Addr(src()), &["22/tcp"], boundary + 2 * EPOCH_SECS);
+            let p = packet2(&signing(3), &r, 2);
+            assert_eq!(
+                v.verify(boundary - 5, src(), &p, &mut cache),
+                Err(Reject::UnknownKey)
+            );
+        }
+
+        #[test]
+        fn every_v2_reject() {
+            let v = verifier2();
+            let mut cache = ReplayCache::new(16);
+            let r = request(Admit::Addr(src()), &["22/tcp"], NOW);
+            let good = packet2(&signing(3), &r, 1);
+            let mut check = |p: &[u8]| v.verify(NOW, src(), p, &mut cache);
+            assert_eq!(check(&good[..PACKET2_LEN - 1]), Err(Reject::BadLength));
+            // Unknown: a key the server does not have.
+            assert_eq!(check(&packet2(&signing(4), &r, 1)), Err(Reject::UnknownKey));
+            // Any flipped bit before the pre-check field, or in it, fails the pre-check.
+            for i in [0usize, 1, 9, 41, 170, 200, PRECHECK_OFFSET, PACKET2_LEN - 1] {
+                let mut p = good;
+                p[i] ^= 0x01;
+                let want = if i == 0 {
+                    Err(Reject::BadVersion)
+                } else if (1..9).contains(&i) {
+                    Err(Reject::UnknownKey)
+                } else {
+                    Err(Reject::BadPrecheck)
+                };
+                assert_eq!(check(&p), want, "byte {i}");
+            }
+            // Another key under the same name, whose pre-check key a thief of the server's
+            // files would know: the pre-check passes, the signature does not.
+            let thief = signing(4);
+            let mut forged = packet2(&thief, &r, 1);
+            forged[1..9].copy_from_slice(&good[1..9]);
+            let pre = precheck_mac(
+                signing(3).public().precheck_key(),
+                &forged[..PRECHECK_OFFSET],
+            )
+            .finalize()
+            .into_bytes();
+            forged[PRECHECK_OFFSET..].copy_from_slice(&pre[..16]);
+            assert_eq!(check(&forged), Err(Reject::BadSignature));
+            // A changed signature with a recomputed pre-check.
+            let mut p = good;
+            p[SIGNATURE_OFFSET] ^= 1;
+            let pre = precheck_mac(signing(3).public().precheck_key(), &p[..PRECHECK_OFFSET])
+                .finalize()
+                .into_bytes();
+            p[PRECHECK_OFFSET..].copy_from_slice(&pre[..16]);
+            assert_eq!(check(&p), Err(Reject::BadSignature));
+            // The server checks every other rule as for version 1.
+            let p = packet2(
+                &signing(3),
+                &request(Admit::Addr(src()), &["53/udp"], NOW),
+                2,
+            );
+            assert!(matches!(check(&p), Err(Reject::PortNotAllowed(_))));
+            let p = packet2(
+                &signing(3),
+                &request(Admit::Addr(src()), &["22/tcp"], NOW - 61),
+                3,
+            );
+            assert!(matches!(check(&p), Err(Reject::Stale { .. })));
+            let mut other = r;
+            other.server = ServerId::from_name("elsewhere");
+            assert_eq!(
+                check(&packet2(&signing(3), &other, 4)),
+                Err(Reject::WrongServer)
+            );
+            // Nothing above was remembered: the good packet still passes, once.
+            assert!(check(&good).is_ok());
+            assert_eq!(check(&good), Err(Reject::Replay));
+        }
+
+        #[test]
+        fn a_packet_sealed_to_another_server_key_is_refused_by_the_signature() {
+            let v = verifier2();
+            let mut cache = ReplayCache::new(16);
+            let r = request(Admit::Addr(src()), &["22/tcp"], NOW);
+            let other = ServerSecret::from_bytes([0x21; 32]).public();
+            let p = seal2(&signing(3), &other, &r, [1; 32], &[0; PADDING_LEN]).expect("seal");
+            assert_eq!(
+                v.verify(NOW, src(), &p, &mut cache),
+                Err(Reject::BadSignature)
+            );
+        }
+
+        #[test]
+        fn without_a_server_key_public_key_packets_are_unknown() {
+            let mut v = verifier();
+            let policy = KeyPolicy {
+                ports: vec!["22/tcp".parse().expect("port")],
+                allow_nat: false,
+            };
+            v.add_public_key(signing(3).public(), policy.clone(), 0)
+                .expect("add");
+            assert!(v.add_public_key(signing(3).public(), policy, 0).is_err());
+            let mut cache = ReplayCache::new(16);
+            let p = packet2(
+                &signing(3),
+                &request(Admit::Addr(src()), &["22/tcp"], NOW),
+                1,
+            );
+            assert_eq!(
+                v.verify(NOW, src(), &p, &mut cache),
+                Err(Reject::UnknownKey)
+            );
+        }
     }
 }
