@@ -628,6 +628,28 @@ mod tests {
         b
     }
 
+    /// Seed 00 01 … 1f, server secret 20 21 … 3f: the values of docs/PROTOCOL.md part II
+    /// (and of scripts/spa_reference.py).
+    #[test]
+    fn v2_known_answers() {
+        let k = SigningKey::from_seed("a", seq(0)).expect("key");
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        assert_eq!(hex(k.public().verify_key()), KAT2_A);
+        assert_eq!(hex(k.public().precheck_key()), KAT2_P);
+        assert_eq!(k.public().id().to_string(), KAT2_ID);
+        assert_eq!(
+            k.public().epoch_id(epoch(1_767_225_600)).to_string(),
+            KAT2_KID
+        );
+        assert_eq!(hex(&ServerSecret::from_bytes(seq(0x20)).public().0), KAT2_X);
+    }
+
+    const KAT2_A: &str = "03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8";
+    const KAT2_P: &str = "3cdad11b606942cce3d66d52d2ad22abc93811b50cb3fcd69187c56415e254d6";
+    const KAT2_ID: &str = "24b133da68d7bf89";
+    const KAT2_KID: &str = "84a3cbdc3f780c88";
+    const KAT2_X: &str = "358072d6365880d1aeea329adf9121383851ed21a28e3b75e965d0d2cd166254";
+
     #[test]
     fn keyfile_round_trips_and_names_its_kind() {
         let k = SigningKey::from_seed("alice", seq(0)).expect("key");

@@ -161,3 +161,89 @@ fn vectors_match_byte_for_byte_and_verify() {
         assert_eq!(ok.request(), &request);
     }
 }
+
+/// Version 2 (public-key mode), docs/PROTOCOL.md part II: the same three requests, sealed to
+/// the server key `20 21 … 3f` with the signing seed `00 01 … 1f`; vector k's ephemeral secret
+/// is bytes `(0x40 * k + j) mod 256`, j = 0..32. Fields: version, key id, ephemeral public key,
+/// ciphertext, tag, signature, pre-check.
+const VECTORS_V2: [[&str; 7]; 3] = V2_HEX;
+
+fn seq32(start: usize) -> [u8; 32] {
+    let mut b = [0u8; 32];
+    for (j, x) in b.iter_mut().enumerate() {
+        *x = ((start + j) & 0xff) as u8;
+    }
+    b
+}
+
+#[test]
+fn v2_vectors_match_byte_for_byte_and_verify() {
+    use knock_keys::public::{ServerSecret, SigningKey};
+    use knock_shared::wire2::seal2;
+    let client = SigningKey::from_seed("vector", seq32(0)).expect("key");
+    let server = ServerSecret::from_bytes(seq32(0x20));
+    for (i, v) in VECTORS.iter().enumerate() {
+        let (_, request) = build(i + 1, v);
+        let packet = seal2(
+            &client,
+            &server.public(),
+            &request,
+            seq32(0x40 * (i + 1)),
+            &padding(),
+        )
+        .expect("seal");
+        let cuts = [0, 1, 9, 41, 169, 185, 249, 265];
+        let got: Vec<String> = cuts.windows(2).map(|w| hex(&packet[w[0]..w[1]])).collect();
+        println!("v2 {}:\n{:#?}", v.name, got);
+        assert_eq!(got, VECTORS_V2[i].map(str::to_owned), "v2 {}", v.name);
+
+        let mut verifier = Verifier::new(vec![ServerId::from_name(v.server)], 60);
+        verifier.set_server_key(server.clone());
+        let ports: Vec<PortSpec> = v.ports.iter().map(|p| p.parse().expect("port")).collect();
+        verifier
+            .add_public_key(
+                client.public(),
+                KeyPolicy {
+                    ports,
+                    allow_nat: v.admit == "source",
+                },
+                0,
+            )
+            .expect("add");
+        let mut cache = ReplayCache::new(8);
+        let ok = verifier
+            .verify(v.time, v.source.parse().expect("ip"), &packet, &mut cache)
+            .expect("v2 vector verifies");
+        assert_eq!(ok.request(), &request);
+    }
+}
+
+const V2_HEX: [[&str; 7]; 3] = [
+    [
+        "02",
+        "84a3cbdc3f780c88",
+        "79a631eede1bf9c98f12032cdeadd0e7a079398fc786b88cc846ec89af85a51a",
+        "c9626e61ab73c11bba270f290c3efb8e2b7b42b42108ad5aac320d15c07bfd5e6b34a4fdc2d1c68e29389960c3a8355dcaa051008f309e292e60a49177dfaecfd8739e570da16513ee91cbe3ecb6aa5d026bda84f81ccaeff6e3d9a1e4ee19726e18fc0cb172ccd7bf325689c197d5b6c7060fd453ce36ae5bae5809a7ee1997",
+        "4fced36bee9b3ba137e3b0f4e50a5c3a",
+        "1d7a72afeb6bdbe1f7350e23ee3f532a8f28219c4f92d59c4ab2878ed78d150e08120affcbbc28050fca7fa96ebd37ea1633899fe172ef473a92b38cdf5ad000",
+        "f7a50cd4674d2921e67b38f66f263f9a",
+    ],
+    [
+        "02",
+        "84a3cbdc3f780c88",
+        "493e82fc74464a59268817623d2053c5eb8e2cc4a988b4fee179ec6b010d531d",
+        "76948bb496cc0d3d92523dd3b9f5878149a8ff3fa4254395dab42bb13d2a71f01903025248738bd272008af2743a767d6cc382480c65851fdc169d3a1369b23e63c20bfba4135f40dfb85daa3ef616a6f78e5e2199c4912a34a784a24f232c9877cfe44d0312414d0e432892f15c1591c4f92224f729819dd9b7e9e6f450da88",
+        "50c0f9e4572653d531735b9245b9c763",
+        "b3d64bd980a3427916dee6e0ad6ceabf9703ce410445732296cd5cfb5accb4d7ebbe1f1ad0f9e76663b5acc4e86091163b6e8d69a4fc4ed1c9e3b2b462cfc100",
+        "78083e30fb40306722a364f9e628686f",
+    ],
+    [
+        "02",
+        "84a3cbdc3f780c88",
+        "dc2cca31e8e43bbd91dff7e475cca3347eb478107d5bd765aba4ae4a30c35d44",
+        "fda2eb9be3838252694f95c4ace6f8a8e2bd568859902cab68e9be14e76c93cf2ceda59972332dce50d89461d4c72f4ec7d6cd2b35147e54443d7e8397ba5f4bb28a63987e4182434ca406508a1cd4c1b3c6462ea129f77ca3a9884dd524ec6ebb799024a9b8b993b3d7a7ae73f78715526d7411781d94d44e6790aa6ec3d266",
+        "c86e85441f14fce5c87e474420eb794f",
+        "850fefa1cb689b0cc65bac79ad25c64939aa714d5f2bc8ce80d861e47b2966e4828a4f4c08559fcf13faede19baf98fcba9767bd7db736b35ce374f872dc1500",
+        "d783d80ed9379ea7e7cc94f81d5b9ffa",
+    ],
+];
