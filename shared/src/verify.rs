@@ -1034,7 +1034,7 @@ mod tests {
 
     mod v2 {
         use super::*;
-        use crate::wire2::{seal2, PACKET2_LEN, PRECHECK_OFFSET, SIGNATURE_OFFSET};
+        use crate::wire2::{precheck, seal2, PACKET2_LEN, PRECHECK_OFFSET, SIGNATURE_OFFSET};
         use knock_keys::public::{ServerSecret, SigningKey, EPOCH_SECS};
 
         fn signing(n: u8) -> SigningKey {
@@ -1136,10 +1136,8 @@ mod tests {
             // A changed signature with a recomputed pre-check.
             let mut p = good;
             p[SIGNATURE_OFFSET] ^= 1;
-            let pre = precheck_mac(signing(3).public().precheck_key(), &p[..PRECHECK_OFFSET])
-                .finalize()
-                .into_bytes();
-            p[PRECHECK_OFFSET..].copy_from_slice(&pre[..16]);
+            let pre = precheck(signing(3).public().precheck_key(), &p[..PRECHECK_OFFSET]);
+            p[PRECHECK_OFFSET..].copy_from_slice(&pre);
             assert_eq!(check(&p), Err(Reject::BadSignature));
             // The server checks every other rule as for version 1.
             let p = packet2(

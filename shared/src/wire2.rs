@@ -57,12 +57,21 @@ pub fn signed_message(server: &ServerPublic, packet: &[u8]) -> [u8; SIGNED_LEN] 
     m
 }
 
-/// The pre-check of a packet's first 249 bytes under a pre-check key.
+/// The keyed pre-check MAC over a packet's first 249 bytes (the verifier compares its first
+/// 16 bytes in constant time).
 pub fn precheck_mac(key: &[u8], covered: &[u8]) -> Hmac<Sha256> {
     let mut mac =
         <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
     mac.update(covered);
     mac
+}
+
+/// The pre-check field for a packet's first 249 bytes (what a client writes).
+pub fn precheck(key: &[u8], covered: &[u8]) -> [u8; PRECHECK_LEN] {
+    let full = precheck_mac(key, covered).finalize().into_bytes();
+    let mut out = [0u8; PRECHECK_LEN];
+    out.copy_from_slice(&full[..PRECHECK_LEN]);
+    out
 }
 
 /// The AEAD keyed with a body key.
@@ -97,10 +106,8 @@ pub fn seal2(
     zeroize::Zeroize::zeroize(&mut body);
     let sig = key.sign(&signed_message(server, &p));
     p[SIGNATURE_OFFSET..PRECHECK_OFFSET].copy_from_slice(&sig);
-    let pre = precheck_mac(client.precheck_key(), &p[..PRECHECK_OFFSET])
-        .finalize()
-        .into_bytes();
-    p[PRECHECK_OFFSET..].copy_from_slice(&pre[..PRECHECK_LEN]);
+    let pre = precheck(client.precheck_key(), &p[..PRECHECK_OFFSET]);
+    p[PRECHECK_OFFSET..].copy_from_slice(&pre);
     Some(p)
 }
 
