@@ -118,6 +118,29 @@ pub enum Command {
         #[arg(long, requires = "nft", conflicts_with = "apply")]
         remove: bool,
     },
+    /// Make the server's X25519 key for public-key doors (packet version 2), or show the
+    /// public key of one.
+    ///
+    /// Writes the private key to FILE (mode 0600; an existing file is kept unless --force)
+    /// and prints its public key, which clients seal their packets to (`knock-spa
+    /// --server-key`, or `server_key` in the client's stanza). Name FILE in the
+    /// configuration with `ServerKey = FILE` in [options].
+    ServerKey {
+        /// Where to write the new key.
+        #[arg(
+            short = 'o',
+            long = "output",
+            value_name = "FILE",
+            required_unless_present = "show"
+        )]
+        output: Option<PathBuf>,
+        /// Replace FILE if it exists.
+        #[arg(long, requires = "output")]
+        force: bool,
+        /// Print the public key of an existing key file instead.
+        #[arg(long, value_name = "FILE", conflicts_with = "output")]
+        show: Option<PathBuf>,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.

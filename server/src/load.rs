@@ -16,6 +16,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use knock_keys::private::{self, Exposure};
+use knock_keys::public::ServerSecret;
 use knock_shared::config::{self, Config, Door};
 use knock_shared::located::Located;
 use knock_shared::types::PortSpec;
@@ -55,6 +56,12 @@ pub type LoadError = Located<LoadErrorKind>;
 /// What is wrong ([`LoadError`] says where).
 #[derive(Debug, thiserror::Error)]
 pub enum LoadErrorKind {
+    /// The `ServerKey` file could not be used (the next error says why).
+    #[error("ServerKey {}: cannot use the server key", path.display())]
+    ServerKey {
+        /// The file.
+        path: PathBuf,
+    },
     /// The configuration file could not be read.
     #[error("cannot read: {0}")]
     ReadConfig(std::io::Error),
@@ -244,6 +251,19 @@ fn read_private(path: &Path) -> Result<Zeroizing<Vec<u8>>, LoadError> {
         .map_err(|e| at(LoadErrorKind::Io(e)))
 }
 
+/// The server's X25519 key file (`ServerKey`), through [`open_private`].
+pub fn read_server_key(path: &Path) -> Result<ServerSecret, LoadError> {
+    let bytes = read_private(path)?;
+    let text = text_of(path, &bytes)?;
+    ServerSecret::parse_str(text).map_err(|e| {
+        let (line, msg) = match e {
+            knock_keys::KeyError::Parse { line, what } => (line, what.to_string()),
+            other => (1, other.to_string()),
+        };
+        Located::at_line(line, LoadErrorKind::Parse(msg)).in_file(path)
+    })
+}
+
 /// The bytes of `path` as text.
 fn text_of<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str, LoadError> {
     std::str::from_utf8(bytes).map_err(|_| {
@@ -309,6 +329,18 @@ fn build(
         .map(|n| ServerId::from_name(n))
         .collect();
     let mut verifier = Verifier::new(ids, config.options.spa_window);
+    if let Some((line, file)) = &config.options.server_key {
+        let kpath = resolve(path, file);
+        match read_server_key(&kpath) {
+            Ok(key) => verifier.set_server_key(key),
+            Err(e) => {
+                errors.push(
+                    Located::at_line(*line, LoadErrorKind::ServerKey { path: kpath }).in_file(path),
+                );
+                errors.push(e);
+            }
+        }
+    }
     let mut knock_doors = Vec::new();
 
     for (idx, door) in config.doors.iter().enumerate() {
@@ -333,6 +365,14 @@ fn build(
                         );
                         errors.append(&mut e);
                     }
+                }
+            }
+            for (line, key) in &spa.public_keys {
+                if let Err(error) = verifier.add_public_key(key, policy.clone(), idx) {
+                    let door = door.name.clone();
+                    errors.push(
+                        Located::at_line(*line, LoadErrorKind::Key { door, error }).in_file(path),
+                    );
                 }
             }
             for (file, line, key) in keys {

@@ -62,6 +62,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             (true, false) => cmd::firewall_setup::run_nft(&cli, ports, *apply),
             _ => cmd::firewall_setup::run(&cli, ports, *apply, *no_ipv6),
         },
+        Some(Command::ServerKey {
+            output,
+            force,
+            show,
+        }) => cmd::server_key::run(output.as_deref(), *force, show.as_deref()),
         Some(Command::Completions { shell }) => {
             cmd::print_bytes(&cmd::docs::completions(*shell, Cli::command()))
         }

@@ -361,11 +361,12 @@ impl Verifier {
         self.server_key.as_ref().map(|k| k.public())
     }
 
-    /// Whether any key is a public key (version-2 packets).
-    pub fn has_public_keys(&self) -> bool {
+    /// How many keys are public keys (version-2 packets).
+    pub fn public_key_count(&self) -> usize {
         self.entries
             .iter()
-            .any(|e| matches!(e.cred, Credential::Public(_)))
+            .filter(|e| matches!(e.cred, Credential::Public(_)))
+            .count()
     }
 
     /// Adds a client's public key with its policy and door tag. Its id for display is

@@ -33,12 +33,27 @@ pub fn run(cli: &Cli) -> ExitCode {
     } else {
         check_iptables(cli, &rt.config);
     }
+    let public = rt.verifier.public_key_count();
+    let kinds = if public == 0 {
+        String::new()
+    } else {
+        format!(
+            ": {} shared-secret, {public} public-key",
+            rt.verifier.len() - public
+        )
+    };
     println!(
-        "{}: OK ({} door(s), {} SPA key(s))",
+        "{}: OK ({} door(s), {} SPA key(s){kinds})",
         cli.config.display(),
         rt.config.doors.len(),
         rt.verifier.len()
     );
+    if let Some(key) = rt.verifier.server_public() {
+        println!(
+            "server public key (clients' --server-key): {}",
+            key.to_base64()
+        );
+    }
     ExitCode::SUCCESS
 }
 

@@ -1,4 +1,4 @@
-//! The admin subcommands of `knock-spad` (`check`, `status`, `keys`, `close`,
+//! The admin subcommands of `knock-spad` (`check`, `status`, `keys`, `close`, `server-key`,
 //! `firewall-setup`, `completions`, `man`): each reads files and prints, none starts the daemon or holds its
 //! state. Shared here: loading the configuration for a command and printing to stdout.
 
@@ -8,6 +8,7 @@ pub mod docs;
 pub mod firewall_setup;
 pub mod keys;
 pub mod prometheus;
+pub mod server_key;
 pub mod status;
 
 use std::path::{Path, PathBuf};

@@ -29,6 +29,7 @@ pub(super) enum Directive {
     KeepRulesOnExit,
     User,
     Firewall,
+    ServerKey,
     // doors, knock sequence only
     Sequence,
     OneTimeSequences,
@@ -47,6 +48,7 @@ pub(super) enum Directive {
     // doors, SPA only
     Keys,
     KeyFile,
+    PublicKeys,
     AllowPorts,
     AllowNat,
     MaxTimeout,
@@ -94,6 +96,8 @@ pub(super) const DIRECTIVES: &[(&str, Directive)] = &[
     ("CMD_TIMEOUT", Directive::CmdTimeout),
     ("KEYS", Directive::Keys),
     ("KEYFILE", Directive::KeyFile),
+    ("PUBLICKEYS", Directive::PublicKeys),
+    ("SERVERKEY", Directive::ServerKey),
     ("ALLOW_PORTS", Directive::AllowPorts),
     ("ALLOW_NAT", Directive::AllowNat),
     ("MAX_TIMEOUT", Directive::MaxTimeout),
@@ -139,6 +143,8 @@ impl Directive {
             Directive::CmdTimeout => "Cmd_Timeout",
             Directive::Keys => "Keys",
             Directive::KeyFile => "KeyFile",
+            Directive::PublicKeys => "PublicKeys",
+            Directive::ServerKey => "ServerKey",
             Directive::AllowPorts => "Allow_Ports",
             Directive::AllowNat => "Allow_NAT",
             Directive::MaxTimeout => "Max_Timeout",
@@ -160,7 +166,8 @@ impl Directive {
             | Directive::MaxGrants
             | Directive::KeepRulesOnExit
             | Directive::User
-            | Directive::Firewall => Scope::Options,
+            | Directive::Firewall
+            | Directive::ServerKey => Scope::Options,
             Directive::Sequence
             | Directive::OneTimeSequences
             | Directive::SeqTimeout
@@ -176,6 +183,7 @@ impl Directive {
             | Directive::AdmitPrefix => Scope::Both,
             Directive::Keys
             | Directive::KeyFile
+            | Directive::PublicKeys
             | Directive::AllowPorts
             | Directive::AllowNat
             | Directive::MaxTimeout => Scope::Spa,
@@ -189,7 +197,10 @@ impl Directive {
 
     /// May be given more than once (values accumulate).
     pub(super) fn repeats(self) -> bool {
-        matches!(self, Directive::Keys | Directive::KeyFile)
+        matches!(
+            self,
+            Directive::Keys | Directive::KeyFile | Directive::PublicKeys
+        )
     }
 }
 

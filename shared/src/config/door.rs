@@ -94,10 +94,23 @@ impl Parser {
         let has_stop = d.stop.is_some() || d.stop6.is_some();
 
         if is_spa {
-            if !has(Directive::Keys) && !has(Directive::KeyFile) {
+            if !has(Directive::Keys) && !has(Directive::KeyFile) && !has(Directive::PublicKeys) {
                 self.error(
                     d.line,
-                    format!("SPA door [{name}] has no Keys or KeyFile: no client could open it"),
+                    format!(
+                        "SPA door [{name}] has no Keys, KeyFile or PublicKeys: no client could \
+                         open it"
+                    ),
+                );
+            }
+            if let (Some((line, _)), None) =
+                (d.public_keys.first(), &self.options.values.server_key)
+            {
+                self.error(
+                    *line,
+                    "PublicKeys needs the server's own key: set `ServerKey = FILE` in \
+                     [options] (`knock-spad server-key -o FILE` makes one)"
+                        .to_owned(),
                 );
             }
             if !has(Directive::AllowPorts) {
@@ -166,6 +179,7 @@ impl Parser {
                 kind: DoorKind::Spa(SpaDoor {
                     keys: d.keys,
                     key_files: d.key_files,
+                    public_keys: d.public_keys,
                     allow_ports,
                     allow_nat: d.allow_nat.unwrap_or(false),
                     max_timeout,

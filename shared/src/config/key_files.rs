@@ -9,6 +9,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
+use knock_keys::public::ClientPublic;
 use knock_keys::NamedKey;
 
 use super::error::{quoted, ConfigError};
@@ -31,6 +32,28 @@ pub(super) fn keys_value(
         match inline_key(entry) {
             Ok(k) => out.push((line, k)),
             Err(why) => return Some(format!("{key}: entry {}{why}", i + 1)),
+        }
+    }
+    None
+}
+
+/// `PublicKeys = NAME:BASE64, ...`: clients' public keys as `knock-spa keygen --public-key`
+/// prints them.
+pub(super) fn public_keys_value(
+    key: &str,
+    v: &str,
+    line: usize,
+    out: &mut Vec<(usize, ClientPublic)>,
+) -> Option<String> {
+    if v.is_empty() {
+        return Some(format!(
+            "{key} is empty: give NAME:BASE64 entries separated by commas"
+        ));
+    }
+    for (i, entry) in v.split(',').enumerate() {
+        match ClientPublic::from_inline(entry.trim()) {
+            Ok(k) => out.push((line, k)),
+            Err(e) => return Some(format!("{key}: entry {}: {e}", i + 1)),
         }
     }
     None

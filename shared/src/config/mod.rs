@@ -523,6 +523,48 @@ mod tests {
     }
 
     #[test]
+    fn public_keys_accumulate_beside_keys_and_need_a_server_key() {
+        let k1 = knock_keys::public::SigningKey::from_seed("pk1", [1; 32]).expect("key");
+        let k2 = knock_keys::public::SigningKey::from_seed("pk2", [2; 32]).expect("key");
+        let (l1, l2) = (k1.public().to_inline(), k2.public().to_inline());
+        let text = format!(
+            "[options]\n    ServerKey = /etc/knock-spa/server.key\n[spa]\n    Keys = {ALICE}\n    \
+             PublicKeys = {l1}\n    PublicKeys = {l2}\n    Allow_Ports = 22\n    \
+             Start_Command = /bin/true\n"
+        );
+        let c = ok(&text);
+        assert_eq!(
+            c.options.server_key,
+            Some((2, "/etc/knock-spa/server.key".to_owned()))
+        );
+        let DoorKind::Spa(spa) = &c.door("spa").expect("door").kind else {
+            panic!("not an SPA door");
+        };
+        assert_eq!(spa.keys.len(), 1);
+        let names: Vec<(usize, &str)> = spa
+            .public_keys
+            .iter()
+            .map(|(l, k)| (*l, k.name()))
+            .collect();
+        assert_eq!(names, [(5, "pk1"), (6, "pk2")]);
+        // A door with only public keys is a door.
+        let only = format!("[options]\nServerKey = /k\n[spa]\nPublicKeys = {l1}\nAllow_Ports = 22\nStart_Command = /bin/true\n");
+        ok(&only);
+        // Without ServerKey: an error on the PublicKeys line.
+        let e = errs(&format!(
+            "[spa]\nPublicKeys = {l1}\nAllow_Ports = 22\nStart_Command = /bin/true\n"
+        ));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].line, 2);
+        assert!(e[0].message.contains("ServerKey"), "{e:?}");
+        // A bad entry names its position; a relative ServerKey is refused.
+        let e = errs(&format!("[options]\nServerKey = /k\n[spa]\nPublicKeys = {l1}, pk3:AAAA\nAllow_Ports = 22\nStart_Command = /bin/true\n"));
+        assert!(e[0].line == 4 && e[0].message.contains("entry 2"), "{e:?}");
+        let e = errs("[options]\nServerKey = server.key\n");
+        assert!(e[0].line == 2 && e[0].message.contains("absolute"), "{e:?}");
+    }
+
+    #[test]
     fn mixed_legacy_and_spa() {
         let c = ok(&mixed());
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
@@ -703,7 +745,7 @@ mod tests {
             ("[d]\ncommand = /bin/true\n".into(), 1, "door [d] has neither a knock sequence"),
             (format!("{door}one_time_sequences = /etc/x\n"), 3, "both Sequence and One_Time_Sequences"),
             (format!("{door}keys = {ALICE}\n"), 1, "door [d] mixes knock-sequence directives (Sequence, line 2) and SPA directives (Keys, line 3)"),
-            ("[s]\nallow_ports = 22\nstart_command = /bin/true\n".into(), 1, "SPA door [s] has no Keys or KeyFile"),
+            ("[s]\nallow_ports = 22\nstart_command = /bin/true\n".into(), 1, "SPA door [s] has no Keys, KeyFile or PublicKeys"),
             (format!("[s]\nkeys = {ALICE}\nstart_command = /bin/true\n"), 1, "SPA door [s] has no Allow_Ports"),
             (spa_head.clone(), 1, "SPA door [s] has no Start_Command: nothing to open"),
             (format!("{spa_head}start_command =\n"), 1, "only empty start commands"),

@@ -10,6 +10,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::num::NonZeroU16;
 
+use knock_keys::public::ClientPublic;
 use knock_keys::NamedKey;
 
 use crate::types::{PortSpec, TcpFlags};
@@ -129,6 +130,8 @@ pub struct Options {
     pub interface: Option<String>,
     /// `SpaPort`: the UDP port SPA packets are sent to.
     pub spa_port: NonZeroU16,
+    /// `ServerKey`: the server's X25519 key file (public-key doors need it), with its line.
+    pub server_key: Option<(usize, String)>,
     /// `StateDir`: where the replay cache and open grants persist (absolute path).
     pub state_dir: String,
     /// `ServerName`: the identities this server answers to. Empty: the caller substitutes
@@ -160,6 +163,7 @@ impl Default for Options {
             interface: None,
             spa_port: DEFAULT_SPA_PORT,
             state_dir: DEFAULT_STATE_DIR.to_owned(),
+            server_key: None,
             server_names: Vec::new(),
             spa_window: DEFAULT_SPA_WINDOW,
             capture: Capture::Pcap,
@@ -289,6 +293,8 @@ pub struct SpaDoor {
     /// `KeyFile` paths, each with its line. The server reads them with
     /// [`parse_keys_file`](crate::config::parse_keys_file).
     pub key_files: Vec<(usize, String)>,
+    /// Inline `PublicKeys` (packet version 2), each with its line.
+    pub public_keys: Vec<(usize, ClientPublic)>,
     /// `Allow_Ports`: what a key of this door may ask to open (never empty, no duplicates).
     pub allow_ports: Vec<PortSpec>,
     /// `Allow_NAT`: a key may ask to admit an address other than the packet's source.

@@ -21,6 +21,7 @@ use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use knock_keys::public::ClientPublic;
 use knock_keys::NamedKey;
 
 use crate::types::{AdmitPrefix, PortSpec, TcpFlags};
@@ -29,7 +30,7 @@ use super::directives::{
     parse_bool, parse_number, parse_port_list, valid_user_name, Directive, Scope,
 };
 use super::error::{quoted, quoted_unless_key, ConfigError, Warning};
-use super::key_files::keys_value;
+use super::key_files::{keys_value, public_keys_value};
 use super::model::{
     Capture, Firewall, Options, MAX_INTERFACE_LEN, MAX_MAX_GRANTS, MAX_REPLAY_CACHE_SIZE,
     MAX_SPA_WINDOW, MAX_TIMEOUT, MAX_USER_NAME_LEN, MIN_REPLAY_CACHE_SIZE,
@@ -65,6 +66,7 @@ pub(super) struct RawDoor {
     pub(super) admit_prefix: Option<AdmitPrefix>,
     pub(super) keys: Vec<(usize, NamedKey)>,
     pub(super) key_files: Vec<(usize, String)>,
+    pub(super) public_keys: Vec<(usize, ClientPublic)>,
     pub(super) allow_ports: Option<Vec<PortSpec>>,
     pub(super) allow_nat: Option<bool>,
     pub(super) max_timeout: Option<(usize, u64)>,
@@ -92,6 +94,7 @@ impl RawDoor {
             admit_prefix: None,
             keys: Vec::new(),
             key_files: Vec::new(),
+            public_keys: Vec::new(),
             allow_ports: None,
             allow_nat: None,
             max_timeout: None,
@@ -383,6 +386,14 @@ impl Parser {
                 }
                 Err(e) => Some(format!("{key} = {q}: {e}")),
             },
+            Directive::ServerKey => {
+                if v.starts_with('/') {
+                    o.server_key = Some((line, v.to_owned()));
+                    None
+                } else {
+                    Some(format!("{key} = {q}: expected an absolute path (`knock-spad server-key -o FILE` makes one)"))
+                }
+            }
             Directive::StateDir => {
                 if v.starts_with('/') {
                     o.state_dir = v.to_owned();
@@ -593,6 +604,7 @@ impl Parser {
                 Err(e) => Some(format!("{key} = {q}: {e}")),
             },
             Directive::Keys => keys_value(key, v, line, &mut d.keys),
+            Directive::PublicKeys => public_keys_value(key, v, line, &mut d.public_keys),
             Directive::KeyFile => {
                 if v.is_empty() {
                     Some(format!("{key} is empty: give the path of a keys file"))

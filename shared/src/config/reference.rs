@@ -170,6 +170,17 @@ pub const DIRECTIVE_DOCS: &[DirectiveDoc] = &[
         "The UDP port the SPA listener watches.",
     ),
     row(
+        Directive::ServerKey,
+        &[],
+        "absolute path",
+        "none (public-key doors need it)",
+        OURS,
+        "The server's X25519 key file, made by `knock-spad server-key -o FILE`, which prints \
+         the public key clients seal their packets to (`knock-spa --server-key`, the client \
+         stanza's `server_key`). Mode 0600 or stricter, owned by root or the daemon's user \
+         ([Files that hold secrets](#files-that-hold-secrets)).",
+    ),
+    row(
         Directive::StateDir,
         &[],
         "absolute path",
@@ -439,6 +450,18 @@ pub const DIRECTIVE_DOCS: &[DirectiveDoc] = &[
          each name once; mode 0600 or stricter, owned by root or the daemon's user \
          ([Files that hold secrets](#files-that-hold-secrets)). May be repeated. An SPA door \
          needs at least one `Keys` or `KeyFile`.",
+    ),
+    row(
+        Directive::PublicKeys,
+        &[],
+        "comma list of `NAME:BASE64`",
+        "none",
+        OURS,
+        "Public-key clients (packet version 2): the key name and the base64 of its Ed25519 \
+         public key and pre-check key, as `knock-spa keygen --public-key` prints them. May be \
+         repeated, and a door may hold `Keys` and `PublicKeys` both. The line holds no secret \
+         that can open a door: a thief of the configuration can make the daemon check a \
+         signature, never pass one. Needs `ServerKey` in `[options]`.",
     ),
     row(
         Directive::AllowPorts,

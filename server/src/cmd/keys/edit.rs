@@ -22,6 +22,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use knock_keys::public::KIND_PUBLIC;
+use knock_keys::KIND_SHARED;
 use knock_keys::{concat, valid_name, NamedKey};
 use serde::Serialize;
 use zeroize::Zeroizing;
@@ -67,8 +69,10 @@ pub struct KeyEntry {
     pub door: String,
     /// Key name.
     pub name: String,
-    /// Public key id, hex.
+    /// Public key id, hex (for a public key, its display id, never sent).
     pub id: String,
+    /// `shared-secret` (`Keys`, `KeyFile`) or `public-key` (`PublicKeys`).
+    pub kind: &'static str,
     /// The door's `Allow_Ports`.
     pub ports: Vec<String>,
     /// `FILE:LINE` where the key is.
@@ -115,23 +119,36 @@ pub fn list(config: &Path, door: Option<&str>) -> Result<Vec<KeyEntry>, KeysErro
             continue;
         }
         let ports: Vec<String> = spa.allow_ports.iter().map(|p| p.to_string()).collect();
-        let mut push = |key: &NamedKey, source: String| {
+        let mut push = |name: &str, id: String, kind: &'static str, source: String| {
             out.push(KeyEntry {
                 door: d.name.clone(),
-                name: key.name().to_owned(),
-                id: key.derive().id().to_string(),
+                name: name.to_owned(),
+                id,
+                kind,
                 ports: ports.clone(),
                 source,
             });
         };
+        let shared = |key: &NamedKey| (key.name().to_owned(), key.derive().id().to_string());
         for (line, key) in &spa.keys {
-            push(key, format!("{}:{line}", config.display()));
+            let (name, id) = shared(key);
+            push(
+                &name,
+                id,
+                KIND_SHARED,
+                format!("{}:{line}", config.display()),
+            );
+        }
+        for (line, key) in &spa.public_keys {
+            let source = format!("{}:{line}", config.display());
+            push(key.name(), key.id().to_string(), KIND_PUBLIC, source);
         }
         for (_, file) in &spa.key_files {
             let path = load::resolve(config, file);
             let keys = load::read_key_file(&path).map_err(KeysError::Invalid)?;
             for (line, key) in &keys {
-                push(key, format!("{}:{line}", path.display()));
+                let (name, id) = shared(key);
+                push(&name, id, KIND_SHARED, format!("{}:{line}", path.display()));
             }
         }
     }
@@ -147,12 +164,13 @@ pub fn render_list(entries: &[KeyEntry]) -> String {
                 e.door.clone(),
                 e.name.clone(),
                 e.id.clone(),
+                e.kind.to_owned(),
                 e.ports.join(","),
                 e.source.clone(),
             ]
         })
         .collect();
-    table(&["DOOR", "KEY", "KEY ID", "PORTS", "SOURCE"], &rows)
+    table(&["DOOR", "KEY", "KEY ID", "KIND", "PORTS", "SOURCE"], &rows)
 }
 
 // ---------------------------------------------------------------------------------------------
