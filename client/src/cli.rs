@@ -226,6 +226,12 @@ pub struct SpaOptions {
     #[arg(long, value_name = "NAME")]
     pub server_id: Option<String>,
 
+    /// The server's public key, for a public-key keyfile (`keygen --public-key`): the base64
+    /// that `knock-spad server-key` prints [default: the stanza's `server_key`]. Packets are
+    /// sealed to it (packet version 2); a shared-secret keyfile ignores it.
+    #[arg(long, value_name = "BASE64")]
+    pub server_key: Option<String>,
+
     #[command(flatten)]
     pub family: FamilyArgs,
 }
@@ -517,6 +523,11 @@ pub struct KeygenArgs {
     /// one).
     #[arg(long)]
     pub force: bool,
+
+    /// Make a public-key keyfile (packet version 2) instead of a shared secret: the server's
+    /// door gets only the printed `PublicKeys =` line, which cannot open anything if stolen.
+    #[arg(long)]
+    pub public_key: bool,
 }
 
 /// Arguments of `knock`.

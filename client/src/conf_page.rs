@@ -89,6 +89,15 @@ pub const KEY_DOCS: &[KeyDoc] = &[
                one of the server's `ServerName` values. `--server-id` overrides it.",
     },
     KeyDoc {
+        key: "server_key",
+        value: "base64 of 32 bytes",
+        default: "none: needed only with a public-key keyfile",
+        example: "teU8qb/tRYQ/3nDaEQcnlL8csu9xaQgiTYgNCHXXJm4=",
+        text: "The server's public key, which packets from a public-key keyfile (`keygen \
+               --public-key`) are sealed to, as `knock-spad server-key` prints it. \
+               `--server-key` overrides it. A shared-secret keyfile ignores it.",
+    },
+    KeyDoc {
         key: "family",
         value: "`auto`, `both`, `v4` or `v6`",
         default: "`auto`",

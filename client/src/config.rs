@@ -54,7 +54,7 @@ pub const CONFIG_ENV: &str = "KNOCK_SPA_CONFIG";
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 /// The keys a stanza may hold, in the order the documentation lists them.
-pub const KEYS: [&str; 8] = [
+pub const KEYS: [&str; 9] = [
     "host",
     "spa_port",
     "key",
@@ -62,6 +62,7 @@ pub const KEYS: [&str; 8] = [
     "open_for",
     "services",
     "server_id",
+    "server_key",
     "family",
 ];
 
@@ -87,6 +88,8 @@ pub struct Stanza {
     pub services: Option<Vec<PortSpec>>,
     /// `server_id`: the identity the packet is bound to, as written.
     pub server_id: Option<String>,
+    /// `server_key`: the server's X25519 public key (base64), for public-key keyfiles.
+    pub server_key: Option<String>,
     /// `family`: `auto` (one packet per family HOST has), `both`, `v4` or `v6`.
     pub family: Option<Family>,
 }
@@ -103,6 +106,7 @@ impl Stanza {
             open_for: None,
             services: None,
             server_id: None,
+            server_key: None,
             family: None,
         }
     }
@@ -355,6 +359,12 @@ fn set(stanza: &mut Stanza, key: &str, value: &str, ctx: &ParseContext<'_>) -> R
                 ));
             }
             stanza.server_id = Some(value.to_owned());
+        }
+        "server_key" => {
+            knock_keys::public::ServerPublic::from_base64(value).map_err(|e| {
+                format!("server_key: {e} (`knock-spad server-key --show FILE` prints the key)")
+            })?;
+            stanza.server_key = Some(value.to_owned());
         }
         "family" => {
             let family = value

@@ -11,6 +11,7 @@ use std::io::{self, Write as _};
 use std::path::Path;
 
 use anyhow::Context as _;
+use knock_keys::public::SigningKey;
 use knock_keys::{valid_name, NamedKey, MAX_NAME_LEN};
 
 use crate::model::InputError;
@@ -76,16 +77,38 @@ pub fn server_lines(key: &NamedKey, path: &Path) -> String {
     )
 }
 
+/// The text printed on stdout after a public-key keyfile was written.
+pub fn public_server_lines(key: &SigningKey, path: &Path) -> String {
+    format!(
+        "# knock-spa public key `{name}` (key id {id}), private key written to {path}\n\
+         # Paste the next line into the SPA door section of the server's configuration (the\n\
+         # server also needs `ServerKey = FILE`, from `knock-spad server-key`). It opens\n\
+         # nothing if stolen, but keep it to the server: it lets its holder make the server\n\
+         # check signatures.\n\
+         PublicKeys = {inline}\n",
+        name = key.name(),
+        id = key.public().id(),
+        path = path.display(),
+        inline = key.public().to_inline(),
+    )
+}
+
 /// Runs `keygen`.
-pub fn execute(name: Option<&str>, path: &Path, force: bool) -> anyhow::Result<()> {
+pub fn execute(name: Option<&str>, path: &Path, force: bool, public: bool) -> anyhow::Result<()> {
     let name = match name {
         Some(n) if valid_name(n) => n.to_owned(),
         Some(n) => return Err(InputError::BadKeyName(n.to_owned()).into()),
         None => default_name(std::env::var("USER").ok().as_deref(), hostname().as_deref()),
     };
-    let key = NamedKey::generate(&name).context("cannot generate a key")?;
-    key.save(path, force).context("cannot write the key file")?;
-    let text = zeroize::Zeroizing::new(server_lines(&key, path));
+    let text = if public {
+        let key = SigningKey::generate(&name).context("cannot generate a key")?;
+        key.save(path, force).context("cannot write the key file")?;
+        zeroize::Zeroizing::new(public_server_lines(&key, path))
+    } else {
+        let key = NamedKey::generate(&name).context("cannot generate a key")?;
+        key.save(path, force).context("cannot write the key file")?;
+        zeroize::Zeroizing::new(server_lines(&key, path))
+    };
     let mut out = io::stdout().lock();
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())

@@ -180,7 +180,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 (Some(path), _) | (None, Some(path)) => path.clone(),
                 (None, None) => default_key_path()?,
             };
-            keygen::execute(args.name.as_deref(), &path, args.force)
+            keygen::execute(args.name.as_deref(), &path, args.force, args.public_key)
         }
         Command::Knock(args) => knock::execute(args),
         Command::Completions(args) => print_bytes(&generate::completion_script(args.shell)),

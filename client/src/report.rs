@@ -11,7 +11,8 @@ use std::fmt::Write as _;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use knock_keys::{KeyError, NamedKey};
+use knock_keys::public::ClientKey;
+use knock_keys::KeyError;
 
 use crate::config::{self, ConfigSource, CONFIG_ENV};
 use crate::places::Places;
@@ -28,8 +29,8 @@ pub struct Report {
 
 /// One key file, described.
 fn describe_key(path: &Path, unusable: &mut usize) -> String {
-    match NamedKey::load(path) {
-        Ok(key) => format!("key `{}`, id {}", key.name(), key.derive().id()),
+    match ClientKey::load(path) {
+        Ok(key) => format!("key `{}`, id {}, {}", key.name(), key.id(), key.kind()),
         Err(KeyError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
             "not found (create it with `knock-spa keygen`)".to_owned()
         }

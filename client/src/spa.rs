@@ -18,12 +18,14 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context as _};
+use knock_keys::public::{ClientKey, ServerPublic, SigningKey};
 use knock_keys::{KeyError, NamedKey};
 use knock_shared::types::PortSpec;
 use knock_shared::wire::{
     seal, Action, Admit, KeyState, PortList, Request, ServerId, MAX_PORTS, NONCE_LEN, PACKET_LEN,
     PADDING_LEN,
 };
+use knock_shared::wire2::seal2;
 use ring::rand::{SecureRandom as _, SystemRandom};
 
 use crate::cli::{SpaArgs, SpaOptions};
@@ -49,6 +51,8 @@ pub struct SpaPlan {
     pub spa_port: u16,
     /// The server identity the packet is bound to.
     pub server_name: String,
+    /// The server's public key (base64, as given), for a public-key keyfile.
+    pub server_key: Option<String>,
     /// The address to admit.
     pub admit: AdmitChoice,
     /// Requested open time in seconds, 0 for the server's default.
@@ -162,7 +166,12 @@ pub fn resolve_request(
         Some(name) => name.trim().to_ascii_lowercase(),
         None => net::strip_brackets(host.trim()).to_ascii_lowercase(),
     };
+    let server_key = opts
+        .server_key
+        .clone()
+        .or(stanza.and_then(|s| s.server_key.clone()));
     Ok(SpaPlan {
+        server_key,
         action,
         ports,
         host,
@@ -264,6 +273,74 @@ pub fn seal_random(key: &NamedKey, request: &Request) -> anyhow::Result<[u8; PAC
     Ok(seal(&state, request, &nonce, &padding))
 }
 
+/// Seals a version-2 request to `server` with a fresh ephemeral key and fresh padding from
+/// the OS CSPRNG.
+pub fn seal2_random(
+    key: &SigningKey,
+    server: &ServerPublic,
+    request: &Request,
+) -> anyhow::Result<Vec<u8>> {
+    let rng = SystemRandom::new();
+    let mut ephemeral = zeroize::Zeroizing::new([0u8; 32]);
+    let mut padding = [0u8; PADDING_LEN];
+    rng.fill(&mut ephemeral[..])
+        .and_then(|()| rng.fill(&mut padding))
+        .map_err(|_| anyhow!("the system random number generator failed"))?;
+    let packet = seal2(key, server, request, *ephemeral, &padding)
+        .ok_or_else(|| anyhow!("the server key is not a usable X25519 key"))?;
+    Ok(packet.to_vec())
+}
+
+/// The key a [`Sender`] seals with: a shared secret (version 1) or a signing key with the
+/// server's public key (version 2).
+#[derive(Debug)]
+enum Sealer {
+    Shared(NamedKey),
+    Public(SigningKey, ServerPublic),
+}
+
+impl Sealer {
+    fn new(key: ClientKey, server_key: Option<&str>) -> anyhow::Result<Self> {
+        match key {
+            ClientKey::Shared(k) => Ok(Sealer::Shared(k)),
+            ClientKey::Public(k) => {
+                let Some(text) = server_key else {
+                    anyhow::bail!(
+                        "the key `{}` is a public key: give the server's key with --server-key \
+                         BASE64 or server_key in the stanza (knock-spad server-key prints it)",
+                        k.name()
+                    );
+                };
+                let server = ServerPublic::from_base64(text)
+                    .map_err(|e| anyhow!("--server-key / server_key: {e}"))?;
+                Ok(Sealer::Public(k, server))
+            }
+        }
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            Sealer::Shared(k) => k.name(),
+            Sealer::Public(k, _) => k.name(),
+        }
+    }
+
+    fn seal(&self, request: &Request) -> anyhow::Result<Vec<u8>> {
+        match self {
+            Sealer::Shared(k) => Ok(seal_random(k, request)?.to_vec()),
+            Sealer::Public(k, server) => seal2_random(k, server, request),
+        }
+    }
+
+    /// `key `alice``, or `public key `alice`, packet version 2`.
+    fn describe(&self) -> String {
+        match self {
+            Sealer::Shared(k) => format!("key `{}`", k.name()),
+            Sealer::Public(k, _) => format!("public key `{}`, packet version 2", k.name()),
+        }
+    }
+}
+
 /// Lowercase hex, no separators.
 pub fn to_hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
@@ -307,8 +384,8 @@ pub fn send(target: SocketAddr, packet: &[u8]) -> io::Result<()> {
 }
 
 /// Loads the key file, with a hint when it does not exist.
-pub fn load_key(path: &Path) -> anyhow::Result<NamedKey> {
-    NamedKey::load(path).map_err(|e| {
+pub fn load_key(path: &Path) -> anyhow::Result<ClientKey> {
+    ClientKey::load(path).map_err(|e| {
         let missing = matches!(&e, KeyError::Io { source, .. }
             if source.kind() == io::ErrorKind::NotFound);
         anyhow::Error::new(e).context(if missing {
@@ -331,7 +408,7 @@ fn unix_now() -> anyhow::Result<u64> {
 #[derive(Debug)]
 pub struct Sender {
     plan: SpaPlan,
-    key: NamedKey,
+    key: Sealer,
     /// Where the packets go: one address per family (see [`net::targets`]).
     targets: Vec<SocketAddr>,
 }
@@ -339,7 +416,7 @@ pub struct Sender {
 impl Sender {
     /// Loads the key, prints the plan's hint (before any name is looked up), resolves HOST.
     pub fn prepare(plan: SpaPlan, key_path: &Path) -> anyhow::Result<Self> {
-        let key = load_key(key_path)?;
+        let key = Sealer::new(load_key(key_path)?, plan.server_key.as_deref())?;
         if let Some(hint) = &plan.hint {
             eprintln!("knock-spa: {hint}");
         }
@@ -418,13 +495,13 @@ impl Sender {
         let admit = choose_admit(plan.admit, || route_local_addr(target))
             .with_context(|| format!("no packet to {target}"))?;
         let request = build_request(plan, admit, unix_now()?)?;
-        let packet = seal_random(&self.key, &request)?;
+        let packet = self.key.seal(&request)?;
         let mut what = describe(&request, target);
         if plan.dry_run || plan.verbose {
             what.push_str(&format!(
-                " (server identity `{}`, key `{}`)",
+                " (server identity `{}`, {})",
                 plan.server_name,
-                self.key.name()
+                self.key.describe()
             ));
         }
         if plan.dry_run {
