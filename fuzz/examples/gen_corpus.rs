@@ -1,4 +1,5 @@
 //! Writes the hand-made seeds of `fuzz/corpus/`: the protocol vector packets (spa_verify),
+//! version-2 packets sealed with the keys of the version-2 vectors (spa_v2),
 //! frames of every supported link type (frame), keyfile and inline-key texts (keyfile), and
 //! configuration texts (config: the examples of docs/CONFIG.md, knockd's shipped
 //! `/etc/knockd.conf` when present, keys and one-time sequence files), and replay cache
@@ -11,7 +12,11 @@
 use std::fs;
 use std::path::Path;
 
-use knock_fuzz::{unhex, MACED};
+use std::net::{IpAddr, Ipv4Addr};
+
+use knock_fuzz::{unhex, vector2_ephemeral, V2Fixture, MACED, NOW, PRECHECKED2};
+use knock_shared::wire::{Action, Admit, PortList, Request};
+use knock_shared::wire2::seal2;
 
 /// The three packets of docs/PROTOCOL.md §10 (version ‖ key id ‖ nonce ‖ ct ‖ tag ‖ hmac).
 const VECTORS: [&str; 3] = [
@@ -46,6 +51,46 @@ fn spa_verify(root: &Path) {
             let mut v2 = p.clone();
             v2[0] = 2;
             write(&dir, "vector1-version2", &v2);
+        }
+    }
+}
+
+/// Version-2 packets that `spa_v2`'s verifier accepts at its time (one for each ephemeral
+/// secret of the vectors, open and close), and variants: pre-check zeroed (the target
+/// recomputes it and reaches the signature), signature zeroed, truncated, version byte 0x01.
+fn spa_v2(root: &Path) {
+    let dir = root.join("spa_v2");
+    let f = V2Fixture::new();
+    let source = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10));
+    for k in 1..=3u8 {
+        let req = Request {
+            timestamp: NOW - 1 + u64::from(k),
+            action: if k == 3 { Action::Close } else { Action::Open },
+            admit: Admit::Addr(source),
+            duration: 30 * u32::from(k),
+            server: f.server_id,
+            ports: PortList::new(&f.policy[..usize::from(k)]).expect("1 to 3 ports"),
+        };
+        let p = seal2(
+            &f.client,
+            &f.server,
+            &req,
+            vector2_ephemeral(k),
+            &[0xa5; 33],
+        )
+        .expect("the server key is not a low-order point");
+        write(&dir, &format!("sealed{k}"), &p);
+        if k == 1 {
+            let mut q = p;
+            q[PRECHECKED2..].fill(0);
+            write(&dir, "sealed1-precheck-zeroed", &q);
+            let mut q = p;
+            q[185..PRECHECKED2].fill(0);
+            write(&dir, "sealed1-signature-zeroed", &q);
+            write(&dir, "sealed1-truncated", &p[..264]);
+            let mut q = p;
+            q[0] = 1;
+            write(&dir, "sealed1-version1", &q);
         }
     }
 }
@@ -334,6 +379,7 @@ fn main() {
     let root = fuzz.join("corpus");
     replay_state(&root);
     spa_verify(&root);
+    spa_v2(&root);
     frames(&root);
     keyfiles(&root);
     configs(&root, fuzz.parent().expect("repository root"));
