@@ -124,12 +124,27 @@ fn closes_never_wait_behind_a_hung_open() {
         "the quick close waited for the slow start command to end"
     );
     assert_eq!(read(), "quick stopped\n", "the slow start has not ended");
-    let grants = run(&["-c", path(&conf), "status", "--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&grants.stdout).unwrap_or_default();
-    let doors: Vec<&str> = v["grants"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|g| g["door"].as_str()).collect())
-        .unwrap_or_default();
+    // The status file follows the keeper through its own writer thread: wait for it to show
+    // the quick grant gone (the stop command's output above can come first).
+    let status_doors = || {
+        let grants = run(&["-c", path(&conf), "status", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&grants.stdout).unwrap_or_default();
+        let doors: Vec<String> = v["grants"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|g| g["door"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        (doors, v)
+    };
+    d.wait_for(
+        Duration::from_secs(10),
+        "the status without the quick grant",
+        || (!status_doors().0.iter().any(|d| d == "quick")).then_some(()),
+    );
+    let (doors, v) = status_doors();
     assert_eq!(
         doors,
         ["slow"],
