@@ -465,3 +465,75 @@ fn keys_add_to_a_key_file_leaves_a_configuration_without_secrets_as_it_is() {
     );
     assert_eq!(names(&list(c, &[])), ["spaWeb/carol", "spaWeb/dave"]);
 }
+
+/// A public key (`PublicKeys = NAME:BASE64` from `knock-spa keygen --public-key`): added as a
+/// `PublicKeys` line of the door (even one with a key file), listed with its kind, revoked.
+#[test]
+fn public_keys_are_added_listed_and_revoked() {
+    let (dir, conf, _) = setup();
+    let c = conf.to_str().expect("utf-8");
+    let server = knock_keys::public::ServerSecret::generate().expect("server key");
+    let skey = dir.path().join("server.key");
+    server.save(&skey, false).expect("save");
+    // ServerKey first (a door with PublicKeys needs it).
+    let text = fs::read_to_string(&conf).expect("read").replace(
+        "    ServerName = keys-test\n",
+        &format!(
+            "    ServerName = keys-test\n    ServerKey  = {}\n",
+            skey.display()
+        ),
+    );
+    fs::write(&conf, text).expect("write");
+    let pk = knock_keys::public::SigningKey::from_seed("phone", [9; 32]).expect("key");
+    let line = format!("PublicKeys = {}", pk.public().to_inline());
+    // Into the door with a key file: the public key goes on a line of the configuration.
+    let out = run(&[
+        "-c",
+        c,
+        "keys",
+        "add",
+        "phone",
+        "--door",
+        "spaWeb",
+        "--from-line",
+        &line,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("added public key `phone`"),
+        "{}",
+        stdout(&out)
+    );
+    let now = fs::read_to_string(&conf).expect("read");
+    assert_eq!(now.matches("PublicKeys = phone:").count(), 1, "{now}");
+    let web = fs::read_to_string(dir.path().join("web.keys")).expect("read");
+    assert!(
+        !web.contains("phone"),
+        "a public key went into the key file: {web}"
+    );
+    let entries = list(c, &[]);
+    let phone: Vec<&Value> = entries.iter().filter(|e| e["name"] == "phone").collect();
+    assert_eq!(phone.len(), 1);
+    assert!(phone.iter().all(|e| e["kind"] == "public-key"));
+    assert_eq!(phone[0]["id"], pk.public().id().to_string());
+    assert!(entries
+        .iter()
+        .any(|e| e["name"] == "alice" && e["kind"] == "shared-secret"));
+    let check = run(&["-c", c, "check"]);
+    assert!(
+        stdout(&check).contains("1 public-key"),
+        "{}",
+        stdout(&check)
+    );
+    assert!(
+        stdout(&check).contains(&server.public().to_base64()),
+        "{}",
+        stdout(&check)
+    );
+
+    let out = run(&["-c", c, "keys", "revoke", "phone"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let now = fs::read_to_string(&conf).expect("read");
+    assert!(!now.contains("PublicKeys"), "{now}");
+    assert!(list(c, &[]).iter().all(|e| e["name"] != "phone"));
+}

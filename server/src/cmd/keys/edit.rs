@@ -22,7 +22,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use knock_keys::public::KIND_PUBLIC;
+use knock_keys::public::{ClientPublic, KIND_PUBLIC};
 use knock_keys::KIND_SHARED;
 use knock_keys::{concat, valid_name, NamedKey};
 use serde::Serialize;
@@ -182,7 +182,7 @@ const STDIN_LIMIT: usize = 64 * 1024;
 
 /// Parses what `knock-spa keygen` prints for the server: `Keys = NAME:BASE64` (or just
 /// `NAME:BASE64`). `-` reads it from standard input, where comment lines are skipped.
-pub fn key_from_line(arg: &str) -> Result<NamedKey, KeysError> {
+pub fn key_from_line(arg: &str) -> Result<GivenKey, KeysError> {
     let text = if arg == "-" {
         // Into a buffer reserved once, so a growing one leaves no copy behind; a key line is
         // well under a kilobyte.
@@ -214,6 +214,16 @@ pub fn key_from_line(arg: &str) -> Result<NamedKey, KeysError> {
     let value =
         match line.split_once('=') {
             Some((k, v)) if k.trim().eq_ignore_ascii_case("keys") => v.trim(),
+            Some((k, v)) if k.trim().eq_ignore_ascii_case("publickeys") => {
+                if v.contains(',') {
+                    return Err(KeysError::Usage(
+                        "--from-line: one key at a time (the value holds a comma)".to_owned(),
+                    ));
+                }
+                return ClientPublic::from_inline(v.trim())
+                    .map(GivenKey::Public)
+                    .map_err(|e| KeysError::Usage(format!("--from-line: {e}")));
+            }
             // A bare `NAME:BASE64`: that `=` is base64 padding.
             Some((k, _)) if k.contains(':') => line,
             Some(_) => return Err(KeysError::Usage(
@@ -228,7 +238,45 @@ pub fn key_from_line(arg: &str) -> Result<NamedKey, KeysError> {
         ));
     }
     // Messages of `from_inline` never show the secret.
-    NamedKey::from_inline(value).map_err(|e| KeysError::Usage(format!("--from-line: {e}")))
+    NamedKey::from_inline(value)
+        .map(GivenKey::Shared)
+        .map_err(|e| KeysError::Usage(format!("--from-line: {e}")))
+}
+
+/// A key to add: a shared secret (`Keys`) or a client's public key (`PublicKeys`).
+#[derive(Debug)]
+pub enum GivenKey {
+    /// From `Keys = NAME:BASE64` or a client keyfile.
+    Shared(NamedKey),
+    /// From `PublicKeys = NAME:BASE64` (`knock-spa keygen --public-key`).
+    Public(ClientPublic),
+}
+
+impl GivenKey {
+    /// The name the key was made with.
+    pub fn name(&self) -> &str {
+        match self {
+            GivenKey::Shared(k) => k.name(),
+            GivenKey::Public(k) => k.name(),
+        }
+    }
+
+    /// The same key under another name.
+    pub fn renamed(&self, name: &str) -> Result<GivenKey, KeysError> {
+        let usage = |e: knock_keys::ParseProblem| KeysError::Usage(e.to_string());
+        match self {
+            GivenKey::Shared(k) => NamedKey::new(name, k.master().clone())
+                .map(GivenKey::Shared)
+                .map_err(usage),
+            GivenKey::Public(k) => {
+                let inline = k.to_inline();
+                let value = inline.split_once(':').map_or("", |(_, v)| v);
+                ClientPublic::from_inline(&format!("{name}:{value}"))
+                    .map(GivenKey::Public)
+                    .map_err(usage)
+            }
+        }
+    }
 }
 
 /// Reads a client keyfile (`name =` / `secret =`; must be mode 0600).
@@ -296,7 +344,7 @@ fn door_range(lines: &Lines, header_line: usize) -> (usize, usize) {
     (start, end)
 }
 
-/// Removes key `name` from the `Keys` lines in `[start, end)`. Returns how many were removed.
+/// Removes key `name` from the `Keys` and `PublicKeys` lines in `[start, end)`. Returns how many were removed.
 fn remove_inline(lines: &mut Lines, (start, end): (usize, usize), name: &str) -> usize {
     let mut removed = 0;
     let mut i = start;
@@ -306,7 +354,7 @@ fn remove_inline(lines: &mut Lines, (start, end): (usize, usize), name: &str) ->
             i += 1;
             continue;
         };
-        if d != "keys" {
+        if d != "keys" && d != "publickeys" {
             i += 1;
             continue;
         }
@@ -335,12 +383,18 @@ fn remove_inline(lines: &mut Lines, (start, end): (usize, usize), name: &str) ->
     removed
 }
 
-/// Inserts `Keys = NAME:BASE64` after the last `Keys` line of the door (or after its header),
-/// in the same layout.
-fn insert_inline(lines: &mut Lines, (start, end): (usize, usize), inline: &str) {
+/// Inserts `DIRECTIVE = NAME:BASE64` (`Keys` or `PublicKeys`) after the door's last line of
+/// that directive (or after its header), in the same layout.
+fn insert_inline(
+    lines: &mut Lines,
+    (start, end): (usize, usize),
+    directive_name: &str,
+    inline: &str,
+) {
+    let lower = directive_name.to_ascii_lowercase();
     let last_keys = (start..end)
         .rev()
-        .find(|&i| directive(&lines.0[i]).is_some_and(|(d, _)| d == "keys"));
+        .find(|&i| directive(&lines.0[i]).is_some_and(|(d, _)| d == lower));
     let new = match last_keys {
         Some(i) => {
             let line = lines.0[i].clone();
@@ -358,7 +412,10 @@ fn insert_inline(lines: &mut Lines, (start, end): (usize, usize), inline: &str) 
                     })
                 })
                 .unwrap_or_else(|| "    ".to_owned());
-            (start + 1, concat(&[&indent, "Keys = ", inline, "\n"]))
+            (
+                start + 1,
+                concat(&[&indent, directive_name, " = ", inline, "\n"]),
+            )
         }
     };
     // The line before the insertion point must end with a newline.
@@ -574,7 +631,7 @@ fn parse_config(config: &Path, text: &str) -> Result<knock_shared::config::Confi
 }
 
 /// Adds `key` to `door` (the only SPA door when `None`).
-pub fn add(config: &Path, door: Option<&str>, key: &NamedKey) -> Result<Outcome, KeysError> {
+pub fn add(config: &Path, door: Option<&str>, given: &GivenKey) -> Result<Outcome, KeysError> {
     let old = read_text(config)?;
     let text = as_text(config, &old)?;
     let cfg = parse_config(config, &text)?;
@@ -597,7 +654,7 @@ pub fn add(config: &Path, door: Option<&str>, key: &NamedKey) -> Result<Outcome,
     // A name already in the door: refuse with where it is (the loader would refuse too, but
     // less helpfully when the other one is in a key file).
     if let Ok(entries) = list(config, Some(&door)) {
-        if let Some(e) = entries.iter().find(|e| e.name == key.name()) {
+        if let Some(e) = entries.iter().find(|e| e.name == given.name()) {
             return Err(KeysError::Usage(format!(
                 "door [{door}] already has a key `{}` ({}); revoke it first or choose another name",
                 e.name, e.source
@@ -610,9 +667,27 @@ pub fn add(config: &Path, door: Option<&str>, key: &NamedKey) -> Result<Outcome,
     let spa = d
         .spa()
         .ok_or_else(|| KeysError::Usage(format!("[{door}] is not an SPA door")))?;
+    let mut out = Outcome::default();
+    let key = match given {
+        GivenKey::Shared(k) => k,
+        GivenKey::Public(k) => {
+            // Public keys go on a `PublicKeys` line of the configuration, never into a key
+            // file (those hold shared secrets).
+            let mut lines = Lines::new(&text);
+            let range = door_range(&lines, d.line);
+            insert_inline(&mut lines, range, "PublicKeys", &k.to_inline());
+            apply(config, &old, &lines.text(), &[])?;
+            out.changes.push(format!(
+                "added public key `{}` (key id {}) to door [{door}] in {}",
+                k.name(),
+                k.id(),
+                config.display()
+            ));
+            return Ok(out);
+        }
+    };
     let inline = key.to_inline();
     let id = key.derive().id();
-    let mut out = Outcome::default();
     if let Some((_, file)) = spa.key_files.first() {
         let path = load::resolve(config, file);
         let kold = read_text(&path)?;
@@ -637,7 +712,7 @@ pub fn add(config: &Path, door: Option<&str>, key: &NamedKey) -> Result<Outcome,
     } else {
         let mut lines = Lines::new(&text);
         let range = door_range(&lines, d.line);
-        insert_inline(&mut lines, range, &inline);
+        insert_inline(&mut lines, range, "Keys", &inline);
         let new = lines.text();
         apply(config, &old, &new, &[])?;
         out.changes.push(format!(
@@ -843,7 +918,7 @@ mod tests {
         let mut lines = Lines::new(&text);
         {
             let r = door_range(&lines, 1);
-            insert_inline(&mut lines, r, "carol:XYZ")
+            insert_inline(&mut lines, r, "Keys", "carol:XYZ")
         }
         assert_eq!(
             lines.text().as_str(),
@@ -856,7 +931,7 @@ mod tests {
         let mut lines = Lines::new("[spa]\n\tKeyFile = k\n");
         {
             let r = door_range(&lines, 1);
-            insert_inline(&mut lines, r, "carol:XYZ")
+            insert_inline(&mut lines, r, "Keys", "carol:XYZ")
         }
         assert_eq!(
             lines.text().as_str(),
@@ -870,7 +945,15 @@ mod tests {
         let line = format!("Keys = {}", k.to_inline().as_str());
         let parsed = key_from_line(&line).expect("parses");
         assert_eq!(parsed.name(), "alice");
+        let GivenKey::Shared(parsed) = parsed else {
+            panic!("a Keys line is a shared secret");
+        };
         assert_eq!(parsed.derive().id(), k.derive().id());
+        let pk = knock_keys::public::SigningKey::from_seed("phone", [4; 32]).expect("key");
+        let public = key_from_line(&format!("PublicKeys = {}", pk.public().to_inline()))
+            .expect("a PublicKeys line parses");
+        assert!(matches!(&public, GivenKey::Public(p) if p.id() == pk.public().id()));
+        assert_eq!(public.renamed("tablet").expect("rename").name(), "tablet");
         let bare = key_from_line(k.to_inline().as_str()).expect("bare");
         assert_eq!(bare.name(), "alice");
         let secret = k.master().to_base64();

@@ -64,7 +64,7 @@ pub fn run(cli: &Cli, command: &KeysCommand) -> anyhow::Result<ExitCode> {
         } => {
             let given = match (from_line, from_file) {
                 (Some(l), _) => edit::key_from_line(l),
-                (None, Some(f)) => edit::key_from_file(f),
+                (None, Some(f)) => edit::key_from_file(f).map(edit::GivenKey::Shared),
                 (None, None) => Err(edit::KeysError::Usage(
                     "give --from-line or --from-file".into(),
                 )),
@@ -73,9 +73,9 @@ pub fn run(cli: &Cli, command: &KeysCommand) -> anyhow::Result<ExitCode> {
                 Ok(k) => k,
                 Err(e) => return Ok(keys_error(e, true)),
             };
-            let key = match knock_keys::NamedKey::new(name, given.master().clone()) {
+            let key = match given.renamed(name) {
                 Ok(k) => k,
-                Err(e) => return Ok(keys_error(edit::KeysError::Usage(e.to_string()), true)),
+                Err(e) => return Ok(keys_error(e, true)),
             };
             if given.name() != name {
                 eprintln!(
