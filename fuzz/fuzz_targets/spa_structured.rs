@@ -482,7 +482,15 @@ fuzz_target!(|input: Input| {
 
     if mutated != packet {
         let registered = [f.keys[0].sealer.id(), f.keys[1].sealer.id()];
-        let want = if mutated.first() != Some(&0x01) {
+        // A first byte of 0x02 is version 2 (PROTOCOL.md §17), with its own length; this
+        // verifier holds no public key.
+        let want = if mutated.first() == Some(&0x02) {
+            if mutated.len() == knock_shared::wire2::PACKET2_LEN {
+                Reject::UnknownKey
+            } else {
+                Reject::BadLength
+            }
+        } else if mutated.first() != Some(&0x01) {
             Reject::BadVersion
         } else if mutated.len() != PACKET {
             Reject::BadLength

@@ -81,6 +81,14 @@ fn fixture() -> &'static Fixture {
 /// Which of steps 1–3 rejects `data`, by the rules of PROTOCOL.md §7, or `None` if it passes
 /// them.
 fn early_reject(f: &Fixture, data: &[u8]) -> Option<Reject> {
+    // Version 2 (PROTOCOL.md §17) has its own length; this verifier holds no public key.
+    if data.first() == Some(&0x02) {
+        return Some(if data.len() == knock_shared::wire2::PACKET2_LEN {
+            Reject::UnknownKey
+        } else {
+            Reject::BadLength
+        });
+    }
     if data.first() != Some(&0x01) {
         return Some(Reject::BadVersion);
     }
